@@ -1,0 +1,122 @@
+"""ROSS cost on a real CIFAR ResNet: time per image vs N plain forwards, and peak memory vs N.
+
+    python benchmarks/bench_ross.py [--model resnet20] [--images 256] [--device cpu]
+
+Prints a table. Targets (issue 2): ROSS time / (N x one plain forward) <= 1.10, and peak
+memory at N = 100 <= 1.1 x peak at N = 25 (the noisy batch is evaluated in chunks).
+Each memory measurement runs in a fresh subprocess (peak RSS never goes down in a process;
+on CUDA, torch.cuda.max_memory_allocated is used instead).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def _setup(args):
+    from ross_ood.data import default_data_root
+    from ross_ood.models import load_model
+    model = load_model(args.model, default_data_root(args.data_root), device=args.device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.images, 3, 32, 32, generator=g).to(args.device)
+    return model, x
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_ratio(args):
+    import ross_ood
+    model, x = _setup(args)
+    rows = []
+    for n in args.n:
+        det = ross_ood.ROSS(model, base=args.base, n_samples=n, sigma=0.05, chunk_size=args.chunk,
+                            batch_size=args.batch)
+        det.fit(x[:32])
+        # plain forward at the same batch size as the ROSS chunks, with the same features hook
+        xs = x
+        with torch.no_grad():
+            model.outputs(xs[: args.chunk])  # warm-up
+            _sync(args.device)
+            t0 = time.perf_counter()
+            reps = 0
+            while reps * args.images < n * args.images:  # N passes over the images
+                for i in range(0, args.images, args.chunk):
+                    ross_ood.base_score(args.base, model, xs[i:i + args.chunk], check=False)
+                reps += 1
+            _sync(args.device)
+            plain = (time.perf_counter() - t0) / (n * args.images)
+            t0 = time.perf_counter()
+            for i in range(0, args.images, args.batch):
+                det.score(x[i:i + args.batch])
+            _sync(args.device)
+            ross = (time.perf_counter() - t0) / args.images
+        rows.append((n, plain * 1e3, ross * 1e3, ross / (n * plain)))
+    return rows
+
+
+def peak_memory(args, n):
+    import ross_ood
+    model, x = _setup(args)
+    det = ross_ood.ROSS(model, base=args.base, n_samples=n, sigma=0.05, chunk_size=args.chunk,
+                        batch_size=args.batch).fit(x[:8])
+    if str(args.device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for i in range(0, args.images, args.batch):
+        det.score(x[i:i + args.batch])
+    if str(args.device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20, 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024, (peak - base_rss) / 1024
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--base", default="fdbd")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--images", type=int, default=128)
+    p.add_argument("--batch", type=int, default=32, help="images per ROSS batch")
+    p.add_argument("--chunk", type=int, default=128, help="noisy images per forward pass")
+    p.add_argument("--n", type=int, nargs="+", default=[25, 100])
+    p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child is not None:
+        print(json.dumps(peak_memory(args, args.memory_child)))
+        return
+    print(f"model {args.model}, base {args.base}, device {args.device}, {args.images} images, "
+          f"batch {args.batch}, chunk {args.chunk}, torch threads {torch.get_num_threads()}")
+    print()
+    print("| N | plain forward ms/img | ROSS ms/img | ROSS / (N x plain) |")
+    print("|---|---|---|---|")
+    for n, plain, ross, ratio in time_ratio(args):
+        print(f"| {n} | {plain:.3f} | {ross:.2f} | {ratio:.3f} |")
+    print()
+    print("| N | peak memory MiB (process RSS, or CUDA allocated) | increase while scoring MiB |")
+    print("|---|---|---|")
+    peaks = {}
+    for n in args.n:
+        cmd = [sys.executable, __file__, "--memory-child", str(n)] + [
+            a for a in sys.argv[1:]]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ).stdout
+        peak, inc = json.loads(out.strip().splitlines()[-1])
+        peaks[n] = peak
+        print(f"| {n} | {peak:.1f} | {inc:.1f} |")
+    if len(peaks) >= 2:
+        lo, hi = min(peaks), max(peaks)
+        print(f"\npeak(N={hi}) / peak(N={lo}) = {peaks[hi] / peaks[lo]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

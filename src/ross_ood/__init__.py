@@ -1,0 +1,22 @@
+"""ross-ood: robust out-of-distribution detection by synergistic smoothing (ROSS).
+
+Public API::
+
+    model = ross_ood.wrap(net, mean, std)               # takes images in [0, 1]
+    det = ross_ood.ROSS(model, base="fdbd", n_samples=25, sigma=0.05, lam=0.01,
+                        noise_space="pixel", seed=0).fit(id_val)
+    det.score(x); det.components(x); det.predict(x)
+    ross_ood.base_score("energy", model, x)
+    ross_ood.ood_metrics(id_scores, ood_scores)
+"""
+from .detectors import (BaseScoreDetector, Detector, MedianSmoothing, NotFittedError, ROSS, StaleFitError,
+                        load_detector)
+from .metrics import accuracy, ood_metrics
+from .model import ModelWrapper, wrap
+from .scores import SCORE_NAMES, base_score, get_score
+
+__version__ = "0.1.0"
+
+__all__ = ["ROSS", "MedianSmoothing", "BaseScoreDetector", "Detector", "NotFittedError", "StaleFitError",
+           "load_detector", "ood_metrics", "accuracy", "wrap", "ModelWrapper", "base_score", "get_score",
+           "SCORE_NAMES", "__version__"]

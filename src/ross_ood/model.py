@@ -1,0 +1,173 @@
+"""Model wrapper: pixel-space input validation, normalisation, logits and penultimate features.
+
+Every image entering ross-ood is a float tensor in pixel space ``[0, 1]`` of shape
+``B x C x H x W``. The wrapper owns the model's mean/std normalisation, so data never
+carries it, and exposes the penultimate features ``h`` and the last linear layer
+``(W, b)`` that some scores (fDBD) need.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["ModelWrapper", "Outputs", "wrap", "check_images"]
+
+
+@dataclass
+class Outputs:
+    """One forward pass: logits ``(B, K)`` and penultimate features ``(B, D)`` (or None)."""
+
+    logits: torch.Tensor
+    features: torch.Tensor | None = None
+
+
+def check_images(x: torch.Tensor, channels: int | None = None, pixel_range: bool = True,
+                 name: str = "x") -> None:
+    """Raise ValueError naming the problem when ``x`` is not a valid image batch."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have rank 4 (B, C, H, W); got rank {x.dim()} with shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor in [0, 1]; got dtype {x.dtype}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} has {x.shape[1]} channels but the model expects {channels} "
+                         f"(shape {tuple(x.shape)})")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    with torch.no_grad():
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            n_nan = int(torch.isnan(x).sum())
+            n_inf = int(torch.isinf(x).sum())
+            raise ValueError(f"{name} contains non-finite pixels: {n_nan} NaN and {n_inf} Inf values")
+        if pixel_range:
+            lo, hi = float(x.min()), float(x.max())
+            if lo < 0.0 or hi > 1.0:
+                raise ValueError(f"{name} has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}); "
+                                 "ross-ood expects pixel-space images in [0, 1] and normalises them itself")
+
+
+class ModelWrapper(nn.Module):
+    """Wraps a classifier ``net`` that expects normalised input.
+
+    ``forward(x)`` takes pixel-space images in ``[0, 1]`` and returns logits.
+    ``outputs(x)`` returns logits and penultimate features (the input of the last linear
+    layer, captured by a forward pre-hook). The last linear layer is found automatically
+    as the ``nn.Linear`` whose output *is* the network's output, or named with ``linear``.
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 linear: str | None = None, input_size: int | None = None):
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if mean_t.numel() != std_t.numel():
+            raise ValueError(f"mean has {mean_t.numel()} entries but std has {std_t.numel()}")
+        if not bool((std_t > 0).all()):
+            raise ValueError(f"std must be positive, got {std_t.tolist()}")
+        self.net = net
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
+        self.register_buffer("std", std_t.view(1, -1, 1, 1))
+        self.channels = int(mean_t.numel())
+        self.input_size = input_size
+        self._linear_name = linear
+        self._linear: nn.Linear | None = None
+        if linear is not None:
+            modules = dict(net.named_modules())
+            if linear not in modules:
+                raise ValueError(f"no module named {linear!r} in the network; linear layers: "
+                                 f"{[n for n, m in modules.items() if isinstance(m, nn.Linear)]}")
+            if not isinstance(modules[linear], nn.Linear):
+                raise ValueError(f"module {linear!r} is a {type(modules[linear]).__name__}, not nn.Linear")
+            self._linear = modules[linear]
+        self._captured: torch.Tensor | None = None
+        self._hook = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+    def check(self, x: torch.Tensor, pixel_range: bool = True, name: str = "x") -> None:
+        check_images(x, self.channels, pixel_range=pixel_range, name=name)
+
+    # ----------------------------------------------------------- linear layer
+    def _find_linear(self, x: torch.Tensor) -> nn.Linear:
+        found: list[tuple[str, nn.Linear, torch.Tensor]] = []
+        hooks = []
+        for name, mod in self.net.named_modules():
+            if isinstance(mod, nn.Linear):
+                hooks.append(mod.register_forward_hook(
+                    lambda m, i, o, name=name: found.append((name, m, o))))
+        try:
+            with torch.no_grad():
+                out = self.net(self.normalize(x[:1]))
+        finally:
+            for h in hooks:
+                h.remove()
+        hits = [(n, m) for n, m, o in found if o is out]
+        if len(hits) != 1:
+            names = [n for n, _, _ in found]
+            raise ValueError(
+                "cannot tell which linear layer produces the logits "
+                f"(linear layers run: {names or 'none'}; their output is not returned unchanged). "
+                "Name it with linear='<module name>'.")
+        self._linear_name = hits[0][0]
+        return hits[0][1]
+
+    def linear_layer(self, x: torch.Tensor | None = None) -> nn.Linear:
+        """The last linear layer (weights ``(K, D)``); ``x`` is a sample input for auto-detection."""
+        if self._linear is None:
+            if x is None:
+                size = self.input_size or 32
+                x = torch.zeros(1, self.channels, size, size, device=self.device)
+            self._linear = self._find_linear(x)
+        return self._linear
+
+    @property
+    def linear_name(self) -> str | None:
+        return self._linear_name
+
+    # -------------------------------------------------------- logits+features
+    def outputs(self, x: torch.Tensor, features: bool = True) -> Outputs:
+        """Logits and (optionally) penultimate features for pixel-space ``x``."""
+        if not features:
+            return Outputs(self(x), None)
+        lin = self.linear_layer(x)
+        captured: list[torch.Tensor] = []
+        hook = lin.register_forward_pre_hook(lambda m, inp: captured.append(inp[0]))
+        try:
+            logits = self(x)
+        finally:
+            hook.remove()
+        if not captured:
+            raise RuntimeError(f"the linear layer {self._linear_name!r} did not run in the forward pass")
+        feats = captured[-1]
+        return Outputs(logits, feats.flatten(1))
+
+
+def wrap(net: nn.Module, mean: Sequence[float], std: Sequence[float], linear: str | None = None,
+         input_size: int | None = None) -> ModelWrapper:
+    """Wrap ``net`` (expecting normalised input) so that it takes pixel-space images in [0, 1].
+
+    The returned wrapper is put in eval mode; its buffers follow ``net``'s device.
+    """
+    if isinstance(net, ModelWrapper):
+        raise TypeError("net is already a ModelWrapper")
+    w = ModelWrapper(net, mean, std, linear=linear, input_size=input_size)
+    try:
+        dev = next(net.parameters()).device
+        w = w.to(dev)
+    except StopIteration:
+        pass
+    return w.eval()

@@ -1,0 +1,178 @@
+"""Model zoo and safe checkpoint loading.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` (or safetensors): a pickle
+that tries to build arbitrary objects is refused. Known files are verified by sha256.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..model import ModelWrapper, wrap
+from .lenet import MnistConvNet
+from .resnet18 import ResNet18_32x32, ResNet18_224x224
+from .resnet_cifar import resnet20, resnet32, resnet44, resnet56
+
+__all__ = ["ZOO", "ARCHS", "ModelSpec", "load_model", "load_checkpoint", "load_state", "sha256_file",
+           "CheckpointError"]
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: missing, corrupt, unsafe or mismatched."""
+
+
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "resnet20": resnet20, "resnet32": resnet32, "resnet44": resnet44, "resnet56": resnet56,
+    "mnist-cnn": MnistConvNet, "resnet18-32x32": ResNet18_32x32, "resnet18-224x224": ResNet18_224x224,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    file: str | None  # relative to <data root>/weights, or None (user gives --checkpoint)
+    sha256: str | None
+    mean: tuple
+    std: tuple
+    input_size: int
+    num_classes: int = 10
+    channels: int = 3
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+ZOO: dict[str, ModelSpec] = {
+    "resnet20": ModelSpec("resnet20", "resnet20_cifar10jpeg_ft.pt",
+                          "751394cead9bb514cc4738ce9e5a4f3a3efb920f7eda12f55f3101c9a901fe36",
+                          IMAGENET_MEAN, IMAGENET_STD, 32, note="ResNet-20 fine-tuned on the JPEG CIFAR-10 copy"),
+    "resnet20-original": ModelSpec("resnet20", "resnet20-12fca82f.th",
+                                   "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8",
+                                   IMAGENET_MEAN, IMAGENET_STD, 32, note="akamaster ResNet-20 (lossless CIFAR-10)"),
+    "resnet20-noise012": ModelSpec("resnet20", "resnet20_cifar10jpeg_noise012.pt",
+                                   "08b11982831634874c442713359364a4b2553e970b6f067b5d2f8db1293e6615",
+                                   IMAGENET_MEAN, IMAGENET_STD, 32, note="noise-trained, sigma 0.12 (pixel)"),
+    "resnet20-noise025": ModelSpec("resnet20", "resnet20_cifar10jpeg_noise025.pt",
+                                   "66a9528185d6f6b0e7b13f1d4b3b5eb47e66b1fd2a183e0893ebc6e07c4ed5dd",
+                                   IMAGENET_MEAN, IMAGENET_STD, 32, note="noise-trained, sigma 0.25 (pixel)"),
+    "resnet56": ModelSpec("resnet56", "resnet56-4bfd9763.th",
+                          "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367",
+                          IMAGENET_MEAN, IMAGENET_STD, 32, note="akamaster ResNet-56 (lossless CIFAR-10)"),
+    "mnist-cnn": ModelSpec("mnist-cnn", "mnist_lenet_hendrycks_baseline.pt",
+                           "3184bed452c44c82935b96be23f5bf08d9dffec348b7222c01dc6088ebd46a4c",
+                           (0.0,), (1.0,), 28, channels=1, note="MNIST CNN, plain training"),
+    "mnist-cnn-oe": ModelSpec("mnist-cnn", "mnist_lenet_hendrycks_oe_tune.pt",
+                              "362ccfe3c829610791cc3ed8bbfe98fcc30bd6a9c582ea5fc08a5f8fb8531bb5",
+                              (0.0,), (1.0,), 28, channels=1, note="MNIST CNN, Outlier Exposure"),
+    "openood-resnet18-cifar10": ModelSpec("resnet18-32x32", None, None, CIFAR10_MEAN, CIFAR10_STD, 32,
+                                          note="OpenOOD v1.5 checkpoint (give --checkpoint)"),
+    "openood-resnet18-cifar100": ModelSpec("resnet18-32x32", None, None, CIFAR100_MEAN, CIFAR100_STD, 32, 100,
+                                           note="OpenOOD v1.5 checkpoint (give --checkpoint)"),
+    "openood-resnet18-imagenet200": ModelSpec("resnet18-224x224", None, None, IMAGENET_MEAN, IMAGENET_STD, 224,
+                                              200, note="OpenOOD v1.5 checkpoint (give --checkpoint)"),
+}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a state dict safely. Accepts a plain state dict or a dict holding one under
+    ``state_dict`` / ``model`` / ``net``; strips a ``module.`` prefix (DataParallel)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if sha256 is not None:
+        got = sha256_file(path)
+        if got != sha256:
+            raise CheckpointError(f"checkpoint {path} has sha256 {got[:16]}..., expected {sha256[:16]}... "
+                                  "(corrupt or a different file)")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:  # pragma: no cover - optional dependency
+            raise CheckpointError("reading .safetensors needs the safetensors package") from None
+        try:
+            obj = load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"checkpoint {path} is not a valid safetensors file: {e}") from None
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(f"refused to load {path}: it holds objects other than tensors and plain "
+                                  f"containers, which could run code when unpickled ({str(e).splitlines()[0]})") from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {str(e).splitlines()[0]}") from None
+    if isinstance(obj, dict):
+        for k in ("state_dict", "model", "net"):
+            if k in obj and isinstance(obj[k], dict):
+                obj = obj[k]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_state(net: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
+    """Load ``state`` into ``net``; a clear error on missing/unexpected keys or shape mismatch.
+    BatchNorm's ``num_batches_tracked`` counters may be absent (older checkpoints)."""
+    own = net.state_dict()
+    skip = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
+    missing = [k for k in own if k not in state and not skip(k)]
+    unexpected = [k for k in state if k not in own and not skip(k)]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {missing[:4]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:4]})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:3]})")
+    if problems:
+        raise CheckpointError(f"{source} does not match the {type(net).__name__} architecture: "
+                              + "; ".join(problems))
+    net.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return net
+
+
+def load_model(name: str, data_root: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
+               device: str | torch.device = "cpu") -> ModelWrapper:
+    """A zoo model by name (weights from ``<data_root>/weights``, sha256-checked) or an
+    architecture from ``ARCHS`` with an explicit ``checkpoint``. Returns a wrapped model in
+    eval mode on ``device``."""
+    if name not in ZOO:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(ZOO)}")
+    spec = ZOO[name]
+    net = ARCHS[spec.arch](num_classes=spec.num_classes)
+    if checkpoint is not None:
+        path, sha = Path(checkpoint), (spec.sha256 if spec.file and Path(checkpoint).name == spec.file else None)
+    elif spec.file is not None:
+        if data_root is None:
+            raise ValueError(f"model {name!r} needs a data root holding weights/{spec.file}")
+        path, sha = Path(data_root) / "weights" / spec.file, spec.sha256
+    else:
+        raise ValueError(f"model {name!r} has no bundled weights: pass checkpoint=PATH ({spec.note})")
+    load_state(net, load_checkpoint(path, sha), source=str(path))
+    model = wrap(net.to(device), spec.mean, spec.std, input_size=spec.input_size)
+    model.name = name
+    return model

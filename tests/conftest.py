@@ -1,0 +1,59 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import ross_ood
+
+DATA_ROOT = Path(os.environ.get("ROSS_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def tiny_linear_model():
+    """Images 1x1x2 -> features h = the 2 pixels -> logits z = W h + b (K = 3).
+
+    W = [[1, 0], [0, 1], [1, 1]], b = [0, 0, -1]; mean 0, std 1 (no normalisation).
+    """
+    lin = nn.Linear(2, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        lin.bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+    net = nn.Sequential(nn.Flatten(), lin)
+    return ross_ood.wrap(net, [0.0], [1.0])
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, classes=5, channels=3):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4, classes)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        h = nn.functional.adaptive_avg_pool2d(h, 2).flatten(1)
+        return self.fc(h)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_linear_model()
+
+
+@pytest.fixture
+def cnn():
+    torch.manual_seed(0)
+    return ross_ood.wrap(SmallCNN(), [0.5, 0.4, 0.3], [0.25, 0.2, 0.3])
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(12, 3, 8, 8, generator=g)
+
+
+def need_data(*parts):
+    p = DATA_ROOT.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"needs {p} (set ROSS_DATA)")
+    return p
