@@ -175,4 +175,5 @@ def load_model(name: str, data_root: str | os.PathLike | None = None, checkpoint
     load_state(net, load_checkpoint(path, sha), source=str(path))
     model = wrap(net.to(device), spec.mean, spec.std, input_size=spec.input_size)
     model.name = name
+    model.fingerprint = f"{name}:{(sha or sha256_file(path))[:16]}"
     return model

@@ -1,0 +1,197 @@
+"""L-infinity attacks on any differentiable scalar score: PGD and APGD, with EOT.
+
+Objectives: ``min`` lowers the score (applied to ID inputs: ID looks OOD), ``max`` raises it
+(applied to OOD inputs: OOD looks ID). The budget ``eps`` is in ``pixel`` units (the
+adversarial image is clipped to [0, 1]) or ``normalized`` units (eps * std_c per channel,
+no clipping, as the ROSS paper). All randomness (start points, EOT noise) is seeded.
+
+``score_fn(x, draw)`` returns (B,) scores; ``draw`` numbers the EOT draw so that a
+randomised defence can use fresh noise for each draw and step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .model import ModelWrapper
+
+__all__ = ["AttackConfig", "pgd", "apgd", "eps_tensor", "project", "EPS_SPACES", "run_attack"]
+
+EPS_SPACES = ("pixel", "normalized")
+ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One attack. ``algorithm``: pgd or apgd. ``step_size`` as a fraction of eps (PGD)."""
+
+    eps: float
+    objective: str  # "min" or "max"
+    space: str = "pixel"
+    algorithm: str = "pgd"
+    steps: int = 40
+    step_size: float = 1 / 30
+    restarts: int = 1
+    random_start: bool = True
+    eot: int = 1
+    keep: str = "last"  # "last" iterate (the paper's PGD) or "best"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.objective not in ("min", "max"):
+            raise ValueError(f"objective must be 'min' or 'max', got {self.objective!r}")
+        if self.space not in EPS_SPACES:
+            raise ValueError(f"eps space must be one of {EPS_SPACES}, got {self.space!r}")
+        if self.algorithm not in ("pgd", "apgd"):
+            raise ValueError(f"attack algorithm must be 'pgd' or 'apgd', got {self.algorithm!r}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if self.steps < 0 or self.restarts < 1 or self.eot < 1:
+            raise ValueError(f"steps >= 0, restarts >= 1 and eot >= 1 needed, got {self.steps}, "
+                             f"{self.restarts}, {self.eot}")
+        if self.keep not in ("last", "best"):
+            raise ValueError(f"keep must be 'last' or 'best', got {self.keep!r}")
+
+    def spec(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def eps_tensor(model: ModelWrapper, eps: float, space: str) -> torch.Tensor:
+    """Per-channel pixel-space budget, shape (1, C, 1, 1)."""
+    if space not in EPS_SPACES:
+        raise ValueError(f"eps space must be one of {EPS_SPACES}, got {space!r}")
+    return torch.full_like(model.std, float(eps)) if space == "pixel" else float(eps) * model.std
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, clip: bool) -> torch.Tensor:
+    """Into the L-infinity ball of radius ``eps`` around ``x`` (and [0, 1] when ``clip``)."""
+    out = x + (x_adv - x).clamp(-eps, eps)
+    return out.clamp(0.0, 1.0) if clip else out
+
+
+def _gain_and_grad(score_fn: ScoreFn, x: torch.Tensor, sign: float, eot: int, draw0: int):
+    """Mean over ``eot`` draws of sign * score, and its input gradient."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        total = 0
+        for k in range(eot):
+            total = total + sign * score_fn(x, draw0 + k)
+        gain = total / eot
+        (g,) = torch.autograd.grad(gain.sum(), x)
+    return gain.detach(), g.detach()
+
+
+def _start(x, eps, clip, cfg: AttackConfig, restart: int):
+    if not cfg.random_start:
+        return x.clone()
+    gen = torch.Generator().manual_seed(cfg.seed * 1000003 + restart)
+    u = torch.rand(x.shape, generator=gen).to(x.device, x.dtype) * 2 - 1
+    return project(x + u * eps, x, eps, clip)
+
+
+def pgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
+        restart: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sign-gradient PGD; returns (x_adv, the gain of x_adv as seen by the attack)."""
+    sign = 1.0 if cfg.objective == "max" else -1.0
+    x_adv = _start(x, eps, clip, cfg, restart)
+    alpha = eps * cfg.step_size
+    best_x, best_gain = x_adv.clone(), None
+    draw = restart * (cfg.steps + 1) * cfg.eot
+    for _ in range(cfg.steps):
+        gain, g = _gain_and_grad(score_fn, x_adv, sign, cfg.eot, draw)
+        draw += cfg.eot
+        if cfg.keep == "best":
+            if best_gain is None:
+                best_gain = gain.clone()
+                best_x = x_adv.clone()
+            else:
+                better = gain > best_gain
+                best_gain = torch.where(better, gain, best_gain)
+                best_x[better] = x_adv[better]
+        x_adv = project(x_adv + alpha * g.sign(), x, eps, clip).detach()
+    with torch.no_grad():
+        gain = sum(sign * score_fn(x_adv, draw + k) for k in range(cfg.eot)) / cfg.eot
+    if cfg.keep == "best" and best_gain is not None:
+        better = gain > best_gain
+        best_x[better] = x_adv[better]
+        return best_x, torch.where(better, gain, best_gain)
+    return x_adv, gain
+
+
+def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
+         restart: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """APGD (Croce & Hein, ICML 2020, Alg. 1) on the gain: step size 2 eps halved at
+    checkpoints when progress stalls, momentum 0.75, best iterate returned. Per input."""
+    sign = 1.0 if cfg.objective == "max" else -1.0
+    n_iter = max(cfg.steps, 1)
+    # checkpoints p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    checks = sorted({int(round(q * n_iter)) for q in p[1:] if q * n_iter <= n_iter})
+    b = x.shape[0]
+    view = (b,) + (1,) * (x.dim() - 1)
+    eta = torch.full(view, 2.0, device=x.device, dtype=x.dtype) * eps  # per input and channel
+    draw = restart * (n_iter + 1) * cfg.eot
+    x0 = _start(x, eps, clip, cfg, restart)
+    f0, g = _gain_and_grad(score_fn, x0, sign, cfg.eot, draw)
+    draw += cfg.eot
+    x_best, f_best = x0.clone(), f0.clone()
+    x1 = project(x0 + eta * g.sign(), x, eps, clip)
+    f1, g = _gain_and_grad(score_fn, x1, sign, cfg.eot, draw)
+    draw += cfg.eot
+    better = f1 > f_best
+    x_best[better], f_best = x1[better], torch.where(better, f1, f_best)
+    x_prev, x_k, f_k = x0, x1, f1
+    increases = (f1 > f0).float()
+    last_check, f_best_at_check = 0, f_best.clone()
+    eta_reduced_at_check = torch.zeros(b, dtype=torch.bool, device=x.device)
+    for k in range(1, n_iter):
+        z = project(x_k + eta * g.sign(), x, eps, clip)
+        x_new = project(x_k + 0.75 * (z - x_k) + 0.25 * (x_k - x_prev), x, eps, clip)
+        f_new, g_new = _gain_and_grad(score_fn, x_new, sign, cfg.eot, draw)
+        draw += cfg.eot
+        increases = increases + (f_new > f_k).float()
+        better = f_new > f_best
+        x_best[better], f_best = x_new[better], torch.where(better, f_new, f_best)
+        x_prev, x_k, f_k, g = x_k, x_new, f_new, g_new
+        if k + 1 in checks:
+            span = k + 1 - last_check
+            cond1 = increases < 0.75 * span
+            cond2 = (~eta_reduced_at_check) & (f_best <= f_best_at_check)
+            halve = cond1 | cond2
+            eta = torch.where(halve.view(view), eta / 2, eta)
+            x_k = torch.where(halve.view(view), x_best, x_k)
+            if halve.any():
+                f_k = torch.where(halve, f_best, f_k)
+                _, g_h = _gain_and_grad(score_fn, x_k, sign, cfg.eot, draw)
+                draw += cfg.eot
+                g = torch.where(halve.view(view), g_h, g)
+            eta_reduced_at_check = halve
+            increases = torch.zeros_like(increases)
+            last_check, f_best_at_check = k + 1, f_best.clone()
+    return x_best.detach(), f_best
+
+
+def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: AttackConfig,
+               eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All restarts of one attack; per input, keep the restart whose ``eval_fn`` score is
+    worst for the defender (lowest for ``min``, highest for ``max``). Returns (x_adv, score)."""
+    eps = eps_tensor(model, cfg.eps, cfg.space).to(x.device, x.dtype)
+    clip = cfg.space == "pixel"
+    fn = pgd if cfg.algorithm == "pgd" else apgd
+    sign = 1.0 if cfg.objective == "max" else -1.0
+    best_x, best_s = None, None
+    for r in range(cfg.restarts):
+        x_adv, gain = fn(score_fn, x, eps, cfg, clip, restart=r)
+        with torch.no_grad():
+            s = eval_fn(x_adv) if eval_fn is not None else sign * gain
+        if best_x is None:
+            best_x, best_s = x_adv, s
+        else:
+            better = sign * s > sign * best_s
+            best_x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best_x)
+            best_s = torch.where(better, s, best_s)
+    return best_x.detach(), best_s.detach()

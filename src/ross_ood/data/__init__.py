@@ -1,0 +1,28 @@
+"""Data sets, benchmark definitions and the data root."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .benchmarks import BENCHMARKS, Benchmark, BenchmarkDef, build_benchmark, parse_extra_ood
+from .sets import (FolderImageSet, IdxImageSet, ImageListSet, ImageSet, SubsetView, SyntheticSet, TorchvisionSet,
+                   ZipImageSet, open_set, stratified_subset)
+
+__all__ = ["default_data_root", "BENCHMARKS", "Benchmark", "BenchmarkDef", "build_benchmark", "parse_extra_ood",
+           "ImageSet", "ZipImageSet", "FolderImageSet", "IdxImageSet", "ImageListSet", "SyntheticSet",
+           "TorchvisionSet", "SubsetView", "open_set", "stratified_subset"]
+
+
+def default_data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """``explicit``, else $ROSS_DATA, else ``../shared/data`` (from the working directory or
+    beside this checkout) when it exists, else the user cache directory (for downloads)."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("ROSS_DATA")
+    if env:
+        return Path(env)
+    for cand in (Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[4] / "shared" / "data"):
+        if cand.is_dir():
+            return cand
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(cache) / "ross-ood"

@@ -1,0 +1,377 @@
+"""Image data sets: class-folder ZIP archives, image folders, IDX files, OpenOOD image lists,
+torchvision data sets (optional), and seeded synthetic noise.
+
+Every set yields ``(x, label)`` with ``x`` a float tensor in [0, 1] of shape (C, S, S):
+images are converted to the model's channel count (grayscale -> RGB by repetition, RGB ->
+grayscale by PIL's luma) and resized (shorter side) then centre-cropped to ``S`` as
+OpenOOD's test transform does. ``label`` is -1 where a set has no labels.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..smoothing import pair_seed
+
+__all__ = ["ImageSet", "ZipImageSet", "FolderImageSet", "IdxImageSet", "ImageListSet", "SyntheticSet",
+           "TorchvisionSet", "SubsetView", "open_set", "IMAGE_EXTENSIONS", "stratified_subset"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def to_tensor(img: Image.Image, channels: int, size: int | None, pre_size: int | None = None) -> torch.Tensor:
+    """PIL image -> (C, size, size) float tensor in [0, 1]: OpenOOD's Resize(pre_size) (shorter
+    side, bilinear) then CenterCrop(size); ``pre_size`` defaults to ``size``."""
+    img = img.convert("RGB" if channels == 3 else "L")
+    if size is not None and img.size != (size, size):
+        w, h = img.size
+        pre = pre_size or size
+        scale = pre / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    arr = np.array(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+
+
+class ImageSet(torch.utils.data.Dataset):
+    """Base class. Subclasses implement ``__len__`` and ``_image(i) -> PIL.Image``."""
+
+    name: str = "set"
+    labels: np.ndarray | None = None
+    classes: list[str] | None = None
+
+    def __init__(self):
+        self.channels, self.size, self.pre_size = 3, None, None
+
+    def prepare(self, channels: int, size: int | None, pre_size: int | None = None) -> "ImageSet":
+        """Set the output channel count, side length and resize-before-crop size; returns self."""
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.channels, self.size, self.pre_size = channels, size, pre_size
+        return self
+
+    def _image(self, i: int) -> Image.Image:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+    def __getitem__(self, i: int):
+        if i < 0 or i >= len(self):
+            raise IndexError(f"index {i} out of range for {self.name} ({len(self)} images)")
+        x = to_tensor(self._image(i), self.channels, self.size, self.pre_size)
+        y = -1 if self.labels is None else int(self.labels[i])
+        return x, y
+
+
+def _decode(data: bytes, where: str) -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"corrupt image {where}: {e}") from None
+
+
+def _class_labels(paths: list[str]) -> tuple[np.ndarray | None, list[str] | None]:
+    parts = [p.split("/") for p in paths]
+    if all(len(p) >= 2 for p in parts):
+        classes = sorted({p[-2] for p in parts})
+        if len(classes) > 1 or len(paths) == 1:
+            index = {c: k for k, c in enumerate(classes)}
+            return np.array([index[p[-2]] for p in parts], dtype=np.int64), classes
+    return None, None
+
+
+class ZipImageSet(ImageSet):
+    """A ZIP archive of images, ``CLASS/FILE`` members (labels = sorted class folders) or flat."""
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None, classes: list[str] | None = None):
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"archive not found: {self.path}")
+        try:
+            with zipfile.ZipFile(self.path) as z:
+                members = sorted(n for n in z.namelist() if n.lower().endswith(IMAGE_EXTENSIONS))
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{self.path} is not a readable ZIP archive: {e}") from None
+        if not members:
+            raise ValueError(f"{self.path} holds no images (extensions {IMAGE_EXTENSIONS})")
+        self.members = members
+        self.name = name or self.path.stem
+        self.labels, self.classes = _class_labels(members)
+        if classes is not None and self.classes is not None:
+            missing = set(self.classes) - set(classes)
+            if missing:
+                raise ValueError(f"{self.path}: class folders {sorted(missing)} not in the given class list")
+            index = {c: k for k, c in enumerate(classes)}
+            self.labels = np.array([index[m.split("/")[-2]] for m in members], dtype=np.int64)
+            self.classes = list(classes)
+        self._zip: zipfile.ZipFile | None = None
+        self._pid = None
+
+    def __len__(self):
+        return len(self.members)
+
+    def _image(self, i):
+        if self._zip is None or self._pid != os.getpid():  # one handle per worker process
+            self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
+        name = self.members[i]
+        return _decode(self._zip.read(name), f"{name} in {self.path}")
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_zip"] = None
+        return d
+
+    def describe(self):
+        return f"{self.name} (ZIP {self.path}, {len(self)} images)"
+
+
+class FolderImageSet(ImageSet):
+    """A folder of images: ``root/CLASS/FILE`` (labelled) or ``root/FILE`` (unlabelled)."""
+
+    def __init__(self, root: str | os.PathLike, name: str | None = None):
+        super().__init__()
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {self.root}")
+        files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ValueError(f"{self.root} holds no images (extensions {IMAGE_EXTENSIONS})")
+        self.files = files
+        self.name = name or self.root.name
+        self.labels, self.classes = _class_labels(files)
+
+    def __len__(self):
+        return len(self.files)
+
+    def _image(self, i):
+        p = self.root / self.files[i]
+        return _decode(p.read_bytes(), str(p))
+
+    def describe(self):
+        return f"{self.name} (folder {self.root}, {len(self)} images)"
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"cannot read IDX file {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+    ndim = raw[3]
+    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    body = raw[4 + 4 * ndim:]
+    if len(body) != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims} = {int(np.prod(dims))} bytes, file has {len(body)} "
+                         "(truncated or corrupt)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+class IdxImageSet(ImageSet):
+    """MNIST-style IDX files (gzip'd or plain): images (N, H, W) and optional labels (N,)."""
+
+    def __init__(self, images: str | os.PathLike, labels: str | os.PathLike | None = None, name: str | None = None):
+        super().__init__()
+        self.images_path = Path(images)
+        if not self.images_path.is_file():
+            raise FileNotFoundError(f"IDX image file not found: {self.images_path}")
+        self.data = _read_idx(self.images_path)
+        if self.data.ndim != 3:
+            raise ValueError(f"{self.images_path}: IDX images must be (N, H, W), got {self.data.shape}")
+        if labels is not None:
+            lab = _read_idx(Path(labels))
+            if lab.shape != (self.data.shape[0],):
+                raise ValueError(f"{labels}: {lab.shape[0]} labels for {self.data.shape[0]} images")
+            self.labels = lab.astype(np.int64)
+        self.name = name or self.images_path.name.split("-")[0]
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def _image(self, i):
+        return Image.fromarray(self.data[i], mode="L")
+
+    def describe(self):
+        return f"{self.name} (IDX {self.images_path}, {len(self)} images)"
+
+
+class ImageListSet(ImageSet):
+    """OpenOOD v1.5 benchmark layout: an image list whose lines are ``relative/path label``,
+    with paths relative to ``image_root`` (e.g. ``images_classic/``)."""
+
+    def __init__(self, imglist: str | os.PathLike, image_root: str | os.PathLike, name: str | None = None):
+        super().__init__()
+        self.imglist, self.image_root = Path(imglist), Path(image_root)
+        if not self.imglist.is_file():
+            raise FileNotFoundError(f"OpenOOD image list not found: {self.imglist}")
+        paths, labels = [], []
+        for k, line in enumerate(self.imglist.read_text().splitlines()):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split(" ")
+            if len(parts) < 2:
+                raise ValueError(f"{self.imglist}:{k + 1}: expected 'path label', got {line!r}")
+            paths.append(parts[0])
+            try:
+                labels.append(int(parts[1]))
+            except ValueError:
+                raise ValueError(f"{self.imglist}:{k + 1}: label {parts[1]!r} is not an integer") from None
+        if not paths:
+            raise ValueError(f"{self.imglist} lists no images")
+        self.paths, self.labels = paths, np.array(labels, dtype=np.int64)
+        self.name = name or self.imglist.stem
+
+    def __len__(self):
+        return len(self.paths)
+
+    def _image(self, i):
+        p = self.image_root / self.paths[i]
+        if not p.is_file():
+            raise FileNotFoundError(f"image {p} listed in {self.imglist} is missing")
+        return _decode(p.read_bytes(), str(p))
+
+
+class SyntheticSet(ImageSet):
+    """Seeded noise images: ``gaussian`` (N(0.5, 0.25^2) clipped to [0, 1]) or ``uniform``.
+    Image i depends only on (seed, kind, i)."""
+
+    KINDS = {"gaussian": 1, "uniform": 2}
+
+    def __init__(self, kind: str, count: int = 10000, seed: int = 0, size: int = 32):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"synthetic set must be one of {sorted(self.KINDS)}, got {kind!r}")
+        if count < 1:
+            raise ValueError(f"synthetic set needs count >= 1, got {count}")
+        self.kind, self.count, self.seed, self.native = kind, int(count), int(seed), int(size)
+        self.name = f"{kind}-noise"
+
+    def __len__(self):
+        return self.count
+
+    def _image(self, i):
+        rng = np.random.default_rng(pair_seed(self.seed, self.KINDS[self.kind], i, 0))
+        shape = (self.native, self.native, 3)
+        a = rng.normal(0.5, 0.25, shape) if self.kind == "gaussian" else rng.random(shape)
+        return Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8), mode="RGB")
+
+
+class TorchvisionSet(ImageSet):
+    """A torchvision data set by class name (``CIFAR10``, ``SVHN``, ...), already on disk."""
+
+    def __init__(self, dataset: str, root: str | os.PathLike, **kwargs):
+        super().__init__()
+        try:
+            import torchvision.datasets as tvd
+        except Exception as e:  # ImportError, or the operator error of a mismatched build
+            raise ImportError(f"torchvision data sets need torchvision (pip install ross-ood[vision]): {e}") from None
+        if not hasattr(tvd, dataset):
+            raise ValueError(f"torchvision has no data set {dataset!r}")
+        self.ds = getattr(tvd, dataset)(root=str(root), download=False, **kwargs)
+        self.name = dataset.lower()
+        targets = getattr(self.ds, "targets", None) or getattr(self.ds, "labels", None)
+        self.labels = None if targets is None else np.asarray(targets, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def _image(self, i):
+        img = self.ds[i][0]
+        return img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
+
+
+class SubsetView(ImageSet):
+    """The images of ``base`` at ``indices`` (in that order)."""
+
+    def __init__(self, base: ImageSet, indices, name: str | None = None):
+        super().__init__()
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(base)):
+            raise IndexError(f"subset indices out of range for {base.name} ({len(base)} images)")
+        self.name = name or base.name
+        self.labels = None if base.labels is None else base.labels[self.indices]
+        self.classes = base.classes
+
+    def prepare(self, channels, size, pre_size=None):
+        super().prepare(channels, size, pre_size)
+        self.base.prepare(channels, size, pre_size)
+        return self
+
+    def __len__(self):
+        return int(self.indices.size)
+
+    def __getitem__(self, i):
+        if i < 0 or i >= len(self):
+            raise IndexError(f"index {i} out of range for {self.name} ({len(self)} images)")
+        return self.base[int(self.indices[i])]
+
+    def describe(self):
+        return f"{self.name} ({len(self)} of {self.base.describe()})"
+
+
+def stratified_subset(n_total: int, k: int, labels: np.ndarray | None, seed: int) -> np.ndarray:
+    """``k`` of ``n_total`` indices, seeded, proportional to the classes in ``labels`` when
+    given (each class shuffled, then classes interleaved by rank / class size). Sorted."""
+    if k >= n_total:
+        return np.arange(n_total)
+    if k < 1:
+        raise ValueError(f"subset size must be >= 1, got {k}")
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return np.sort(rng.permutation(n_total)[:k])
+    labels = np.asarray(labels)
+    frac = np.empty(n_total)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        perm = rng.permutation(idx.size)
+        frac[idx[perm]] = (np.arange(idx.size) + rng.random(idx.size)) / idx.size
+    return np.sort(np.argsort(frac, kind="stable")[:k])
+
+
+def open_set(spec: str, name: str | None = None, seed: int = 0) -> ImageSet:
+    """A set from a path or a spec: ``PATH.zip``, a folder, ``PATH-images-idx3-ubyte[.gz]``,
+    ``openood:IMGLIST:IMAGE_ROOT``, ``synthetic:gaussian|uniform[:COUNT]``,
+    ``torchvision:NAME:ROOT``."""
+    if spec.startswith("synthetic:"):
+        parts = spec.split(":")
+        count = int(parts[2]) if len(parts) > 2 else 10000
+        return SyntheticSet(parts[1], count=count, seed=seed)
+    if spec.startswith("openood:"):
+        _, imglist, root = spec.split(":", 2)
+        return ImageListSet(imglist, root, name=name)
+    if spec.startswith("torchvision:"):
+        _, ds, root = spec.split(":", 2)
+        return TorchvisionSet(ds, root)
+    p = Path(spec)
+    if p.is_dir():
+        return FolderImageSet(p, name=name)
+    if p.suffix == ".zip":
+        return ZipImageSet(p, name=name)
+    if "idx3-ubyte" in p.name:
+        lab = p.with_name(p.name.replace("images-idx3", "labels-idx1"))
+        return IdxImageSet(p, lab if lab.exists() else None, name=name)
+    if not p.exists():
+        raise FileNotFoundError(f"data set not found: {spec}")
+    raise ValueError(f"cannot tell the format of {spec}: give a .zip, a folder, an IDX image file, "
+                     "openood:IMGLIST:ROOT, synthetic:gaussian or torchvision:NAME:ROOT")

@@ -1,0 +1,97 @@
+"""Checkpoint loading: good files, wrong keys, truncated files, and a pickle that runs code."""
+import os
+
+import pytest
+import torch
+
+from ross_ood.models import CheckpointError, load_checkpoint, load_model, load_state
+from ross_ood.models.resnet_cifar import resnet20
+
+from .conftest import DATA_ROOT, need_data
+
+
+def test_known_file_loads_and_verifies():
+    need_data("weights", "resnet20_cifar10jpeg_ft.pt")
+    m = load_model("resnet20", DATA_ROOT)
+    assert m.channels == 3 and m.input_size == 32
+    sd = load_checkpoint(DATA_ROOT / "weights" / "resnet20-12fca82f.th")  # module. prefix stripped
+    assert "conv1.weight" in sd and not any(k.startswith("module.") for k in sd)
+    load_state(resnet20(), sd)  # no num_batches_tracked entries: accepted
+
+
+def test_sha_mismatch(tmp_path):
+    p = tmp_path / "w.pt"
+    torch.save(resnet20().state_dict(), p)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(p, sha256="0" * 64)
+
+
+def test_wrong_keys_and_shapes(tmp_path):
+    sd = resnet20().state_dict()
+    sd["extra.weight"] = torch.zeros(1)
+    del sd["linear.bias"]
+    with pytest.raises(CheckpointError, match=r"1 missing keys.*linear.bias.*1 unexpected keys.*extra.weight"):
+        load_state(resnet20(), sd)
+    sd2 = resnet20(num_classes=100).state_dict()
+    with pytest.raises(CheckpointError, match=r"shape mismatches.*linear.weight: checkpoint \(100, 64\)"):
+        load_state(resnet20(), sd2)
+
+
+def test_truncated_file(tmp_path):
+    p = tmp_path / "w.pt"
+    torch.save(resnet20().state_dict(), p)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(p)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would create the marker file
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    p = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Evil(str(marker))}, p)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(p)
+    assert not marker.exists()
+
+
+def test_model_needs_checkpoint_when_not_bundled():
+    with pytest.raises(ValueError, match="no bundled weights"):
+        load_model("openood-resnet18-cifar10", DATA_ROOT)
+    with pytest.raises(ValueError, match="unknown model 'resnet21'"):
+        load_model("resnet21", DATA_ROOT)
+
+
+def test_openood_resnet18_state_dict_names():
+    from ross_ood.models.resnet18 import ResNet18_32x32, ResNet18_224x224
+    k32 = set(ResNet18_32x32().state_dict())
+    assert {"conv1.weight", "layer2.0.shortcut.0.weight", "layer2.0.shortcut.1.running_var", "fc.weight"} <= k32
+    k224 = set(ResNet18_224x224().state_dict())
+    assert {"layer3.0.downsample.0.weight", "fc.bias"} <= k224
+    assert ResNet18_224x224()(torch.zeros(1, 3, 224, 224)).shape == (1, 200)
+
+
+def test_real_accuracy_on_a_subset():
+    """The fine-tuned ResNet-20 on 500 stratified JPEG CIFAR-10 test images: the data README
+    measures 88.36% on all 10,000; a 500-image sample lands within a few points."""
+    need_data("cifar10", "test.zip")
+    from ross_ood.data import ZipImageSet, stratified_subset
+    ds = ZipImageSet(DATA_ROOT / "cifar10" / "test.zip").prepare(3, 32)
+    idx = stratified_subset(len(ds), 500, ds.labels, seed=0)
+    x = torch.stack([ds[int(i)][0] for i in idx])
+    y = torch.tensor(ds.labels[idx])
+    m = load_model("resnet20", DATA_ROOT)
+    with torch.no_grad():
+        acc = (m(x).argmax(1) == y).float().mean().item()
+    assert 0.84 <= acc <= 0.93

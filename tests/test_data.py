@@ -1,0 +1,176 @@
+"""Loaders on small data the tests build themselves, subsets and benchmark splits."""
+import gzip
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ross_ood.data import (FolderImageSet, IdxImageSet, ImageListSet, SyntheticSet, ZipImageSet, open_set,
+                           stratified_subset)
+from ross_ood.data.sets import to_tensor
+
+from .conftest import DATA_ROOT, need_data
+
+
+def _img(seed, size=(6, 5), mode="RGB"):
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def _png(arr):
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def class_tree(tmp_path):
+    arrays = {}
+    for c, cls in enumerate(["cat", "ant"]):
+        for i in range(3):
+            arrays[f"{cls}/{i:03d}.png"] = _img(10 * c + i, size=(6, 6))
+    return arrays
+
+
+def test_zip_loader(tmp_path, class_tree):
+    z = tmp_path / "set.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        for k, a in class_tree.items():
+            f.writestr(k, _png(a))
+        f.writestr("README.txt", "not an image")
+    ds = ZipImageSet(z).prepare(3, 6)
+    assert len(ds) == 6 and ds.classes == ["ant", "cat"]
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]  # sorted members: ant/... then cat/...
+    x, y = ds[4]
+    assert y == 1
+    want = torch.from_numpy(class_tree["cat/001.png"]).permute(2, 0, 1).float() / 255
+    assert torch.equal(x, want)
+
+
+def test_folder_loader_labelled_and_flat(tmp_path, class_tree):
+    for k, a in class_tree.items():
+        p = tmp_path / "tree" / k
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(p)
+    ds = FolderImageSet(tmp_path / "tree").prepare(3, 6)
+    assert len(ds) == 6 and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert torch.equal(ds[0][0], torch.from_numpy(class_tree["ant/000.png"]).permute(2, 0, 1).float() / 255)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(_img(1)).save(flat / "a.png")
+    fs = FolderImageSet(flat)
+    assert fs.labels is None and fs[0][1] == -1
+
+
+def _write_idx(path, arr, magic_type=0x08):
+    header = bytes([0, 0, magic_type, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_idx_loader_and_grayscale_to_rgb(tmp_path):
+    imgs = np.stack([_img(i, size=(4, 4), mode="L") for i in range(5)])
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", imgs)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(5))
+    ds = open_set(str(tmp_path / "t10k-images-idx3-ubyte.gz")).prepare(3, 4)
+    assert isinstance(ds, IdxImageSet) and len(ds) == 5 and ds.labels.tolist() == [0, 1, 2, 3, 4]
+    x, y = ds[2]
+    assert x.shape == (3, 4, 4) and y == 2
+    for c in range(3):  # grayscale repeated into RGB
+        assert torch.equal(x[c], torch.from_numpy(imgs[2]).float() / 255)
+    gray = ds.prepare(1, 4)[2][0]
+    assert gray.shape == (1, 4, 4)
+
+
+def test_idx_truncated(tmp_path):
+    p = tmp_path / "x-images-idx3-ubyte.gz"
+    with gzip.open(p, "wb") as f:
+        f.write(bytes([0, 0, 8, 3]) + struct.pack(">III", 10, 28, 28) + b"\0" * 100)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        IdxImageSet(p)
+
+
+def test_openood_imglist(tmp_path):
+    root = tmp_path / "images_classic"
+    (root / "cifar10" / "test").mkdir(parents=True)
+    arrays = [_img(i, size=(8, 8)) for i in range(3)]
+    lines = []
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(root / "cifar10" / "test" / f"{i}.png")
+        lines.append(f"cifar10/test/{i}.png {i + 4}")
+    lst = tmp_path / "test_cifar10.txt"
+    lst.write_text("\n".join(lines) + "\n")
+    ds = open_set(f"openood:{lst}:{root}").prepare(3, 8)
+    assert isinstance(ds, ImageListSet) and len(ds) == 3 and ds.labels.tolist() == [4, 5, 6]
+    assert torch.equal(ds[1][0], torch.from_numpy(arrays[1]).permute(2, 0, 1).float() / 255)
+    lst.write_text("cifar10/test/0.png notalabel\n")
+    with pytest.raises(ValueError, match="not an integer"):
+        ImageListSet(lst, root)
+
+
+def test_resize_and_centre_crop():
+    a = np.zeros((20, 40), np.uint8)
+    a[:, 18:22] = 255  # a bright vertical bar in the middle
+    x = to_tensor(Image.fromarray(a), 1, 10)
+    assert x.shape == (1, 10, 10)
+    assert x[0, :, 4:6].mean() > 0.8 and x[0, :, 0].max() == 0 and x[0, :, 9].max() == 0
+
+
+def test_corrupt_image_is_named(tmp_path):
+    z = tmp_path / "bad.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("cls/good.png", _png(_img(0)))
+        f.writestr("cls/broken.png", b"\x89PNG not really")
+    ds = ZipImageSet(z)
+    with pytest.raises(ValueError, match="corrupt image cls/broken.png"):
+        ds[0]
+    (tmp_path / "notzip.zip").write_bytes(b"hello")
+    with pytest.raises(ValueError, match="not a readable ZIP"):
+        ZipImageSet(tmp_path / "notzip.zip")
+
+
+def test_synthetic_is_seeded():
+    a = SyntheticSet("gaussian", count=5, seed=1).prepare(3, 32)
+    b = SyntheticSet("gaussian", count=5, seed=1).prepare(3, 32)
+    c = SyntheticSet("gaussian", count=5, seed=2).prepare(3, 32)
+    assert torch.equal(a[3][0], b[3][0]) and not torch.equal(a[3][0], c[3][0])
+    u = SyntheticSet("uniform", count=3).prepare(3, 32)[0][0]
+    assert 0 <= u.min() and u.max() <= 1 and abs(u.mean().item() - 0.5) < 0.05
+    with pytest.raises(ValueError, match="synthetic set must be one of"):
+        SyntheticSet("pink")
+
+
+def test_stratified_subset():
+    labels = np.repeat(np.arange(10), 1000)  # class-sorted, like the archives
+    idx = stratified_subset(labels.size, 200, labels, seed=0)
+    assert len(idx) == 200 and len(set(idx.tolist())) == 200
+    assert np.bincount(labels[idx], minlength=10).tolist() == [20] * 10
+    assert not np.array_equal(idx[:20], np.arange(20))  # never the first k of a class
+    assert np.array_equal(idx, stratified_subset(labels.size, 200, labels, seed=0))
+    assert not np.array_equal(idx, stratified_subset(labels.size, 200, labels, seed=1))
+    unl = stratified_subset(50, 10, None, seed=0)
+    assert len(set(unl.tolist())) == 10
+
+
+def test_cifar10_benchmark_split_is_disjoint_and_stratified():
+    need_data("cifar10", "test.zip")
+    from ross_ood.data import build_benchmark
+    b = build_benchmark("cifar10", DATA_ROOT, 3, 32)
+    val, test = b.val, b.id
+    assert len(val) == 1000 and len(test) == 9000
+    assert set(val.indices.tolist()).isdisjoint(set(test.indices.tolist()))
+    assert np.bincount(val.labels).tolist() == [100] * 10
+    assert set(b.groups.items()) == {("tin", "near"), ("mnist", "far"), ("fashion-mnist", "far")}
+
+
+def test_unknown_benchmark_and_missing_files(tmp_path):
+    from ross_ood.data import build_benchmark
+    with pytest.raises(ValueError, match="unknown benchmark 'cifar11'"):
+        build_benchmark("cifar11", tmp_path, 3, 32)
+    with pytest.raises(FileNotFoundError, match="needs files missing"):
+        build_benchmark("openood-cifar10", tmp_path, 3, 32)
