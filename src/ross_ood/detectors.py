@@ -104,7 +104,8 @@ class Detector:
         out = []
         for x, keys in iter_batches(data, self.batch_size):
             self.model.check(x, pixel_range=self.space == "pixel", name="fit data")
-            out.append(fn(x.to(self.model.device), keys))
+            with torch.no_grad():
+                out.append(fn(x.to(self.model.device), keys))
         if not out:
             raise ValueError("fit got empty ID validation data")
         return out
