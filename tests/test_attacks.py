@@ -114,7 +114,8 @@ def test_undefended_msp_falls_with_eps(real_pair):
 
 def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     need_data("cifar10", "test.zip")
-    from ross_ood.cli import ATTACK_DEFAULTS, run_attack_cmd
+    from ross_ood.config import ATTACK_DEFAULTS
+    from ross_ood.jobs import run_attack_cmd
     cfg = dict(ATTACK_DEFAULTS, data_root=str(DATA_ROOT), out=str(tmp_path), limit=12, detectors="ross-fdbd",
                n_samples=5, eps="8", target="transfer,adaptive,worst", transfer_steps=10, adaptive_steps=10,
                restarts=1, attack_n=4, ood=["tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip")],

@@ -1,5 +1,4 @@
 """Checkpoint loading: good files, wrong keys, truncated files, and a pickle that runs code."""
-import os
 
 import pytest
 import torch

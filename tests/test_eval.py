@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from ross_ood import cli, evaluate
-from ross_ood.cli import EVAL_DEFAULTS, run_eval
+from ross_ood.config import EVAL_DEFAULTS
+from ross_ood.jobs import run_eval
 
 from .conftest import DATA_ROOT, need_data
 

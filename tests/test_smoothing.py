@@ -101,7 +101,6 @@ def test_explicit_keys_define_the_noise(cnn, images):
 
 
 def test_noise_statistics_and_spaces(cnn):
-    x = torch.full((2, 3, 8, 8), 0.5)
     # with a score that reads the input, pixel-space noise has the requested std
     from ross_ood.smoothing import draw_noise
     e = draw_noise([1, 2], [0, 0], (3, 64, 64), seed=0)

@@ -29,6 +29,8 @@ class Score:
     #: True when the score is a function of one forward pass (logits, features)
     pass_level: bool = False
     needs_features: bool = False
+    #: the interval the score's values lie in (used by certificates to bound tails)
+    value_range: tuple = (float("-inf"), float("inf"))
 
     def params(self) -> dict:
         return {}
@@ -52,7 +54,7 @@ class Score:
 class MSP(Score):
     """Maximum softmax probability, max_c softmax(z)_c (Hendrycks & Gimpel, ICLR 2017)."""
 
-    name, pass_level = "msp", True
+    name, pass_level, value_range = "msp", True, (0.0, 1.0)
 
     def from_outputs(self, out, model):
         return out.logits.softmax(1).max(1).values
@@ -92,7 +94,7 @@ class GEN(Score):
     finite where softmax underflows to 0 (the value changes by at most tiny^g).
     """
 
-    name, pass_level = "gen", True
+    name, pass_level, value_range = "gen", True, (float("-inf"), 0.0)
 
     def __init__(self, gamma: float = 0.1, m: int = 100):
         if not gamma > 0:
@@ -121,6 +123,7 @@ class FDBD(Score):
     """
 
     name, pass_level, needs_features = "fdbd", True, True
+    value_range = (0.0, float("inf"))
 
     def __init__(self, normalizer: str = "norm", train_mean: torch.Tensor | None = None):
         if normalizer not in ("norm", "train_mean"):
@@ -181,7 +184,7 @@ class ODIN(Score):
     The sign is treated as a constant for differentiation, so the score is differentiable.
     """
 
-    name = "odin"
+    name, value_range = "odin", (0.0, 1.0)
 
     def __init__(self, temperature: float = 1000.0, eps: float = 0.0014):
         if not temperature > 0:
@@ -217,6 +220,7 @@ class PRO(Score):
         self.base, self.steps, self.delta = base, int(steps), float(delta)
         self.name = f"pro-{base.name}"
         self.needs_features = base.needs_features
+        self.value_range = base.value_range
 
     def params(self):
         return {"steps": self.steps, "delta": self.delta, "base": self.base.spec()}
