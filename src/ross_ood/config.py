@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-__all__ = ["EVAL_DEFAULTS", "ATTACK_DEFAULTS", "DEFAULT_DETECTORS", "load_config_file", "resolve_config",
+__all__ = ["EVAL_DEFAULTS", "ATTACK_DEFAULTS", "CERTIFY_DEFAULTS", "DEFAULT_DETECTORS", "load_config_file", "resolve_config",
            "parse_lam"]
 
 DEFAULT_DETECTORS = "msp,energy,gen,odin,fdbd,pro-fdbd,ross-msp,ross-fdbd"
@@ -107,3 +107,9 @@ def resolve_config(defaults: dict, args: argparse.Namespace) -> dict:
         cfg.update(load_config_file(args.config, defaults))
     cfg.update(given)
     return cfg
+
+CERTIFY_DEFAULTS = {
+    **EVAL_DEFAULTS, "out": "runs/certify", "detectors": "median-fdbd,ross-fdbd,median-msp,ross-msp",
+    "sigmas": "0.12,0.25", "models": "", "n_cert": 1000, "alpha": 0.001, "radii": "0,0.05,0.1,0.2,0.3,0.5",
+    "grid": 200,
+}
