@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ATTACK_DEFAULTS, CERTIFY_DEFAULTS, EVAL_DEFAULTS, resolve_config
-from .jobs import run_attack_cmd, run_certify, run_eval
+from .config import ATTACK_DEFAULTS, CERTIFY_DEFAULTS, EVAL_DEFAULTS, SWEEP_DEFAULTS, resolve_config
+from .jobs import run_attack_cmd, run_certify, run_eval, run_sweep
 
 __all__ = ["main", "build_parser"]
 
@@ -101,7 +101,59 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--radii", default=S, help="L2 radii in pixel units (default 0,0.05,0.1,0.2,0.3,0.5)")
     pc.add_argument("--grid", type=int, default=S, help="percentile grid for the D bounds (default 200)")
     pc.set_defaults(func=lambda a: _print_result(run_certify(resolve_config(CERTIFY_DEFAULTS, a))))
+
+    psw = sub.add_parser("sweep", help="the paper's ablations: lambda, N and sigma sweeps, clean and attacked",
+                         description="Sweeps of smoothed detectors (ross-<score>, median-<score>) over lambda, N and "
+                                     "sigma, clean and under the transfer attack (the paper's protocol). Writes "
+                                     "OUT/results.{json,csv,md}.")
+    _add_common(psw, SWEEP_DEFAULTS)
+    psw.add_argument("--params", default=S, help="which sweeps: lam,n_samples,sigma (default all)")
+    psw.add_argument("--lams", default=S, help="lambda values (default 0.005,0.01,0.02,0.05)")
+    psw.add_argument("--ns", default=S, help="N values (default 5,10,25,50,100)")
+    psw.add_argument("--sweep-sigmas", dest="sweep_sigmas", default=S, help="sigma values (default "
+                     "0.025,0.05,0.1,0.25, in the noise space's units)")
+    psw.add_argument("--attack-eps", dest="attack_eps", default=S, help="transfer-attack budgets in 1/255 "
+                     "(default 8; '' for clean only)")
+    psw.add_argument("--eps-space", dest="eps_space", choices=["pixel", "normalized"], default=S,
+                     help="eps space of the attack (default normalized, as the paper)")
+    psw.add_argument("--objective", default=S, help="min,max (default both)")
+    psw.add_argument("--transfer-steps", dest="transfer_steps", type=int, default=S, help="default 40 (paper)")
+    psw.add_argument("--attack-batch", dest="attack_batch", type=int, default=S, help="images per attack batch")
+    psw.set_defaults(func=lambda a: _print_result(run_sweep(resolve_config(SWEEP_DEFAULTS, a))))
+
+    prp = sub.add_parser("report", help="report.md with tables and figures from stored results (no recomputation)",
+                         description="Reads DIR/results.json and DIR/*/results.json (eval, attack, sweep, certify) "
+                                     "and writes DIR/report.md and DIR/figures/*.png.")
+    prp.add_argument("dir", help="a results folder")
+    prp.add_argument("--no-figures", dest="figures", action="store_false", help="tables only")
+    prp.set_defaults(func=_cmd_report)
+
+    prr = sub.add_parser("reproduce", help="the paper's tables from one command (presets offline, openood)",
+                         description="offline: reduced-scale tables on the data root's offline benchmark (eval x 3 "
+                                     "seeds, attack, sweeps, certificates), then one report (about an hour on 2 CPU "
+                                     "cores). openood: the full CIFAR-10 / CIFAR-100 / ImageNet-200 tables with "
+                                     "OpenOOD v1.5 data and checkpoints (3 seeds, mean ± std).")
+    prr.add_argument("preset", choices=["offline", "openood"])
+    prr.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
+    prr.add_argument("--data-root", dest="data_root", default=None, help="data root (as for eval)")
+    prr.add_argument("--checkpoints", default=None, help="openood: folder of OpenOOD v1.5 checkpoint folders")
+    prr.add_argument("--device", default="auto")
+    prr.add_argument("--quick", action="store_true", help="tiny subsets: a smoke test of the whole pipeline")
+    prr.add_argument("--no-progress", dest="progress", action="store_false")
+    prr.set_defaults(func=_cmd_reproduce)
     return p
+
+
+def _cmd_report(args) -> None:
+    from .report import write_report
+    print(f"wrote {write_report(args.dir, figures=args.figures)}")
+
+
+def _cmd_reproduce(args) -> None:
+    from .reproduce import run_reproduce
+    path = run_reproduce(args.preset, args.out, args.data_root, args.device, args.checkpoints, args.quick,
+                         args.progress, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"wrote {path}")
 
 
 def _print_result(doc: dict | None) -> None:

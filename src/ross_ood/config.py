@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-__all__ = ["EVAL_DEFAULTS", "ATTACK_DEFAULTS", "CERTIFY_DEFAULTS", "DEFAULT_DETECTORS", "load_config_file", "resolve_config",
+__all__ = ["EVAL_DEFAULTS", "ATTACK_DEFAULTS", "CERTIFY_DEFAULTS", "SWEEP_DEFAULTS", "DEFAULT_DETECTORS", "load_config_file", "resolve_config",
            "parse_lam"]
 
 DEFAULT_DETECTORS = "msp,energy,gen,odin,fdbd,pro-fdbd,ross-msp,ross-fdbd"
@@ -46,8 +46,14 @@ def parse_lam(v) -> float | dict:
     return out
 
 
+# the types of the settings whose default is None
+_NONE_DEFAULT_TYPES = {"limit": 1, "model": "", "checkpoint": "", "data_root": ""}
+
+
 def _check_value(key: str, value, default):
     """Type-check a config value against its default's type; a clear error otherwise."""
+    if default is None:
+        default = _NONE_DEFAULT_TYPES.get(key)
     if value is None or default is None:
         return value
     if isinstance(default, bool):
@@ -112,4 +118,10 @@ CERTIFY_DEFAULTS = {
     **EVAL_DEFAULTS, "out": "runs/certify", "detectors": "median-fdbd,ross-fdbd,median-msp,ross-msp",
     "sigmas": "0.12,0.25", "models": "", "n_cert": 1000, "alpha": 0.001, "radii": "0,0.05,0.1,0.2,0.3,0.5",
     "grid": 200,
+}
+
+SWEEP_DEFAULTS = {
+    **EVAL_DEFAULTS, "out": "runs/sweep", "detectors": "ross-fdbd,ross-msp", "params": "lam,n_samples,sigma",
+    "lams": "0.005,0.01,0.02,0.05", "ns": "5,10,25,50,100", "sweep_sigmas": "0.025,0.05,0.1,0.25",
+    "attack_eps": "8", "eps_space": "normalized", "objective": "min,max", "transfer_steps": 40, "attack_batch": 64,
 }

@@ -15,7 +15,7 @@ import torch
 
 from .config import parse_lam
 
-__all__ = ["run_eval", "run_attack_cmd", "run_certify", "certify_table", "setup_runtime", "attack_table", "parse_eps"]
+__all__ = ["run_eval", "run_attack_cmd", "run_certify", "run_sweep", "setup_runtime", "parse_eps"]
 
 # ----------------------------------------------------------------------- runtime
 def setup_runtime(device: str) -> torch.device:
@@ -75,7 +75,7 @@ def _save_config(out: Path, cfg: dict) -> None:
 def run_eval(cfg: dict) -> dict | None:
     """Run ``ross eval`` with a resolved configuration; returns the results document (rank 0)."""
     from .evaluate import Smoothing, evaluate_benchmark, parse_detectors
-    from .report import markdown_table, versions, write_results
+    from .report import render, versions, write_results
     from .store import BlockCache, dist_info
     dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
     sm = Smoothing(cfg["n_samples"], cfg["sigma"], cfg["noise_space"], cfg["seed"], cfg["chunk_size"])
@@ -91,20 +91,13 @@ def run_eval(cfg: dict) -> dict | None:
                              cfg["block_size"], cfg["workers"], _progress_factory(cfg["progress"]))
     if rank != 0:
         return None
-    sizes = ", ".join(f"{k} {v}" for k, v in res.sizes.items())
-    title = (f"## {cfg['benchmark']} / {model_name}: FPR@95 / AUROC (%)\n\n"
-             f"ID accuracy {100 * res.id_accuracy:.2f}% on id_test ({100 * res.id_accuracy_val_and_test:.2f}% on "
-             f"id_val + id_test). Sets: {sizes}. "
-             f"Smoothing: N={sm.n_samples}, sigma={sm.sigma} ({sm.space} space), seed {sm.seed}. "
-             + " ".join(n.rstrip(".") + "." for n in res.notes))
-    md = markdown_table(res.records, res.means, title=title)
     doc = {"command": "eval", "benchmark": cfg["benchmark"], "model": model_name, "id_accuracy": res.id_accuracy,
            "id_accuracy_val_and_test": res.id_accuracy_val_and_test,
            "results": res.records, "means": res.means, "taus": res.taus, "set_sizes": res.sizes,
            "groups": bench.groups, "notes": res.notes, "seed": cfg["seed"], "data_root": str(root),
            "noise_space": sm.space, "detectors": [d.config(sm) for d in dets], "config": cfg,
            "versions": versions(), "world_size": world, "device": str(dev), "wall_time_s": res.wall_time_s}
-    write_results(out, doc, md)
+    write_results(out, doc, render(doc))
     _save_scores(out, res.scores)
     return doc
 
@@ -143,30 +136,11 @@ def _split(v) -> list[str]:
     return [x.strip() for x in (v.split(",") if isinstance(v, str) else v) if str(x).strip()]
 
 
-def attack_table(clean_means: list, means: list, target: str, eps_list: list, title: str) -> str:
-    """Rows = detectors; columns = clean, then eps x {PGD-Min, PGD-Max}; mean over OOD sets."""
-    from .report import cell
-    dets = list(dict.fromkeys(r["detector"] for r in clean_means))
-    idx = {(r["detector"], r["eps"], r["objective"]): r for r in means if r["target"] == target}
-    clean = {r["detector"]: r for r in clean_means}
-    cols = ["clean"] + [f"{round(e * 255, 2):g}/255 {'PGD-Min' if o == 'min' else 'PGD-Max'}"
-                        for e in eps_list for o in ("min", "max")]
-    lines = [title, "", "| detector | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for d in dets:
-        cells = [cell(clean[d])]
-        for e in eps_list:
-            for o in ("min", "max"):
-                r = idx.get((d, e, o))
-                cells.append(cell(r) if r else "")
-        lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def run_attack_cmd(cfg: dict) -> dict | None:
     """Run ``ross attack`` with a resolved configuration; returns the results document (rank 0)."""
     from .adversarial import TARGETS, AttackSettings, attack_benchmark, mean_over_sets
     from .evaluate import Smoothing, evaluate_benchmark, parse_detectors
-    from .report import versions, write_results
+    from .report import render, versions, write_results
     from .store import BlockCache, dist_info
     dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
     sm = Smoothing(cfg["n_samples"], cfg["sigma"], cfg["noise_space"], cfg["seed"], cfg["chunk_size"])
@@ -205,47 +179,19 @@ def run_attack_cmd(cfg: dict) -> dict | None:
     if rank != 0:
         return None
     means = mean_over_sets(records)
-    clean_means = [r for r in clean.means if r["ood_set"] == "all-mean"]
-    sizes = ", ".join(f"{k} {v}" for k, v in clean.sizes.items())
-    head = (f"ID accuracy {100 * clean.id_accuracy:.2f}%. Sets: {sizes}. eps in {cfg['eps_space']} space"
-            f"{' (eps*std per channel, no clipping)' if cfg['eps_space'] == 'normalized' else ' (clipped to [0,1])'}; "
-            f"smoothing N={sm.n_samples}, sigma={sm.sigma} ({sm.space}). PGD-Min attacks ID test inputs, "
-            f"PGD-Max each OOD set; cells FPR@95 / AUROC (%), mean over {len(bench.ood)} OOD sets.")
-    parts = [f"## {cfg['benchmark']} / {model_name}: robustness", "", head, ""]
-    desc = {"transfer": f"transfer (paper protocol: {st.transfer_steps}-step PGD, step eps/30, 1 random start, "
-                        "last iterate, on the base score)",
-            "adaptive": f"adaptive (APGD {st.adaptive_steps} steps x {st.adaptive_restarts} restarts on the "
-                        f"detector's own score; smoothed: EOT x{st.eot} over {st.attack_n} fresh noisy copies, "
-                        f"surrogates {', '.join(surrogates)})",
-            "worst": "worst case per input over all attacks and restarts"}
-    for t in targets:
-        parts += [attack_table(clean_means, means, t, eps_list, f"### target: {desc[t]}"), ""]
-    md = "\n".join(parts)
     doc = {"command": "attack", "benchmark": cfg["benchmark"], "model": model_name, "id_accuracy": clean.id_accuracy,
            "clean": clean.records, "clean_means": clean.means, "results": records, "means": means,
            "taus": clean.taus, "set_sizes": clean.sizes, "groups": bench.groups, "notes": clean.notes,
            "seed": cfg["seed"], "data_root": str(root), "noise_space": sm.space, "eps_space": cfg["eps_space"],
-           "attack_settings": {k: getattr(st, k) for k in st.__dataclass_fields__},
+           "attack_settings": {k: getattr(st, k) for k in st.__dataclass_fields__}, "eps_list": eps_list,
+           "targets": targets,
            "detectors": [d.config(sm) for d in dets], "config": cfg, "versions": versions(), "world_size": world,
            "device": str(dev), "wall_time_s": clean.wall_time_s + wall}
-    write_results(out, doc, md)
+    write_results(out, doc, render(doc))
     return doc
 
 
 # ----------------------------------------------------------------------- certify
-def certify_table(records: list, radii: list, title: str) -> str:
-    """Rows = detector @ sigma; columns = clean, then each radius; mean over OOD sets."""
-    from .report import cell
-    rows = list(dict.fromkeys((r["detector"], r["sigma"]) for r in records))
-    idx = {(r["detector"], r["sigma"], r["radius"]): r for r in records if r["ood_set"] == "mean"}
-    cols = ["clean"] + [f"eps={r:g}" for r in radii]
-    lines = [title, "", "| detector | sigma | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
-    for det, sig in rows:
-        cells = [cell(idx[(det, sig, "clean")])] + [cell(idx[(det, sig, r)]) for r in radii]
-        lines.append(f"| {det} | {sig:g} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def run_certify(cfg: dict) -> dict | None:
     """Certified AUROC / FPR@95 vs L2 radius (pixel space) for smoothed detectors at several
     sigma, beside the clean metrics of the same smoothed detectors."""
@@ -254,7 +200,7 @@ def run_certify(cfg: dict) -> dict | None:
     from .certify import median_bounds, ross_bounds, worst_case_metrics
     from .evaluate import Smoothing, compute_set, detector_scores, parse_detectors, plan_units
     from .metrics import METRIC_NAMES, ood_metrics
-    from .report import versions, write_results
+    from .report import render, versions, write_results
     from .smoothing import calibrate_tau, median_stats
     from .store import BlockCache, dist_info
     dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
@@ -337,22 +283,157 @@ def run_certify(cfg: dict) -> dict | None:
         return None
     per_set = [r for r in records if r["ood_set"] != "mean"]
     means = [r for r in records if r["ood_set"] == "mean"]
-    models_txt = ", ".join(f"sigma {s:g}: {m}" for s, m in model_names.items())
-    title = (f"## {cfg['benchmark']}: certified FPR@95 / AUROC (%) vs L2 radius eps (pixel space)\n\n"
-             f"Worst case over the L2 ball: certified lower bounds of ID scores against certified upper bounds "
-             f"of OOD scores (percentile smoothing, n = {cfg['n_cert']} noise samples per input, failure "
-             f"probability alpha = {cfg['alpha']} per input); 'clean' is the same smoothed detector without an "
-             f"adversary. Mean over {len(bench.ood)} OOD sets. Models: {models_txt}. Sets: "
-             + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".")
-    md = certify_table(records, radii, title)
-    doc = {"command": "certify", "benchmark": cfg["benchmark"], "models": model_names, "results": per_set,
+    doc = {"command": "certify", "benchmark": cfg["benchmark"], "models": {f"{k:g}": v for k, v in model_names.items()},
+           "results": per_set, "radii": radii, "n_ood_sets": len(bench.ood),
            "means": means, "taus": taus, "set_sizes": sizes, "seed": cfg["seed"], "data_root": str(root),
            "noise_space": "pixel", "config": cfg, "versions": versions(), "world_size": world, "device": str(dev),
            "wall_time_s": time.time() - t0}
-    write_results(out, doc, md)
+    write_results(out, doc, render(doc))
     try:
         from .plots import plot_certified
         plot_certified(means, out / "certified_auroc.png", title=f"{cfg['benchmark']}: certified AUROC vs L2 eps")
     except ImportError:  # matplotlib is an optional extra
         pass
+    return doc
+
+
+# ----------------------------------------------------------------------- sweep
+def run_sweep(cfg: dict) -> dict | None:
+    """The paper's ablations: lambda, N and sigma sweeps of smoothed detectors, clean and under
+    the transfer attack (the paper's protocol). The N sweep slices one run at the largest N
+    (draw j of an input is the same noise for every N) and the lambda sweep reuses the same
+    noisy scores, so only the sigma sweep needs new noisy passes; the adversarial inputs of the
+    transfer attack do not depend on N, sigma or lambda and are computed once."""
+    import dataclasses
+
+    import numpy as np
+
+    from .adversarial import AttackSettings, compute_adv_set, plans_for
+    from .evaluate import Smoothing, compute_set, detector_scores, parse_detectors, plan_units
+    from .metrics import METRIC_NAMES, ood_metrics
+    from .report import render, versions, write_results
+    from .store import BlockCache, dist_info
+    dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
+    for d in dets:
+        if d.kind == "base":
+            raise ValueError(f"sweep needs smoothed detectors (median-<score> or ross-<score>), got {d.name!r}")
+    params = _split(cfg["params"])
+    for p in params:
+        if p not in ("lam", "n_samples", "sigma"):
+            raise ValueError(f"sweep params must be among lam, n_samples, sigma; got {p!r}")
+    lams = [float(v) for v in _split(cfg["lams"])]
+    ns = [int(v) for v in _split(cfg["ns"])]
+    sigmas = [float(v) for v in _split(cfg["sweep_sigmas"])]
+    if any(v < 1 for v in ns) or any(v <= 0 for v in sigmas) or any(v < 0 for v in lams):
+        raise ValueError(f"sweep values out of range: ns {ns}, sigmas {sigmas}, lams {lams}")
+    eps_list = parse_eps(cfg["attack_eps"]) if str(cfg["attack_eps"]).strip() else []
+    objectives = _split(cfg["objective"]) if eps_list else []
+    dev = setup_runtime(cfg["device"])
+    model, model_name, root = _open_model(cfg, dev)
+    bench = _open_benchmark(cfg, model, root)
+    out = Path(cfg["out"])
+    rank, world = dist_info()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _save_config(out, cfg)
+    cache = BlockCache(out / "cache")
+    prog = _progress_factory(cfg["progress"])
+    t0 = time.time()
+    n_default, sigma_default = int(cfg["n_samples"]), float(cfg["sigma"])
+    n_max = max(ns + [n_default]) if "n_samples" in params else n_default
+    st = AttackSettings(transfer_steps=cfg["transfer_steps"])
+    sets = bench.sets()
+
+    def noisy_arrays(sigma: float, n: int) -> dict:
+        """set -> condition -> {unit: arrays} at this sigma, for clean and attacked inputs."""
+        sm = Smoothing(n, sigma, cfg["noise_space"], cfg["seed"], cfg["chunk_size"])
+        units = plan_units(dets, sm)
+        res = {s: {"clean": None} for s in sets}
+        for s, ds in sets.items():
+            bar = prog(f"{s} sigma={sigma:g}", len(ds)) if prog else None
+            try:
+                res[s]["clean"] = compute_set(model, ds, s, units, cache, cfg["batch_size"], cfg["block_size"],
+                                              cfg["workers"], bar.update if bar else None)
+            finally:
+                if bar:
+                    bar.close()
+        for eps in eps_list:
+            for obj in objectives:
+                targets = ["id_test"] if obj == "min" else list(bench.ood)
+                for s in targets:
+                    plans = {}
+                    for d in dets:
+                        p = plans_for(d, eps, obj, cfg["eps_space"], ["transfer"], st, cfg["seed"])[0]
+                        plans.setdefault(p.name, p)
+                    adv = compute_adv_set(model, sets[s], s, list(plans.values()), dets, sm, {}, st, cache,
+                                          cfg["attack_batch"], cfg["block_size"])
+                    merged = {}
+                    for pa in adv.values():
+                        merged.update(pa)
+                    res[s][(eps, obj)] = merged
+        return res
+
+    def score_sets(det, arrays_by_set, cond, n, lam) -> tuple[dict, float]:
+        d = dataclasses.replace(det, lam=lam)
+        sliced = {}
+        for s, per in arrays_by_set.items():
+            arr = per[cond] if cond in per else per["clean"]
+            mat = arr[f"noisy/{d.base.name}"]["noisy"][:, :n]
+            sliced[s] = {f"noisy/{d.base.name}": {"noisy": mat}}
+        from .smoothing import calibrate_tau, median_stats
+        val_m = median_stats(torch.from_numpy(arrays_by_set["id_val"]["clean"][f"noisy/{d.base.name}"]["noisy"][:, :n]))
+        tau = calibrate_tau(val_m["median"], 0.05)
+        return {s: detector_scores(d, sliced[s], tau)["score"] for s in sliced}, tau
+
+    def rows_for(param, value, arrays_by_set, n, lam):
+        rows = []
+        conds = ["clean"] + [(e, o) for e in eps_list for o in objectives]
+        for d in dets:
+            clean, _ = score_sets(d, arrays_by_set, "clean", n, lam)
+            for cond in conds:
+                if cond == "clean":
+                    sc, name = clean, "clean"
+                else:
+                    sc, _ = score_sets(d, arrays_by_set, cond, n, lam)
+                    name = f"PGD-{'Min' if cond[1] == 'min' else 'Max'} {round(cond[0] * 255, 2):g}/255"
+                per = []
+                for o in bench.ood:
+                    id_s = sc["id_test"] if cond == "clean" or cond[1] == "min" else clean["id_test"]
+                    ood_s = sc[o] if cond == "clean" or cond[1] == "max" else clean[o]
+                    per.append({"ood_set": o, **ood_metrics(id_s, ood_s)})
+                base = {"param": param, param: value, "detector": d.name, "condition": name,
+                        "n_samples": n, "lam": lam, "sigma": cur_sigma}
+                rows += [{**base, **r, "group": bench.groups[r["ood_set"]]} for r in per]
+                rows.append({**base, "ood_set": "mean", "group": "all",
+                             **{k: float(np.mean([r[k] for r in per])) for k in METRIC_NAMES}})
+        return rows
+
+    records = []
+    default_lam = dets[0].lam
+    if "lam" in params or "n_samples" in params:
+        cur_sigma = sigma_default
+        base_arrays = noisy_arrays(sigma_default, n_max)
+        if "lam" in params:
+            for lam in lams:
+                records += rows_for("lam", lam, base_arrays, n_default, lam)
+        if "n_samples" in params:
+            for n in ns:
+                records += rows_for("n_samples", n, base_arrays, n, default_lam)
+    if "sigma" in params:
+        for sig in sigmas:
+            cur_sigma = sig
+            records += rows_for("sigma", sig, noisy_arrays(sig, n_default), n_default, default_lam)
+    if rank != 0:
+        return None
+    attack_desc = ("none" if not eps_list else
+                   f"transfer (paper protocol, {st.transfer_steps}-step PGD on the base score), eps "
+                   + ", ".join(f"{round(e * 255, 2):g}/255" for e in eps_list) + f" in {cfg['eps_space']} space")
+    doc = {"command": "sweep", "benchmark": cfg["benchmark"], "model": model_name, "params": params,
+           "defaults": {"n_samples": n_default, "sigma": sigma_default, "lam": default_lam},
+           "results": [r for r in records if r["ood_set"] != "mean"],
+           "means": [r for r in records if r["ood_set"] == "mean"], "attack_desc": attack_desc,
+           "set_sizes": {k: len(v) for k, v in sets.items()}, "groups": bench.groups, "seed": cfg["seed"],
+           "data_root": str(root), "noise_space": cfg["noise_space"], "eps_space": cfg["eps_space"], "config": cfg,
+           "versions": versions(), "world_size": world, "device": str(dev), "wall_time_s": time.time() - t0}
+    write_results(out, doc, render(doc))
     return doc

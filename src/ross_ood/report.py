@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .store import atomic_write_text
 
-__all__ = ["versions", "write_results", "markdown_table", "csv_text", "RECORD_FIELDS", "pct", "cell"]
+__all__ = ["aggregate", "write_report", "find_results", "versions", "write_results", "markdown_table", "csv_text", "RECORD_FIELDS", "pct", "cell", "render",
+           "attack_table", "certify_table"]
 
 RECORD_FIELDS = ["detector", "ood_set", "group", "auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out"]
 
@@ -79,3 +80,288 @@ def write_results(out_dir: str | Path, doc: dict, markdown: str) -> None:
     extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in RECORD_FIELDS]
     atomic_write_text(out / "results.csv", csv_text(rows, RECORD_FIELDS + extra))
     atomic_write_text(out / "results.md", markdown + "\n")
+
+
+# ------------------------------------------------------------------ rendering
+# The tables of results.md are rendered from results.json alone (render(doc)), by the jobs
+# when they finish and by `ross report` later: both give the same bytes.
+def _sizes(doc) -> str:
+    return ", ".join(f"{k} {v}" for k, v in doc["set_sizes"].items())
+
+
+def _acc(doc) -> str:
+    std = doc.get("id_accuracy_std")
+    return pct(doc["id_accuracy"], std) + "%"
+
+
+def _runs_note(doc) -> str:
+    runs = doc.get("runs")
+    return f" Mean ± std over {len(runs)} runs ({', '.join(runs)})." if runs else ""
+
+
+def render_eval(doc: dict) -> str:
+    c = doc["config"]
+    both = doc.get("id_accuracy_val_and_test")
+    title = (f"## {doc['benchmark']} / {doc['model']}: FPR@95 / AUROC (%)\n\n"
+             f"ID accuracy {_acc(doc)} on id_test"
+             + (f" ({pct(both, doc.get('id_accuracy_val_and_test_std'))}% on id_val + id_test)" if both is not None
+                else "")
+             + f". Sets: {_sizes(doc)}. Smoothing: N={c['n_samples']}, sigma={c['sigma']} "
+             f"({c['noise_space']} space), seed {doc['seed']}. "
+             + " ".join(n.rstrip(".") + "." for n in doc.get("notes", [])) + _runs_note(doc))
+    return markdown_table(doc["results"], doc["means"], title=title)
+
+
+def attack_table(clean_means: list, means: list, target: str, eps_list: list, title: str) -> str:
+    """Rows = detectors; columns = clean, then eps x {PGD-Min, PGD-Max}; mean over OOD sets."""
+    dets = list(dict.fromkeys(r["detector"] for r in clean_means))
+    idx = {(r["detector"], r["eps"], r["objective"]): r for r in means if r["target"] == target}
+    clean = {r["detector"]: r for r in clean_means}
+    cols = ["clean"] + [f"{round(e * 255, 2):g}/255 {'PGD-Min' if o == 'min' else 'PGD-Max'}"
+                        for e in eps_list for o in ("min", "max")]
+    lines = [title, "", "| detector | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for d in dets:
+        cells = [cell(clean[d])]
+        for e in eps_list:
+            for o in ("min", "max"):
+                r = idx.get((d, e, o))
+                cells.append(cell(r) if r else "")
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_attack(doc: dict) -> str:
+    c, st = doc["config"], doc["attack_settings"]
+    space = doc["eps_space"]
+    head = (f"ID accuracy {_acc(doc)}. Sets: {_sizes(doc)}. eps in {space} space"
+            f"{' (eps*std per channel, no clipping)' if space == 'normalized' else ' (clipped to [0,1])'}; "
+            f"smoothing N={c['n_samples']}, sigma={c['sigma']} ({c['noise_space']}). PGD-Min attacks ID test "
+            f"inputs, PGD-Max each OOD set; cells FPR@95 / AUROC (%), mean over {len(doc['groups'])} OOD sets."
+            + _runs_note(doc))
+    desc = {"transfer": f"transfer (paper protocol: {st['transfer_steps']}-step PGD, step eps/30, 1 random start, "
+                        "last iterate, on the base score)",
+            "adaptive": f"adaptive (APGD {st['adaptive_steps']} steps x {st['adaptive_restarts']} restarts on the "
+                        f"detector's own score; smoothed: EOT x{st['eot']} over {st['attack_n']} fresh noisy "
+                        f"copies, surrogates {', '.join(st['surrogates'])})",
+            "worst": "worst case per input over all attacks and restarts"}
+    clean_means = [r for r in doc["clean_means"] if r["ood_set"] == "all-mean"]
+    parts = [f"## {doc['benchmark']} / {doc['model']}: robustness", "", head, ""]
+    for t in doc["targets"]:
+        parts += [attack_table(clean_means, doc["means"], t, doc["eps_list"], f"### target: {desc[t]}"), ""]
+    return "\n".join(parts)
+
+
+def certify_table(records: list, radii: list, title: str) -> str:
+    """Rows = detector @ sigma; columns = clean, then each radius; mean over OOD sets."""
+    rows = list(dict.fromkeys((r["detector"], r["sigma"]) for r in records))
+    idx = {(r["detector"], r["sigma"], r["radius"]): r for r in records if r["ood_set"] == "mean"}
+    cols = ["clean"] + [f"eps={r:g}" for r in radii]
+    lines = [title, "", "| detector | sigma | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for det, sig in rows:
+        cells = [cell(idx[(det, sig, "clean")])] + [cell(idx[(det, sig, r)]) for r in radii]
+        lines.append(f"| {det} | {sig:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_certify(doc: dict) -> str:
+    c = doc["config"]
+    models_txt = ", ".join(f"sigma {s}: {m}" for s, m in doc["models"].items())
+    title = (f"## {doc['benchmark']}: certified FPR@95 / AUROC (%) vs L2 radius eps (pixel space)\n\n"
+             f"Worst case over the L2 ball: certified lower bounds of ID scores against certified upper bounds "
+             f"of OOD scores (percentile smoothing, n = {c['n_cert']} noise samples per input, failure "
+             f"probability alpha = {c['alpha']} per input); 'clean' is the same smoothed detector without an "
+             f"adversary. Mean over {doc['n_ood_sets']} OOD sets. Models: {models_txt}. Sets: {_sizes(doc)}."
+             + _runs_note(doc))
+    return certify_table(doc["means"], doc["radii"], title)
+
+
+def render_sweep(doc: dict) -> str:
+    parts = [f"## {doc['benchmark']} / {doc['model']}: ablation sweeps", "",
+             f"Defaults N={doc['defaults']['n_samples']}, sigma={doc['defaults']['sigma']} "
+             f"({doc['config']['noise_space']} space), lambda={doc['defaults']['lam']}. Sets: {_sizes(doc)}. "
+             f"Attacked condition: {doc['attack_desc']}. Cells FPR@95 / AUROC (%), mean over "
+             f"{len(doc['groups'])} OOD sets." + _runs_note(doc), ""]
+    for param in doc["params"]:
+        rows = [r for r in doc["means"] if r["param"] == param]
+        values = list(dict.fromkeys(r[param] for r in rows))
+        conds = list(dict.fromkeys(r["condition"] for r in rows))
+        dets = list(dict.fromkeys(r["detector"] for r in rows))
+        idx = {(r["detector"], r["condition"], r[param]): r for r in rows}
+        parts += [f"### {param} sweep", "",
+                  "| detector | condition | " + " | ".join(f"{param}={v:g}" for v in values) + " |",
+                  "|---" * (len(values) + 2) + "|"]
+        for d in dets:
+            for cnd in conds:
+                parts.append(f"| {d} | {cnd} | " + " | ".join(cell(idx[(d, cnd, v)]) for v in values) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+RENDERERS = {"eval": render_eval, "attack": render_attack, "certify": render_certify, "sweep": render_sweep}
+
+
+def render(doc: dict) -> str:
+    """The Markdown tables of a results document (results.json)."""
+    kind = doc.get("command")
+    if kind not in RENDERERS:
+        raise ValueError(f"not a ross-ood results document (command {kind!r})")
+    return RENDERERS[kind](doc)
+
+
+# ------------------------------------------------------------------ aggregation
+_KEY_SKIP = set(["auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out", "abstain_id", "abstain_ood"])
+
+
+def _agg_records(lists: list) -> list:
+    """Records of several runs -> one record per key, metrics as mean with ``<metric>_std``
+    (population std over runs, numpy's default as OpenOOD)."""
+    import numpy as np
+    groups: dict = {}
+    for recs in lists:
+        for r in recs:
+            key = tuple((k, json.dumps(v, sort_keys=True)) for k, v in r.items() if k not in _KEY_SKIP)
+            groups.setdefault(key, []).append(r)
+    out = []
+    for rs in groups.values():
+        if len(rs) != len(lists):
+            raise ValueError("the runs to aggregate do not hold the same records")
+        rec = {k: v for k, v in rs[0].items() if k not in _KEY_SKIP}
+        for k in _KEY_SKIP:
+            if k in rs[0]:
+                vals = np.array([r[k] for r in rs], float)
+                rec[k], rec[f"{k}_std"] = float(vals.mean()), float(vals.std())
+        out.append(rec)
+    return out
+
+
+def aggregate(docs: list, names: list) -> dict:
+    """One results document from several runs (seeds or checkpoints): every metric as
+    mean ± std over the runs; ``runs`` names them."""
+    import numpy as np
+    if not docs:
+        raise ValueError("nothing to aggregate")
+    kinds = {d["command"] for d in docs}
+    if len(kinds) != 1:
+        raise ValueError(f"cannot aggregate different commands {sorted(kinds)}")
+    agg = dict(docs[0])
+    for k in ("results", "means", "clean", "clean_means"):
+        if k in agg:
+            agg[k] = _agg_records([d[k] for d in docs])
+    for k in ("id_accuracy", "id_accuracy_val_and_test"):
+        if k in agg:
+            vals = np.array([d[k] for d in docs], float)
+            agg[k], agg[f"{k}_std"] = float(vals.mean()), float(vals.std())
+    agg["runs"] = list(names)
+    agg["seed"] = [d["seed"] for d in docs]
+    agg["wall_time_s"] = float(sum(d.get("wall_time_s", 0.0) for d in docs))
+    return agg
+
+
+# ------------------------------------------------------------------ report
+def _figures_eval(doc: dict, run_dir: Path, fig_dir: Path, prefix: str) -> list:
+    import numpy as np
+
+    from .plots import plot_histograms, plot_roc
+    runs = doc.get("runs")
+    src = run_dir / runs[0] if runs else run_dir
+    zpath = src / "scores.npz"
+    if not zpath.is_file():
+        return []
+    z = np.load(zpath)
+    dets = list(dict.fromkeys(r["detector"] for r in doc["results"]))
+    ood = list(doc["groups"])
+    space = doc["config"]["noise_space"]
+    figs = []
+    for det in dets:
+        stats = [("score", "score (higher = ID)")]
+        if f"{det}|id_test|median" in z.files:
+            stats = [("score", "ROSS score S" if det.startswith("ross") else "median"),
+                     ("median", "median of noisy scores m"), ("D", "-D (minus mean abs. deviation)")]
+        for key, label in stats:
+            per = {"id_test (ID)": z[f"{det}|id_test|{key}"]}
+            per.update({o: z[f"{det}|{o}|{key}"] for o in ood})
+            if key == "D":
+                per = {k: -v for k, v in per.items()}
+            name = f"{prefix}hist-{det}-{key}.png"
+            plot_histograms(per, fig_dir / name, f"{det}: {label}" + (f" ({space} noise)" if "-" in det else ""),
+                            label)
+            figs.append((f"{det}: {label}, ID vs each OOD set", name))
+    for o in ood:
+        name = f"{prefix}roc-{o}.png"
+        plot_roc({det: (z[f"{det}|id_test|score"], z[f"{det}|{o}|score"]) for det in dets}, fig_dir / name,
+                 f"ROC, id_test vs {o} (OOD positive)")
+        figs.append((f"ROC curves, ID vs {o}", name))
+    return figs
+
+
+def _figures_attack(doc, run_dir, fig_dir, prefix):
+    from .plots import plot_attack_curves
+    clean = {r["detector"]: r["auroc"] for r in doc["clean_means"] if r["ood_set"] == "all-mean"}
+    figs = []
+    for t in doc["targets"]:
+        name = f"{prefix}auroc-vs-eps-{t}.png"
+        plot_attack_curves(doc["means"], clean, fig_dir / name,
+                           f"AUROC vs ε, target {t}, ε in {doc['eps_space']} space", t)
+        figs.append((f"AUROC vs eps ({t})", name))
+    return figs
+
+
+def _figures_sweep(doc, run_dir, fig_dir, prefix):
+    from .plots import plot_sweep
+    figs = []
+    for p in doc["params"]:
+        rows = [r for r in doc["means"] if r["param"] == p]
+        name = f"{prefix}sweep-{p}.png"
+        plot_sweep(rows, p, fig_dir / name, f"{p} sweep ({doc['noise_space']} noise; attack: {doc['eps_space']} ε)")
+        figs.append((f"{p} sweep", name))
+    return figs
+
+
+def _figures_certify(doc, run_dir, fig_dir, prefix):
+    from .plots import plot_certified
+    name = f"{prefix}certified-auroc.png"
+    plot_certified(doc["means"], fig_dir / name, "certified AUROC vs L2 ε (pixel space)")
+    return [("certified AUROC vs L2 radius", name)]
+
+
+_FIGURES = {"eval": _figures_eval, "attack": _figures_attack, "sweep": _figures_sweep, "certify": _figures_certify}
+
+
+def find_results(root: str | Path) -> list[Path]:
+    """results.json in ``root`` and in its immediate subfolders (not in per-seed runs of an
+    aggregated result), in name order."""
+    root = Path(root)
+    found = [root / "results.json"] if (root / "results.json").is_file() else []
+    order = {k: i for i, k in enumerate(RENDERERS)}
+
+    def rank(p: Path):
+        try:
+            kind = json.loads(p.read_text()).get("command")
+        except (OSError, ValueError):
+            kind = None
+        return (order.get(kind, len(order)), p.parent.name)
+    found += sorted(root.glob("*/results.json"), key=rank)
+    return found
+
+
+def write_report(root: str | Path, figures: bool = True) -> Path:
+    """``root/report.md`` (and ``root/figures/*.png``) from stored results only."""
+    root = Path(root)
+    paths = find_results(root)
+    if not paths:
+        raise FileNotFoundError(f"no results.json in {root} or its subfolders")
+    parts = ["# ross-ood report", "",
+             f"Generated by `ross report {root}` from the stored results below (no recomputation).", ""]
+    fig_dir = root / "figures"
+    for p in paths:
+        doc = json.loads(p.read_text())
+        rel = p.parent.relative_to(root).as_posix()
+        parts += [f"<!-- source: {rel or '.'}/results.json -->", render(doc), ""]
+        if figures:
+            prefix = "" if rel in ("", ".") else rel.replace("/", "-") + "-"
+            for caption, name in _FIGURES[doc["command"]](doc, p.parent, fig_dir, prefix):
+                parts.append(f"![{caption}](figures/{name})")
+            parts.append("")
+    out = root / "report.md"
+    atomic_write_text(out, "\n".join(parts))
+    return out
