@@ -139,3 +139,14 @@ def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     finally:
         adv.run_attack = real
     assert calls == [] and again["results"] == doc["results"]
+
+
+def test_soft_median_is_a_smooth_median():
+    from ross_ood.adversarial import soft_median
+    s = torch.tensor([[5.0, 1.0, 3.0, 2.0, 4.0], [7.0, 7.0, 7.0, 7.0, 7.0]], requires_grad=True)
+    v = soft_median(s)
+    assert v[1].item() == pytest.approx(7.0)  # a constant row
+    assert v[0].item() == pytest.approx(3.0)  # symmetric weights around the middle of 1..5
+    (g,) = torch.autograd.grad(v[0], s)
+    assert (g[0] > 0).sum() == 5  # every sample gets gradient, the median's gets the most
+    assert g[0].argmax().item() == 2

@@ -11,7 +11,8 @@ Targets, per detector:
   every detector with the same base score and cached once.
 - ``adaptive``: attacks on the detector's own score. Plain scores: APGD with restarts on
   the score. Smoothed detectors: EOT-APGD on the median of ``attack_n`` noisy scores drawn
-  afresh at every step, on the mean of them (a smooth surrogate of the median), and, for
+  afresh at every step, on the mean of them and on a soft median (smooth surrogates of the
+  median: their gradients reach every sample), and, for
   ROSS, on the gated score S itself (raising S for OOD inputs means raising the median
   *and* lowering D: the gate attack).
 - ``worst``: per input, the worst defence score over every attack and restart run.
@@ -33,7 +34,19 @@ from .model import ModelWrapper
 from .smoothing import median_stats, noisy_scores, ross_gate
 from .store import BlockCache, dist_info, gather_objects, shard_blocks, stable_key
 
-__all__ = ["AttackSettings", "AttackPlan", "plans_for", "attack_benchmark", "TARGETS"]
+__all__ = ["AttackSettings", "AttackPlan", "plans_for", "attack_benchmark", "TARGETS", "soft_median", "SURROGATES"]
+
+SURROGATES = ("median", "mean", "softmedian", "ross")
+
+
+def soft_median(s: torch.Tensor, width: float = 0.1) -> torch.Tensor:
+    """A soft quantile: the sorted noisy scores averaged with Gaussian weights centred on the
+    middle rank (standard deviation ``width`` x N ranks). Unlike the median, whose gradient
+    reaches one sample, its gradient spreads over the samples near the median."""
+    n = s.shape[1]
+    ranks = torch.arange(n, dtype=s.dtype, device=s.device)
+    w = torch.exp(-0.5 * ((ranks - (n - 1) / 2) / max(width * n, 0.5)) ** 2)
+    return (s.sort(dim=1).values * (w / w.sum())).sum(1)
 
 TARGETS = ("transfer", "adaptive", "worst")
 
@@ -105,6 +118,8 @@ def _attack_fn(plan: AttackPlan, model: ModelWrapper, sm: Smoothing, tau, attack
                            salt=1 + draw)[base.name]
         if plan.what == "mean":
             return mat.double().mean(1)
+        if plan.what == "softmedian":
+            return soft_median(mat.double())
         st = median_stats(mat)
         if plan.what == "median":
             return st["median"]

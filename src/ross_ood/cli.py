@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--eot", type=int, default=S, help="EOT draws per step (default 1)")
     pa.add_argument("--attack-n", dest="attack_n", type=int, default=S,
                     help="noisy copies per EOT draw in adaptive attacks on smoothed detectors (default 8)")
-    pa.add_argument("--surrogates", default=S, help="median,mean,ross (default all)")
+    pa.add_argument("--surrogates", default=S, help="attacked statistics of smoothed detectors: median, mean, "
+                    "softmedian, ross (the gated score; ROSS only); default median,mean,ross")
     pa.add_argument("--attack-batch", dest="attack_batch", type=int, default=S, help="images per attack batch")
     pa.set_defaults(func=lambda a: _print_result(run_attack_cmd(resolve_config(ATTACK_DEFAULTS, a))))
 

@@ -156,9 +156,10 @@ def run_attack_cmd(cfg: dict) -> dict | None:
     if cfg["eps_space"] not in ("pixel", "normalized"):
         raise ValueError(f"eps space must be pixel or normalized, got {cfg['eps_space']!r}")
     surrogates = tuple(_split(cfg["surrogates"]))
+    from .adversarial import SURROGATES
     for s_ in surrogates:
-        if s_ not in ("median", "mean", "ross"):
-            raise ValueError(f"surrogate must be median, mean or ross, got {s_!r}")
+        if s_ not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {SURROGATES}, got {s_!r}")
     st = AttackSettings(cfg["transfer_steps"], 1 / 30, cfg["adaptive_steps"], cfg["restarts"], cfg["eot"],
                         cfg["attack_n"], surrogates)
     dev = setup_runtime(cfg["device"])

@@ -157,9 +157,11 @@ def load_state(net: nn.Module, state: dict[str, torch.Tensor], source: str = "ch
 
 def load_model(name: str, data_root: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
                device: str | torch.device = "cpu") -> ModelWrapper:
-    """A zoo model by name (weights from ``<data_root>/weights``, sha256-checked) or an
-    architecture from ``ARCHS`` with an explicit ``checkpoint``. Returns a wrapped model in
-    eval mode on ``device``."""
+    """A zoo model by name (weights from ``<data_root>/weights``, sha256-checked), or
+    ``tv:<name>`` for a torchvision classifier (needs torchvision and a ``checkpoint``;
+    ImageNet normalisation, 224 px). Returns a wrapped model in eval mode on ``device``."""
+    if name.startswith("tv:"):
+        return _load_torchvision(name, checkpoint, device)
     if name not in ZOO:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(ZOO)}")
     spec = ZOO[name]
@@ -176,4 +178,21 @@ def load_model(name: str, data_root: str | os.PathLike | None = None, checkpoint
     model = wrap(net.to(device), spec.mean, spec.std, input_size=spec.input_size)
     model.name = name
     model.fingerprint = f"{name}:{(sha or sha256_file(path))[:16]}"
+    return model
+
+
+def _load_torchvision(name: str, checkpoint, device) -> ModelWrapper:
+    try:
+        import torchvision.models as tvm
+    except Exception as e:  # ImportError, or the operator error of a mismatched torch build
+        raise ImportError(f"model {name!r} needs torchvision (pip install ross-ood[vision]): {e}") from None
+    arch = name[3:]
+    if not hasattr(tvm, arch):
+        raise ValueError(f"torchvision has no model {arch!r}")
+    if checkpoint is None:
+        raise ValueError(f"model {name!r} needs checkpoint=PATH (its state dict; nothing is downloaded)")
+    net = getattr(tvm, arch)(weights=None)
+    load_state(net, load_checkpoint(checkpoint), source=str(checkpoint))
+    model = wrap(net.to(device), IMAGENET_MEAN, IMAGENET_STD, input_size=224)
+    model.name, model.fingerprint = name, f"{name}:{sha256_file(checkpoint)[:16]}"
     return model
