@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -71,24 +72,42 @@ def _save_config(out: Path, cfg: dict) -> None:
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=True))
 
 
-# ----------------------------------------------------------------------- eval
-def run_eval(cfg: dict) -> dict | None:
-    """Run ``ross eval`` with a resolved configuration; returns the results document (rank 0)."""
-    from .evaluate import Smoothing, evaluate_benchmark, parse_detectors
-    from .report import render, versions, write_results
+@dataclass
+class _Job:
+    """What every job starts with: device, output folder (config saved), cache, progress."""
+
+    dev: torch.device
+    out: Path
+    rank: int
+    world: int
+    cache: object
+    prog: object
+
+
+def _start_job(cfg: dict) -> _Job:
     from .store import BlockCache, dist_info
-    dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
-    sm = Smoothing(cfg["n_samples"], cfg["sigma"], cfg["noise_space"], cfg["seed"], cfg["chunk_size"])
     dev = setup_runtime(cfg["device"])
-    model, model_name, root = _open_model(cfg, dev)
-    bench = _open_benchmark(cfg, model, root)
     out = Path(cfg["out"])
     rank, world = dist_info()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _save_config(out, cfg)
-    res = evaluate_benchmark(model, bench, dets, sm, BlockCache(out / "cache"), cfg["batch_size"],
-                             cfg["block_size"], cfg["workers"], _progress_factory(cfg["progress"]))
+    return _Job(dev, out, rank, world, BlockCache(out / "cache"), _progress_factory(cfg["progress"]))
+
+
+# ----------------------------------------------------------------------- eval
+def run_eval(cfg: dict) -> dict | None:
+    """Run ``ross eval`` with a resolved configuration; returns the results document (rank 0)."""
+    from .evaluate import Smoothing, evaluate_benchmark, parse_detectors
+    from .report import render, versions, write_results
+    dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
+    sm = Smoothing(cfg["n_samples"], cfg["sigma"], cfg["noise_space"], cfg["seed"], cfg["chunk_size"])
+    job = _start_job(cfg)
+    dev, out, rank, world = job.dev, job.out, job.rank, job.world
+    model, model_name, root = _open_model(cfg, dev)
+    bench = _open_benchmark(cfg, model, root)
+    res = evaluate_benchmark(model, bench, dets, sm, job.cache, cfg["batch_size"], cfg["block_size"],
+                             cfg["workers"], job.prog)
     if rank != 0:
         return None
     doc = {"command": "eval", "benchmark": cfg["benchmark"], "model": model_name, "id_accuracy": res.id_accuracy,
@@ -141,7 +160,6 @@ def run_attack_cmd(cfg: dict) -> dict | None:
     from .adversarial import TARGETS, AttackSettings, attack_benchmark, mean_over_sets
     from .evaluate import Smoothing, evaluate_benchmark, parse_detectors
     from .report import render, versions, write_results
-    from .store import BlockCache, dist_info
     dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
     sm = Smoothing(cfg["n_samples"], cfg["sigma"], cfg["noise_space"], cfg["seed"], cfg["chunk_size"])
     eps_list = parse_eps(cfg["eps"])
@@ -162,16 +180,10 @@ def run_attack_cmd(cfg: dict) -> dict | None:
             raise ValueError(f"surrogate must be one of {SURROGATES}, got {s_!r}")
     st = AttackSettings(cfg["transfer_steps"], 1 / 30, cfg["adaptive_steps"], cfg["restarts"], cfg["eot"],
                         cfg["attack_n"], surrogates)
-    dev = setup_runtime(cfg["device"])
+    job = _start_job(cfg)
+    dev, out, rank, world, cache, prog = job.dev, job.out, job.rank, job.world, job.cache, job.prog
     model, model_name, root = _open_model(cfg, dev)
     bench = _open_benchmark(cfg, model, root)
-    out = Path(cfg["out"])
-    rank, world = dist_info()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        _save_config(out, cfg)
-    cache = BlockCache(out / "cache")
-    prog = _progress_factory(cfg["progress"])
     clean = evaluate_benchmark(model, bench, dets, sm, cache, cfg["batch_size"], cfg["block_size"], cfg["workers"],
                                prog)
     records, wall = attack_benchmark(model, bench, dets, sm, clean.arrays, clean.taus, eps_list, objectives,
@@ -203,7 +215,6 @@ def run_certify(cfg: dict) -> dict | None:
     from .metrics import METRIC_NAMES, ood_metrics
     from .report import render, versions, write_results
     from .smoothing import calibrate_tau, median_stats
-    from .store import BlockCache, dist_info
     dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
     for d in dets:
         if d.kind == "base":
@@ -219,14 +230,8 @@ def run_certify(cfg: dict) -> dict | None:
     models = _split(cfg["models"]) if cfg["models"] else []
     if models and len(models) != len(sigmas):
         raise ValueError(f"--models must name one model per sigma ({len(sigmas)}), got {len(models)}")
-    dev = setup_runtime(cfg["device"])
-    out = Path(cfg["out"])
-    rank, world = dist_info()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        _save_config(out, cfg)
-    cache = BlockCache(out / "cache")
-    prog = _progress_factory(cfg["progress"])
+    job = _start_job(cfg)
+    dev, out, rank, world, cache, prog = job.dev, job.out, job.rank, job.world, job.cache, job.prog
     records, model_names, taus, sizes = [], {}, {}, {}
     t0 = time.time()
     for i, sigma in enumerate(sigmas):
@@ -313,7 +318,6 @@ def run_sweep(cfg: dict) -> dict | None:
     from .evaluate import Smoothing, compute_set, detector_scores, parse_detectors, plan_units
     from .metrics import METRIC_NAMES, ood_metrics
     from .report import render, versions, write_results
-    from .store import BlockCache, dist_info
     dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
     for d in dets:
         if d.kind == "base":
@@ -329,16 +333,10 @@ def run_sweep(cfg: dict) -> dict | None:
         raise ValueError(f"sweep values out of range: ns {ns}, sigmas {sigmas}, lams {lams}")
     eps_list = parse_eps(cfg["attack_eps"]) if str(cfg["attack_eps"]).strip() else []
     objectives = _split(cfg["objective"]) if eps_list else []
-    dev = setup_runtime(cfg["device"])
+    job = _start_job(cfg)
+    dev, out, rank, world, cache, prog = job.dev, job.out, job.rank, job.world, job.cache, job.prog
     model, model_name, root = _open_model(cfg, dev)
     bench = _open_benchmark(cfg, model, root)
-    out = Path(cfg["out"])
-    rank, world = dist_info()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        _save_config(out, cfg)
-    cache = BlockCache(out / "cache")
-    prog = _progress_factory(cfg["progress"])
     t0 = time.time()
     n_default, sigma_default = int(cfg["n_samples"]), float(cfg["sigma"])
     n_max = max(ns + [n_default]) if "n_samples" in params else n_default
