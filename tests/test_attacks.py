@@ -150,3 +150,15 @@ def test_soft_median_is_a_smooth_median():
     (g,) = torch.autograd.grad(v[0], s)
     assert (g[0] > 0).sum() == 5  # every sample gets gradient, the median's gets the most
     assert g[0].argmax().item() == 2
+
+
+def test_attack_independent_of_batching(cnn, images):
+    """An input's attack (random start included) does not depend on the batch it sits in."""
+    msp = get_score("msp")
+    cfg = AttackConfig(8 / 255, "min", "pixel", "apgd", steps=5, restarts=2, seed=4)
+    full, s_full = run_attack(lambda v, d: msp(cnn, v), images, cnn, cfg)
+    parts = [run_attack(lambda v, d: msp(cnn, v), images[i:i + 5], cnn, cfg) for i in range(0, 12, 5)]
+    assert torch.allclose(full, torch.cat([p[0] for p in parts]), atol=1e-6)
+    other, _ = run_attack(lambda v, d: msp(cnn, v), images, cnn, AttackConfig(8 / 255, "min", "pixel", "apgd",
+                                                                              steps=5, restarts=2, seed=5))
+    assert not torch.allclose(full, other)

@@ -16,10 +16,14 @@ from typing import Callable
 import torch
 
 from .model import ModelWrapper
+from .smoothing import content_keys, pair_seed
 
 __all__ = ["AttackConfig", "pgd", "apgd", "eps_tensor", "project", "EPS_SPACES", "run_attack"]
 
 EPS_SPACES = ("pixel", "normalized")
+_START_SALT = 1 << 20  # keeps start points apart from the smoothing noise streams
+#: bumped whenever the attack code changes what it computes: part of every cache key
+ATTACK_VERSION = 2
 ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
@@ -55,7 +59,7 @@ class AttackConfig:
             raise ValueError(f"keep must be 'last' or 'best', got {self.keep!r}")
 
     def spec(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {"version": ATTACK_VERSION, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
 
 
 def eps_tensor(model: ModelWrapper, eps: float, space: str) -> torch.Tensor:
@@ -84,10 +88,17 @@ def _gain_and_grad(score_fn: ScoreFn, x: torch.Tensor, sign: float, eot: int, dr
 
 
 def _start(x, eps, clip, cfg: AttackConfig, restart: int):
+    """Uniform start in the eps ball. Like the smoothing noise, the start of an input depends
+    only on (seed, restart, the input's content), not on its batch."""
     if not cfg.random_start:
         return x.clone()
-    gen = torch.Generator().manual_seed(cfg.seed * 1000003 + restart)
-    u = torch.rand(x.shape, generator=gen).to(x.device, x.dtype) * 2 - 1
+    keys = content_keys(x)
+    u = torch.empty(x.shape, dtype=torch.float32)
+    gen = torch.Generator()
+    for i, k in enumerate(keys):
+        gen.manual_seed(pair_seed(cfg.seed, _START_SALT + restart, k, 0))
+        torch.rand(tuple(x.shape[1:]), generator=gen, out=u[i])
+    u = u.to(x.device, x.dtype) * 2 - 1
     return project(x + u * eps, x, eps, clip)
 
 
