@@ -174,3 +174,17 @@ def test_unknown_benchmark_and_missing_files(tmp_path):
         build_benchmark("cifar11", tmp_path, 3, 32)
     with pytest.raises(FileNotFoundError, match="needs files missing"):
         build_benchmark("openood-cifar10", tmp_path, 3, 32)
+
+
+def test_torchvision_sets_fail_clearly_without_torchvision(tmp_path):
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        with pytest.raises(ImportError, match=r"need torchvision \(pip install ross-ood\[vision\]\)"):
+            open_set(f"torchvision:CIFAR10:{tmp_path}")
+        from ross_ood.models import load_model
+        with pytest.raises(ImportError, match="needs torchvision"):
+            load_model("tv:resnet18", checkpoint=tmp_path / "x.pt")
+    else:  # pragma: no cover - torchvision does not import beside this project's pinned CPU torch
+        with pytest.raises(Exception):
+            open_set(f"torchvision:CIFAR10:{tmp_path}")  # nothing on disk, and no download

@@ -312,7 +312,8 @@ def _figures_sweep(doc, run_dir, fig_dir, prefix):
     for p in doc["params"]:
         rows = [r for r in doc["means"] if r["param"] == p]
         name = f"{prefix}sweep-{p}.png"
-        plot_sweep(rows, p, fig_dir / name, f"{p} sweep ({doc['noise_space']} noise; attack: {doc['eps_space']} ε)")
+        label = {"lam": "λ", "n_samples": "N", "sigma": "σ"}.get(p, p)
+        plot_sweep(rows, p, fig_dir / name, f"{label} sweep ({doc['noise_space']} noise; attack: {doc['eps_space']} ε)")
         figs.append((f"{p} sweep", name))
     return figs
 
