@@ -118,3 +118,9 @@ def test_reproduce_openood_refuses_without_data(tmp_path):
         run_reproduce("openood", tmp_path / "out", data_root=tmp_path)
     with pytest.raises(ValueError, match="unknown preset 'cifar'"):
         run_reproduce("cifar", tmp_path / "out", data_root=tmp_path)
+
+
+def test_aggregate_keeps_notes_that_differ_per_run():
+    docs = [{"command": "eval", "seed": s, "notes": ["same", f"subset seed {s}"], "results": [], "means": []}
+            for s in (0, 1)]
+    assert aggregate(docs, ["a", "b"])["notes"] == ["same", "a: subset seed 0", "b: subset seed 1"]

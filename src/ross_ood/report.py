@@ -253,6 +253,10 @@ def aggregate(docs: list, names: list) -> dict:
             agg[k], agg[f"{k}_std"] = float(vals.mean()), float(vals.std())
     agg["runs"] = list(names)
     agg["seed"] = [d["seed"] for d in docs]
+    if "notes" in agg:  # notes shared by every run, then those that differ, per run
+        common = [n for n in docs[0]["notes"] if all(n in d.get("notes", []) for d in docs)]
+        agg["notes"] = common + [f"{name}: {n}" for name, d in zip(names, docs) for n in d.get("notes", [])
+                                 if n not in common]
     agg["wall_time_s"] = float(sum(d.get("wall_time_s", 0.0) for d in docs))
     return agg
 
