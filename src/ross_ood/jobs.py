@@ -384,7 +384,7 @@ def run_sweep(cfg: dict) -> dict | None:
         tau = calibrate_tau(val_m["median"], 0.05)
         return {s: detector_scores(d, sliced[s], tau)["score"] for s in sliced}, tau
 
-    def rows_for(param, value, arrays_by_set, n, lam):
+    def rows_for(param, value, arrays_by_set, n, lam, sigma):
         rows = []
         conds = ["clean"] + [(e, o) for e in eps_list for o in objectives]
         for d in dets:
@@ -401,7 +401,7 @@ def run_sweep(cfg: dict) -> dict | None:
                     ood_s = sc[o] if cond == "clean" or cond[1] == "max" else clean[o]
                     per.append({"ood_set": o, **ood_metrics(id_s, ood_s)})
                 base = {"param": param, param: value, "detector": d.name, "condition": name,
-                        "n_samples": n, "lam": lam, "sigma": cur_sigma}
+                        "n_samples": n, "lam": lam, "sigma": sigma}
                 rows += [{**base, **r, "group": bench.groups[r["ood_set"]]} for r in per]
                 rows.append({**base, "ood_set": "mean", "group": "all",
                              **{k: float(np.mean([r[k] for r in per])) for k in METRIC_NAMES}})
@@ -410,18 +410,16 @@ def run_sweep(cfg: dict) -> dict | None:
     records = []
     default_lam = dets[0].lam
     if "lam" in params or "n_samples" in params:
-        cur_sigma = sigma_default
         base_arrays = noisy_arrays(sigma_default, n_max)
         if "lam" in params:
             for lam in lams:
-                records += rows_for("lam", lam, base_arrays, n_default, lam)
+                records += rows_for("lam", lam, base_arrays, n_default, lam, sigma_default)
         if "n_samples" in params:
             for n in ns:
-                records += rows_for("n_samples", n, base_arrays, n, default_lam)
+                records += rows_for("n_samples", n, base_arrays, n, default_lam, sigma_default)
     if "sigma" in params:
         for sig in sigmas:
-            cur_sigma = sig
-            records += rows_for("sigma", sig, noisy_arrays(sig, n_default), n_default, default_lam)
+            records += rows_for("sigma", sig, noisy_arrays(sig, n_default), n_default, default_lam, sig)
     if rank != 0:
         return None
     attack_desc = ("none" if not eps_list else
