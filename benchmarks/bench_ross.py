@@ -40,7 +40,7 @@ def time_ratio(args):
     rows = []
     for n in args.n:
         det = ross_ood.ROSS(model, base=args.base, n_samples=n, sigma=0.05, chunk_size=args.chunk,
-                            batch_size=args.batch)
+                            batch_size=args.batch, noise_device=args.noise_device)
         det.fit(x[:32])
         # plain forward at the same batch size as the ROSS chunks, with the same features hook
         xs = x
@@ -68,7 +68,7 @@ def peak_memory(args, n):
     import ross_ood
     model, x = _setup(args)
     det = ross_ood.ROSS(model, base=args.base, n_samples=n, sigma=0.05, chunk_size=args.chunk,
-                        batch_size=args.batch).fit(x[:8])
+                        batch_size=args.batch, noise_device=args.noise_device).fit(x[:8])
     if str(args.device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     base = _vm("VmRSS")
@@ -97,6 +97,8 @@ def main():
     p.add_argument("--base", default="fdbd")
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--noise-device", default="cpu", choices=["cpu", "model"],
+                   help="draw the noise on the CPU (default) or on the model's device")
     p.add_argument("--images", type=int, default=128)
     p.add_argument("--batch", type=int, default=32, help="images per ROSS batch")
     p.add_argument("--chunk", type=int, default=128, help="noisy images per forward pass")
@@ -106,7 +108,8 @@ def main():
     if args.memory_child is not None:
         print(json.dumps(peak_memory(args, args.memory_child)))
         return
-    print(f"model {args.model}, base {args.base}, device {args.device}, {args.images} images, "
+    print(f"model {args.model}, base {args.base}, device {args.device}, noise on {args.noise_device}, "
+          f"{args.images} images, "
           f"batch {args.batch}, chunk {args.chunk}, torch threads {torch.get_num_threads()}")
     print()
     print("| N | plain forward ms/img | ROSS ms/img | ROSS / (N x plain) |")

@@ -167,3 +167,15 @@ def test_gradients_flow_through_ross(cnn, images):
     x = images[:2].clone().requires_grad_(True)
     (g,) = torch.autograd.grad(det.score(x).sum(), x)
     assert g.abs().sum() > 0
+
+
+def test_noise_device_model_equals_cpu_on_a_cpu_model(cnn, images):
+    f = [get_score("fdbd")]
+    a = noisy_scores(cnn, images, f, 4, 0.1, seed=2)["fdbd"]
+    b = noisy_scores(cnn, images, f, 4, 0.1, seed=2, noise_device="model")["fdbd"]
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="noise_device must be one of"):
+        noisy_scores(cnn, images, f, 4, 0.1, noise_device="gpu")
+    det = ross_ood.ROSS(cnn, "fdbd", n_samples=4, sigma=0.1, seed=2, noise_device="model").fit(images)
+    assert det.config()["noise_device"] == "model"
+    assert "noise_device" not in ross_ood.ROSS(cnn, "fdbd").config()  # the default keeps old cache keys

@@ -115,7 +115,7 @@ def _attack_fn(plan: AttackPlan, model: ModelWrapper, sm: Smoothing, tau, attack
 
     def fn(x, draw):
         mat = noisy_scores(model, x, [base], attack_n, sm.sigma, sm.space, sm.seed, chunk_size=sm.chunk_size,
-                           salt=1 + draw)[base.name]
+                           salt=1 + draw, noise_device=sm.noise_device)[base.name]
         if plan.what == "mean":
             return mat.double().mean(1)
         if plan.what == "softmedian":

@@ -45,6 +45,9 @@ def _add_common(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--block-size", dest="block_size", type=int, default=S,
                    help="images per cached, resumable block (default 512)")
     p.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--noise-device", dest="noise_device", choices=["cpu", "model"], default=S,
+                   help="where the smoothing noise is drawn: cpu (default; identical noise on any device) or "
+                        "model (on the model's device: faster for large images on a GPU, other numbers there)")
     p.add_argument("--ood", action="append", default=S, metavar="NAME=PATH",
                    help="extra OOD set: a .zip, a folder, an IDX file, synthetic:gaussian|uniform (repeatable)")
     p.add_argument("--only-extra", dest="only_extra", action="store_true", default=S,

@@ -10,7 +10,8 @@ import argparse
 import os
 from pathlib import Path
 
-__all__ = ["EVAL_DEFAULTS", "ATTACK_DEFAULTS", "CERTIFY_DEFAULTS", "SWEEP_DEFAULTS", "DEFAULT_DETECTORS", "load_config_file", "resolve_config",
+__all__ = ["EVAL_DEFAULTS", "ATTACK_DEFAULTS", "CERTIFY_DEFAULTS", "SWEEP_DEFAULTS", "DEFAULT_DETECTORS",
+           "load_config_file", "resolve_config",
            "parse_lam"]
 
 DEFAULT_DETECTORS = "msp,energy,gen,odin,fdbd,pro-fdbd,ross-msp,ross-fdbd"
@@ -19,7 +20,8 @@ EVAL_DEFAULTS = {
     "benchmark": "cifar10", "model": None, "checkpoint": None, "data_root": None,
     "detectors": DEFAULT_DETECTORS, "limit": None, "seed": 0, "split_seed": 0, "out": "runs/eval",
     "n_samples": 25, "sigma": 0.05, "lam": "0.01", "noise_space": "pixel", "batch_size": 128,
-    "chunk_size": 128, "block_size": 512, "device": "auto", "ood": [], "only_extra": False, "workers": 0,
+    "chunk_size": 128, "block_size": 512, "device": "auto", "noise_device": "cpu", "ood": [], "only_extra": False,
+    "workers": 0,
     "progress": True,
 }
 

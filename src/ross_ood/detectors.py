@@ -17,7 +17,7 @@ import torch
 
 from .model import ModelWrapper
 from .scores import Score, get_score, score_from_spec
-from .smoothing import NOISE_SPACES, calibrate_tau, median_stats, noisy_scores, ross_gate
+from .smoothing import NOISE_DEVICES, NOISE_SPACES, calibrate_tau, median_stats, noisy_scores, ross_gate
 
 __all__ = ["Detector", "BaseScoreDetector", "MedianSmoothing", "ROSS", "NotFittedError",
            "StaleFitError", "iter_batches", "load_detector"]
@@ -216,9 +216,11 @@ class MedianSmoothing(Detector):
 
     def __init__(self, model: ModelWrapper, base: str | Score = "fdbd", n_samples: int = 25,
                  sigma: float = 0.05, noise_space: str = "pixel", seed: int = 0, chunk_size: int = 128,
-                 base_params: dict | None = None, accept_rate: float = 0.95, batch_size: int = 128):
+                 base_params: dict | None = None, accept_rate: float = 0.95, batch_size: int = 128,
+                 noise_device: str = "cpu"):
         super().__init__(model, base, base_params, accept_rate, batch_size, noise_space)
         self.n_samples, self.sigma, self.seed, self.chunk_size = n_samples, sigma, seed, chunk_size
+        self.noise_device = noise_device
         self._validate()
 
     @property
@@ -237,21 +239,27 @@ class MedianSmoothing(Detector):
             raise ValueError(f"sigma must be a finite number >= 0, got {self.sigma}")
         if int(self.chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.noise_device not in NOISE_DEVICES:
+            raise ValueError(f"noise_device must be one of {NOISE_DEVICES}, got {self.noise_device!r}")
 
     def config(self) -> dict:
-        return {**super().config(), "n_samples": int(self.n_samples), "sigma": float(self.sigma),
-                "seed": int(self.seed)}
+        cfg = {**super().config(), "n_samples": int(self.n_samples), "sigma": float(self.sigma),
+               "seed": int(self.seed)}
+        if self.noise_device != "cpu":  # only then does it change the numbers (on a GPU)
+            cfg["noise_device"] = self.noise_device
+        return cfg
 
     @classmethod
     def _from_config(cls, model, base, cfg):
         extra = {"lam": cfg["lam"]} if "lam" in cfg else {}
         return cls(model, base=base, n_samples=cfg["n_samples"], sigma=cfg["sigma"], noise_space=cfg["space"],
-                   seed=cfg["seed"], accept_rate=cfg["accept_rate"], **extra)
+                   seed=cfg["seed"], accept_rate=cfg["accept_rate"], noise_device=cfg.get("noise_device", "cpu"),
+                   **extra)
 
     def noisy(self, x: torch.Tensor, keys=None) -> torch.Tensor:
         """The (B, N) matrix of noisy base scores."""
         return noisy_scores(self.model, x, [self.base], int(self.n_samples), float(self.sigma), self.space,
-                            int(self.seed), keys, int(self.chunk_size))[self.base.name]
+                            int(self.seed), keys, int(self.chunk_size), noise_device=self.noise_device)[self.base.name]
 
     def _score_batch(self, x, keys):
         return median_stats(self.noisy(x, keys))["median"]
@@ -276,11 +284,11 @@ class ROSS(MedianSmoothing):
     def __init__(self, model: ModelWrapper, base: str | Score = "fdbd", n_samples: int = 25, sigma: float = 0.05,
                  lam: float = 0.01, noise_space: str = "pixel", seed: int = 0, chunk_size: int = 128,
                  base_params: dict | None = None, accept_rate: float = 0.95, batch_size: int = 128,
-                 tau_quantile: float = 0.05):
+                 tau_quantile: float = 0.05, noise_device: str = "cpu"):
         self.lam = lam
         self.tau_quantile = tau_quantile
         super().__init__(model, base, n_samples, sigma, noise_space, seed, chunk_size, base_params,
-                         accept_rate, batch_size)
+                         accept_rate, batch_size, noise_device)
         self.tau_: float | None = None
 
     def _validate(self) -> None:
@@ -297,7 +305,7 @@ class ROSS(MedianSmoothing):
     def _from_config(cls, model, base, cfg):
         return cls(model, base=base, n_samples=cfg["n_samples"], sigma=cfg["sigma"], lam=cfg["lam"],
                    noise_space=cfg["space"], seed=cfg["seed"], accept_rate=cfg["accept_rate"],
-                   tau_quantile=cfg["tau_quantile"])
+                   tau_quantile=cfg["tau_quantile"], noise_device=cfg.get("noise_device", "cpu"))
 
     def _state(self) -> dict:
         return {"threshold_": self.threshold_, "tau_": self.tau_}

@@ -36,6 +36,7 @@ class Smoothing:
     space: str = "pixel"
     seed: int = 0
     chunk_size: int = 128
+    noise_device: str = "cpu"
 
     def __post_init__(self):
         if int(self.n_samples) < 1:
@@ -45,8 +46,11 @@ class Smoothing:
         if self.space not in NOISE_SPACES:
             raise ValueError(f"noise space must be one of {NOISE_SPACES}, got {self.space!r}")
 
-    def key(self) -> dict:  # chunk_size does not change the numbers
-        return {"n": int(self.n_samples), "sigma": float(self.sigma), "space": self.space, "seed": int(self.seed)}
+    def key(self) -> dict:  # chunk_size does not change the numbers; noise_device only when not cpu
+        k = {"n": int(self.n_samples), "sigma": float(self.sigma), "space": self.space, "seed": int(self.seed)}
+        if self.noise_device != "cpu":
+            k["noise_device"] = self.noise_device
+        return k
 
 
 @dataclass
@@ -159,7 +163,7 @@ def _batch_units(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, units: l
     for sm, us in groups.items():
         with torch.no_grad():
             mats = noisy_scores(model, x, [u.score for u in us], sm.n_samples, sm.sigma, sm.space, sm.seed,
-                                chunk_size=sm.chunk_size)
+                                chunk_size=sm.chunk_size, noise_device=sm.noise_device)
         for u in us:
             out[u.name] = {"noisy": mats[u.score.name].float().cpu().numpy()}
     return out

@@ -101,7 +101,8 @@ def run_eval(cfg: dict) -> dict | None:
     from .evaluate import Smoothing, evaluate_benchmark, parse_detectors
     from .report import render, versions, write_results
     dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
-    sm = Smoothing(cfg["n_samples"], cfg["sigma"], cfg["noise_space"], cfg["seed"], cfg["chunk_size"])
+    sm = Smoothing(cfg["n_samples"], cfg["sigma"], cfg["noise_space"], cfg["seed"], cfg["chunk_size"],
+                   cfg["noise_device"])
     job = _start_job(cfg)
     dev, out, rank, world = job.dev, job.out, job.rank, job.world
     model, model_name, root = _open_model(cfg, dev)
@@ -161,7 +162,8 @@ def run_attack_cmd(cfg: dict) -> dict | None:
     from .evaluate import Smoothing, evaluate_benchmark, parse_detectors
     from .report import render, versions, write_results
     dets = parse_detectors(cfg["detectors"], parse_lam(cfg["lam"]))
-    sm = Smoothing(cfg["n_samples"], cfg["sigma"], cfg["noise_space"], cfg["seed"], cfg["chunk_size"])
+    sm = Smoothing(cfg["n_samples"], cfg["sigma"], cfg["noise_space"], cfg["seed"], cfg["chunk_size"],
+                   cfg["noise_device"])
     eps_list = parse_eps(cfg["eps"])
     objectives = _split(cfg["objective"])
     targets = _split(cfg["target"])
@@ -239,7 +241,7 @@ def run_certify(cfg: dict) -> dict | None:
         model, model_name, root = _open_model(mcfg, dev)
         model_names[sigma] = model_name
         bench = _open_benchmark(cfg, model, root)
-        sm = Smoothing(cfg["n_cert"], sigma, "pixel", cfg["seed"], cfg["chunk_size"])
+        sm = Smoothing(cfg["n_cert"], sigma, "pixel", cfg["seed"], cfg["chunk_size"], cfg["noise_device"])
         units = plan_units(dets, sm)
         arrays = {}
         for s, ds in bench.sets().items():
@@ -345,7 +347,7 @@ def run_sweep(cfg: dict) -> dict | None:
 
     def noisy_arrays(sigma: float, n: int) -> dict:
         """set -> condition -> {unit: arrays} at this sigma, for clean and attacked inputs."""
-        sm = Smoothing(n, sigma, cfg["noise_space"], cfg["seed"], cfg["chunk_size"])
+        sm = Smoothing(n, sigma, cfg["noise_space"], cfg["seed"], cfg["chunk_size"], cfg["noise_device"])
         units = plan_units(dets, sm)
         res = {s: {"clean": None} for s in sets}
         for s, ds in sets.items():

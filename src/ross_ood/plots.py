@@ -96,7 +96,8 @@ def plot_attack_curves(means: list, clean: dict, path, title: str, target: str) 
                 continue
             xs = [0.0] + [255 * r["eps"] for r in rs]
             ys = [100 * clean[det]] + [100 * r["auroc"] for r in rs]
-            ax.plot(xs, ys, marker="o", color=f"C{k % 10}", label=det, ls="-" if det.startswith(("ross", "median")) else "--")
+            smoothed = det.startswith(("ross", "median"))
+            ax.plot(xs, ys, marker="o", color=f"C{k % 10}", label=det, ls="-" if smoothed else "--")
         ax.set_xlabel("L∞ budget ε (×1/255)")
         ax.set_title(f"PGD-{'Min (ID attacked)' if obj == 'min' else 'Max (OOD attacked)'}")
         ax.grid(alpha=0.3)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .store import atomic_write_text
 
-__all__ = ["aggregate", "write_report", "find_results", "versions", "write_results", "markdown_table", "csv_text", "RECORD_FIELDS", "pct", "cell", "render",
+__all__ = ["aggregate", "write_report", "find_results", "versions", "write_results", "markdown_table", "csv_text",
+           "RECORD_FIELDS", "pct", "cell", "render",
            "attack_table", "certify_table"]
 
 RECORD_FIELDS = ["detector", "ood_set", "group", "auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out"]

@@ -7,8 +7,11 @@ image always gets the same noise wherever it sits), or a key the caller passes (
 index in a data set). Each (input, draw) pair has its own generator seeded by a
 SplitMix64 mix of those integers; torch has no keyed counter-based generator on CPU, and
 numpy's SeedSequence does the same job about ten times slower.
-Noise is drawn on the CPU in float32 and moved to the model's device, so CPU and GPU runs
-see the same noise.
+By default noise is drawn on the CPU in float32 and moved to the model's device, so CPU and
+GPU runs see the same noise. ``noise_device="model"`` draws it on the model's device with
+one device generator per pair instead: for large images on a GPU the CPU draw would cost
+more than the forward passes. It is still keyed the same way (batch-, chunk- and
+process-independent), but a GPU's generator gives other numbers than the CPU's.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch
 from .model import ModelWrapper
 from .scores import Score
 
-__all__ = ["NOISE_SPACES", "content_keys", "pair_seed", "draw_noise", "noise_scale", "noisy_scores",
+__all__ = ["NOISE_SPACES", "NOISE_DEVICES", "content_keys", "pair_seed", "draw_noise", "noise_scale", "noisy_scores",
            "median_stats", "ross_gate", "calibrate_tau"]
 
 NOISE_SPACES = ("pixel", "normalized")
@@ -50,11 +53,15 @@ def content_keys(x: torch.Tensor) -> list[int]:
             for a in arr]
 
 
+NOISE_DEVICES = ("cpu", "model")
+
+
 def draw_noise(keys: Sequence[int], draws: Sequence[int], shape: Sequence[int], seed: int,
-               salt: int = 0) -> torch.Tensor:
-    """Standard normal noise, one ``shape`` tensor per (key, draw) pair, on the CPU."""
-    out = torch.empty((len(keys), *shape), dtype=torch.float32)
-    gen = torch.Generator()
+               salt: int = 0, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Standard normal noise, one ``shape`` tensor per (key, draw) pair, drawn on ``device``."""
+    device = torch.device(device)
+    out = torch.empty((len(keys), *shape), dtype=torch.float32, device=device)
+    gen = torch.Generator(device=device)
     for r, (k, j) in enumerate(zip(keys, draws)):
         gen.manual_seed(pair_seed(seed, salt, k, j))
         torch.randn(tuple(shape), generator=gen, out=out[r])
@@ -72,14 +79,18 @@ def noise_scale(model: ModelWrapper, sigma: float, space: str) -> torch.Tensor:
 
 def noisy_scores(model: ModelWrapper, x: torch.Tensor, scores: Sequence[Score], n: int, sigma: float,
                  space: str = "pixel", seed: int = 0, keys: Sequence[int] | None = None,
-                 chunk_size: int = 128, salt: int = 0) -> dict[str, torch.Tensor]:
+                 chunk_size: int = 128, salt: int = 0, noise_device: str = "cpu") -> dict[str, torch.Tensor]:
     """Scores of ``n`` noisy copies of every input: ``{score.name: (B, n)}``.
 
     The ``B * n`` noisy images are evaluated ``chunk_size`` at a time, so peak memory does
     not grow with ``n``. Pass-level scores share one forward pass per chunk. In ``pixel``
     space the noisy images are clipped to [0, 1]; in ``normalized`` space they are not (as
     the ROSS authors). Differentiable in ``x`` when called with gradients enabled.
+    ``noise_device``: ``cpu`` (the same noise on every device) or ``model`` (drawn on x's device).
     """
+    if noise_device not in NOISE_DEVICES:
+        raise ValueError(f"noise_device must be one of {NOISE_DEVICES}, got {noise_device!r}")
+    gen_device = "cpu" if noise_device == "cpu" else x.device
     if int(n) < 1:
         raise ValueError(f"n_samples must be >= 1, got {n}")
     if not sigma >= 0:
@@ -104,7 +115,7 @@ def noisy_scores(model: ModelWrapper, x: torch.Tensor, scores: Sequence[Score], 
     for start in range(0, b * n, int(chunk_size)):
         ii = pairs_i[start:start + chunk_size]
         jj = pairs_j[start:start + chunk_size]
-        eps = draw_noise([keys[i] for i in ii], jj.tolist(), x.shape[1:], seed, salt)
+        eps = draw_noise([keys[i] for i in ii], jj.tolist(), x.shape[1:], seed, salt, gen_device)
         xn = x[torch.as_tensor(ii, device=x.device)] + eps.to(x.device, x.dtype) * scale
         if space == "pixel":
             xn = xn.clamp(0.0, 1.0)

@@ -116,8 +116,9 @@ def load_checkpoint(path: str | os.PathLike, sha256: str | None = None) -> dict[
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
+            first = str(e).splitlines()[0]
             raise CheckpointError(f"refused to load {path}: it holds objects other than tensors and plain "
-                                  f"containers, which could run code when unpickled ({str(e).splitlines()[0]})") from None
+                                  f"containers, which could run code when unpickled ({first})") from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
             raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {str(e).splitlines()[0]}") from None
     if isinstance(obj, dict):
