@@ -32,7 +32,7 @@ from .evaluate import (DetSpec, Smoothing, Unit, _batch_units, detector_scores, 
 from .metrics import METRIC_NAMES, ood_metrics
 from .model import ModelWrapper
 from .smoothing import median_stats, noisy_scores, ross_gate
-from .store import BlockCache, dist_info, gather_objects, shard_blocks, stable_key
+from .store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 
 __all__ = ["AttackSettings", "AttackPlan", "plans_for", "attack_benchmark", "TARGETS", "soft_median", "SURROGATES"]
 
@@ -173,23 +173,16 @@ def compute_adv_set(model, ds, set_name, plans, dets, sm, taus, st: AttackSettin
                     for i in range(0, len(x_adv), batch_size):
                         xb = x_adv[i:i + batch_size].to(model.device)
                         pieces.append(_batch_units(model, xb, torch.full((len(xb),), -1), [u])[u.name])
-                    got = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+                    got = concat_blocks(pieces)
                     cache.save(set_name, f"advscore-{plan.name}-{u.name}", ukey, got)
                 res[u.name] = got
             block[plan.name] = res
         mine[(start, stop)] = block
         if progress:
             progress(stop - start)
-    blocks = {}
-    for part in gather_objects(mine):
-        blocks.update(part)
-    order = sorted(blocks)
-    out = {}
-    for plan in plans:
-        out[plan.name] = {u: {k: np.concatenate([blocks[b][plan.name][u][k] for b in order])
-                              for k in blocks[order[0]][plan.name][u]}
-                          for u in blocks[order[0]][plan.name]}
-    return out
+    blocks = gather_blocks(mine, len(ds), set_name)
+    return {plan.name: {u: concat_blocks([b[plan.name][u] for b in blocks]) for u in blocks[0][plan.name]}
+            for plan in plans}
 
 
 def attack_benchmark(model: ModelWrapper, bench, dets: list[DetSpec], sm: Smoothing, clean_arrays: dict,

@@ -23,7 +23,7 @@ from .metrics import METRIC_NAMES, accuracy, ood_metrics
 from .model import ModelWrapper
 from .scores import Score, get_score
 from .smoothing import NOISE_SPACES, calibrate_tau, noisy_scores, ross_gate
-from .store import BlockCache, dist_info, gather_objects, shard_blocks, stable_key
+from .store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 
 __all__ = ["DetSpec", "Smoothing", "parse_detectors", "plan_units", "compute_set", "detector_scores",
            "evaluate_benchmark", "set_fingerprint", "model_fingerprint", "Unit"]
@@ -194,20 +194,14 @@ def compute_set(model: ModelWrapper, ds: ImageSet, set_name: str, units: list[Un
                 if progress:
                     progress(len(x))
             for u in todo:
-                arrays = {k: np.concatenate([p[k] for p in parts[u.name]]) for k in parts[u.name][0]}
+                arrays = concat_blocks(parts[u.name])
                 cache.save(set_name, u.name, keys[u.name], arrays)
                 have[u.name] = arrays
         elif progress:
             progress(stop - start)
         mine[(start, stop)] = have
-    blocks: dict[tuple[int, int], dict] = {}
-    for part in gather_objects(mine):
-        blocks.update(part)
-    order = sorted(blocks)
-    if sum(b - a for a, b in order) != len(ds):
-        raise RuntimeError(f"blocks of {set_name!r} do not cover its {len(ds)} images")
-    return {u.name: {k: np.concatenate([blocks[b][u.name][k] for b in order]) for k in blocks[order[0]][u.name]}
-            for u in units}
+    blocks = gather_blocks(mine, len(ds), set_name)
+    return {u.name: concat_blocks([b[u.name] for b in blocks]) for u in units}
 
 
 def _median_d(noisy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "stable_key", "BlockCache", "shard_blocks", "dist_info",
-           "gather_objects", "barrier"]
+           "gather_objects", "gather_blocks", "concat_blocks"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -124,6 +124,18 @@ def gather_objects(obj):
     return out
 
 
-def barrier() -> None:
-    if dist_info()[1] > 1:
-        torch.distributed.barrier()
+def gather_blocks(mine: dict, n_items: int, what: str) -> list:
+    """Every rank's ``{(start, stop): arrays}`` gathered, as the list of block values in
+    order; an error if the blocks do not cover the ``n_items`` items of ``what``."""
+    blocks: dict = {}
+    for part in gather_objects(mine):
+        blocks.update(part)
+    order = sorted(blocks)
+    if sum(b - a for a, b in order) != n_items:
+        raise RuntimeError(f"blocks of {what!r} do not cover its {n_items} images")
+    return [blocks[b] for b in order]
+
+
+def concat_blocks(parts: list) -> dict:
+    """Concatenate a list of ``{name: array}`` block results along the first axis."""
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
