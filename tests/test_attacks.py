@@ -114,13 +114,13 @@ def test_undefended_msp_falls_with_eps(real_pair):
 
 def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     need_data("cifar10", "test.zip")
-    from ross_ood.config import ATTACK_DEFAULTS
-    from ross_ood.jobs import run_attack_cmd
-    cfg = dict(ATTACK_DEFAULTS, data_root=str(DATA_ROOT), out=str(tmp_path), limit=12, detectors="ross-fdbd",
+    from ross_ood.jobs import run_attack
+    from ross_ood.settings import AttackSettings
+    cfg = AttackSettings(data_root=str(DATA_ROOT), out=str(tmp_path), limit=12, detectors="ross-fdbd",
                n_samples=5, eps="8", target="transfer,adaptive,worst", transfer_steps=10, adaptive_steps=10,
                restarts=1, attack_n=4, ood=["tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip")],
                only_extra=True, block_size=12, attack_batch=12, batch_size=12, progress=False, device="cpu")
-    doc = run_attack_cmd(cfg)
+    doc = run_attack(cfg)
     means = {(r["target"], r["objective"]): r for r in doc["means"]}
     for obj in ("min", "max"):
         t, a, w = means[("transfer", obj)], means[("adaptive", obj)], means[("worst", obj)]
@@ -135,14 +135,14 @@ def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     real = adv.run_attack
     adv.run_attack = lambda *a, **k: calls.append(1) or real(*a, **k)
     try:
-        again = run_attack_cmd(cfg)
+        again = run_attack(cfg)
     finally:
         adv.run_attack = real
     assert calls == [] and again["results"] == doc["results"]
 
 
 def test_soft_median_is_a_smooth_median():
-    from ross_ood.adversarial import soft_median
+    from ross_ood.smoothing import soft_median
     s = torch.tensor([[5.0, 1.0, 3.0, 2.0, 4.0], [7.0, 7.0, 7.0, 7.0, 7.0]], requires_grad=True)
     v = soft_median(s)
     assert v[1].item() == pytest.approx(7.0)  # a constant row

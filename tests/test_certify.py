@@ -8,7 +8,7 @@ from scipy import stats
 from ross_ood.certify import (d_bounds, dkw_eps, lower_index, median_bounds, ross_bounds, shifted_percentile,
                               upper_index, worst_case_metrics)
 from ross_ood.scores import get_score
-from ross_ood.smoothing import median_stats, noisy_scores
+from ross_ood.smoothing import Smoothing, median_stats, noisy_scores, ross_gate
 
 from .conftest import DATA_ROOT, need_data
 
@@ -76,7 +76,8 @@ def test_d_bounds_contain_true_d_and_dkw():
 def test_ross_bounds_order_and_worst_case_metrics():
     rng = np.random.default_rng(3)
     s = rng.normal(2.0, 0.3, size=(8, 3000)).clip(0)
-    b = ross_bounds(s, 0.05, 0.25, tau=1.5, lam=0.01, alpha=0.001, value_range=(0.0, np.inf))
+    gate = lambda m, d: ross_gate(torch.from_numpy(m), torch.from_numpy(d), 1.5, 0.01).numpy()  # noqa: E731
+    b = ross_bounds(s, 0.05, 0.25, gate, alpha=0.001, value_range=(0.0, np.inf))
     assert (b["lo"] <= b["hi"]).all() and (b["m_lo"] <= b["m_hi"]).all()
     assert np.isposinf(b["d_hi"]).all()  # unbounded above: no finite sample bounds the tail
     assert (b["lo"] == b["m_lo"]).all()  # S(m_lo, inf) = m_lo
@@ -100,7 +101,7 @@ def test_monte_carlo_coverage_on_a_real_model():
     x = torch.stack([ds[i][0] for i in range(0, 80, 10)])
     score = get_score("energy")
     sigma, eps, alpha, n, n_check = 0.25, 0.25, 0.01, 1000, 2000
-    s = noisy_scores(model, x, [score], n, sigma, "pixel", seed=0, chunk_size=512)["energy"].detach().numpy()
+    s = noisy_scores(model, x, [score], Smoothing(n, sigma, "pixel", 0, chunk_size=512))["energy"].detach().numpy()
     lo, hi = median_bounds(s, eps, sigma, alpha)
     assert np.isfinite(lo).all() and np.isfinite(hi).all()
     g = torch.Generator().manual_seed(0)
@@ -111,7 +112,7 @@ def test_monte_carlo_coverage_on_a_real_model():
         xa = x.clone()
         for step in range(10):
             xa.requires_grad_(True)
-            val = noisy_scores(model, xa, [score], 16, sigma, "pixel", seed=0, salt=100 + step)["energy"].mean(1)
+            val = noisy_scores(model, xa, [score], Smoothing(16, sigma), salt=100 + step)["energy"].mean(1)
             (grad,) = torch.autograd.grad(val.sum(), xa)
             gn = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             xa = x + _l2_project(xa.detach() + direction * 0.1 * gn - x, eps)
@@ -121,7 +122,7 @@ def test_monte_carlo_coverage_on_a_real_model():
         m0 = np.median(s, axis=1)
         for xc in candidates:
             assert (xc - x).flatten(1).norm(dim=1).max() <= eps + 1e-5
-            sc = noisy_scores(model, xc, [score], n_check, sigma, "pixel", seed=7)["energy"].numpy()
+            sc = noisy_scores(model, xc, [score], Smoothing(n_check, sigma, "pixel", 7))["energy"].numpy()
             mc = np.median(sc, axis=1)
             violations += int(((mc < lo) | (mc > hi)).sum())
             moved.append(np.abs(mc - m0).max())
@@ -131,11 +132,11 @@ def test_monte_carlo_coverage_on_a_real_model():
 
 def test_certify_command_writes_table_and_curve(tmp_path):
     need_data("cifar10", "test.zip")
-    from ross_ood.config import CERTIFY_DEFAULTS
     from ross_ood.jobs import run_certify
-    cfg = dict(CERTIFY_DEFAULTS, data_root=str(DATA_ROOT), out=str(tmp_path), limit=8, n_cert=60,
-               detectors="median-msp,ross-msp", sigmas="0.12", models="resnet20-noise012", radii="0,0.1",
-               block_size=8, batch_size=8, progress=False, device="cpu", alpha=0.01)
+    from ross_ood.settings import CertifySettings
+    cfg = CertifySettings(data_root=str(DATA_ROOT), out=str(tmp_path), limit=8, n_samples=60,
+                          detectors="median-msp,ross-msp", sigma="0.12", model="resnet20-noise012", radii="0,0.1",
+                          block_size=8, batch_size=8, progress=False, device="cpu", alpha=0.01)
     doc = run_certify(cfg)
     means = {(r["detector"], r["radius"]): r for r in doc["means"]}
     for det in ("median-msp", "ross-msp"):

@@ -41,7 +41,7 @@ def test_truncated_file(tmp_path):
     torch.save(resnet20().state_dict(), p)
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_checkpoint(p)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -60,9 +60,26 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     p = tmp_path / "evil.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Evil(str(marker))}, p)
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match="refused to load"):
+    with pytest.raises(CheckpointError, match="refused to load.*could run code.*GLOBAL") as e:
         load_checkpoint(p)
+    assert "not a PyTorch checkpoint" not in str(e.value)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "not a PyTorch checkpoint: the file is empty"),
+    (b"hello, this is a text file\n", "not a PyTorch checkpoint: it starts with b'hell'"),
+    (bytes(range(7, 256)) * 8, "not a PyTorch checkpoint: it starts with"),
+    (b"\x80\x02" + bytes(range(256)) * 4, r"not a PyTorch checkpoint \(unreadable pickle"),
+])
+def test_files_that_are_not_checkpoints(tmp_path, content, match):
+    """0-byte, text and random files are 'not a PyTorch checkpoint', never 'would run code'
+    (nor a crash of the error handler)."""
+    p = tmp_path / "w.pt"
+    p.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match) as e:
+        load_checkpoint(p)
+    assert "run code" not in str(e.value)
 
 
 def test_model_needs_checkpoint_when_not_bundled():

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ross_ood.data import (FolderImageSet, IdxImageSet, ImageListSet, SyntheticSet, ZipImageSet, open_set,
                            stratified_subset)
-from ross_ood.data.sets import to_tensor
+from ross_ood.data.image import to_tensor
 
 from .conftest import DATA_ROOT, need_data
 

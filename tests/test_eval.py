@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ross_ood import cli, evaluate
-from ross_ood.config import EVAL_DEFAULTS
 from ross_ood.jobs import run_eval
+from ross_ood.settings import EvalSettings
 
 from .conftest import DATA_ROOT, need_data
 
@@ -14,10 +14,10 @@ DETS = "msp,energy,fdbd,pro-fdbd,ross-msp,median-fdbd"
 
 
 def _cfg(out, **kw):
-    cfg = dict(EVAL_DEFAULTS, data_root=str(DATA_ROOT), out=str(out), limit=24, n_samples=5, detectors=DETS,
+    cfg = dict(data_root=str(DATA_ROOT), out=str(out), limit=24, n_samples=5, detectors=DETS,
                block_size=16, batch_size=8, progress=False, device="cpu")
     cfg.update(kw)
-    return cfg
+    return EvalSettings(**cfg)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,8 @@ def test_metrics_recomputed_from_scores_match(first_run):
 def test_rerun_is_cached_and_identical(first_run, monkeypatch):
     out, doc = first_run
     calls = []
-    real = evaluate._batch_units
-    monkeypatch.setattr(evaluate, "_batch_units", lambda *a: calls.append(1) or real(*a))
+    real = evaluate.unit_arrays
+    monkeypatch.setattr(evaluate, "unit_arrays", lambda *a: calls.append(1) or real(*a))
     again = run_eval(_cfg(out))
     assert calls == []  # nothing recomputed
     assert again["results"] == doc["results"]
@@ -71,7 +71,7 @@ def test_rerun_is_cached_and_identical(first_run, monkeypatch):
 
 def test_interrupted_run_resumes_to_identical_results(first_run, tmp_path, monkeypatch):
     _, doc = first_run
-    real = evaluate._batch_units
+    real = evaluate.unit_arrays
     count = {"n": 0}
 
     def flaky(*a):
@@ -80,7 +80,7 @@ def test_interrupted_run_resumes_to_identical_results(first_run, tmp_path, monke
             raise KeyboardInterrupt("killed")
         return real(*a)
 
-    monkeypatch.setattr(evaluate, "_batch_units", flaky)
+    monkeypatch.setattr(evaluate, "unit_arrays", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_eval(_cfg(tmp_path))
     done_before = count["n"] - 1
@@ -94,6 +94,6 @@ def test_interrupted_run_resumes_to_identical_results(first_run, tmp_path, monke
 
 def test_cli_errors_are_clear(capsys, tmp_path):
     assert cli.main(["eval", "--benchmark", "nope", "--out", str(tmp_path)]) == 2
-    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+    assert "benchmark must be one of" in capsys.readouterr().err
     assert cli.main(["eval", "--detectors", "msp,foo", "--out", str(tmp_path), "--limit", "4"]) == 2
     assert "unknown score name 'foo'" in capsys.readouterr().err

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from ross_ood import cli
-from ross_ood.config import EVAL_DEFAULTS, SWEEP_DEFAULTS, load_config_file, resolve_config
+from ross_ood.settings import EvalSettings, SweepSettings, load_config_file
 from ross_ood.report import aggregate, render, write_report
 
 from .conftest import DATA_ROOT, need_data
@@ -13,19 +13,19 @@ from .conftest import DATA_ROOT, need_data
 def test_config_file_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("benchmark: mnist\nlimit: 50\nsigma: 0.1\nood: [a=b.zip]\nn-samples: 7\n")
-    got = load_config_file(f, EVAL_DEFAULTS)
+    got = load_config_file(f, EvalSettings)
     assert got == {"benchmark": "mnist", "limit": 50, "sigma": 0.1, "ood": ["a=b.zip"], "n_samples": 7}
-    args = cli.build_parser().parse_args(["eval", "--config", str(f), "--limit", "9"])
-    cfg = resolve_config(EVAL_DEFAULTS, args)
-    assert cfg["limit"] == 9 and cfg["benchmark"] == "mnist" and cfg["n_samples"] == 7  # flag > file > default
-    assert cfg["seed"] == EVAL_DEFAULTS["seed"]
+    args = cli.build_parser().parse_args(["eval", "--config", str(f), "--limit", "9", "--out", str(tmp_path)])
+    st = cli.resolve_settings(args)
+    assert st.limit == 9 and st.benchmark == "mnist" and st.n_samples == 7  # flag > file > default
+    assert st.seed == EvalSettings().seed and st.extra_ood == {"a": "b.zip"}
 
 
 @pytest.mark.parametrize("text,match", [
     ("benchmrk: cifar10\n", "unknown config key 'benchmrk'"),
-    ("limit: many\n", "'limit' must be an integer"),
-    ("sigma: [1]\n", "'sigma' must be a number"),
-    ("only_extra: 3\n", "'only_extra' must be true or false"),
+    ("limit: many\n", "'limit' must be int"),
+    ("sigma: [1]\n", "'sigma' must be float"),
+    ("only_extra: 3\n", "'only_extra' must be bool"),
     ("- a\n- b\n", "must hold a mapping"),
     ("a: [\n", "not valid YAML"),
 ])
@@ -33,14 +33,14 @@ def test_bad_config_files(tmp_path, text, match):
     f = tmp_path / "c.yaml"
     f.write_text(text)
     with pytest.raises(ValueError, match=match):
-        load_config_file(f, EVAL_DEFAULTS)
+        load_config_file(f, EvalSettings)
 
 
 def test_yaml_is_loaded_safely(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("benchmark: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ValueError, match="not valid YAML"):
-        load_config_file(f, EVAL_DEFAULTS)
+        load_config_file(f, EvalSettings)
 
 
 def test_cli_reports_config_errors(tmp_path, capsys):
@@ -68,10 +68,10 @@ def small_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("rep")
     common = dict(data_root=str(DATA_ROOT), limit=16, block_size=16, batch_size=16, progress=False, device="cpu",
                   noise_space="normalized")
-    ev = run_eval(dict(EVAL_DEFAULTS, **common, out=str(root / "eval"), detectors="msp,ross-msp,ross-fdbd",
-                       n_samples=5))
-    sw = run_sweep(dict(SWEEP_DEFAULTS, **common, out=str(root / "sweep"), detectors="ross-msp", n_samples=5,
-                        ns="3,5", lams="0.01,0.05", sweep_sigmas="0.05,0.1", attack_eps="8", transfer_steps=3))
+    ev = run_eval(EvalSettings(**common, out=str(root / "eval"), detectors="msp,ross-msp,ross-fdbd", n_samples=5))
+    sw = run_sweep(SweepSettings(**common, out=str(root / "sweep"), detectors="ross-msp", n_samples=5,
+                                 n_samples_values="3,5", lam_values="0.01,0.05", sigma_values="0.05,0.1",
+                                 attack_eps="8", transfer_steps=3))
     return root, ev, sw
 
 

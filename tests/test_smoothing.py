@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ross_ood
-from ross_ood.smoothing import calibrate_tau, median_stats, noisy_scores, ross_gate
+from ross_ood.smoothing import Smoothing, calibrate_tau, median_stats, noisy_scores, ross_gate
 from ross_ood.scores import get_score
 
 
@@ -60,15 +60,17 @@ def _ross(cnn, **kw):
 def test_ross_components_match_manual(cnn, images):
     det = _ross(cnn).fit(images[:8])
     x = images[8:]
-    s = noisy_scores(cnn, x, [get_score("fdbd")], 7, 0.1, "pixel", 3)["fdbd"]
+    s = noisy_scores(cnn, x, [get_score("fdbd")], Smoothing(7, 0.1, "pixel", 3))["fdbd"]
     st = median_stats(s)
     comp = det.components(x)
     assert torch.allclose(comp["median"], st["median"])
-    assert torch.allclose(comp["mad"], -st["D"])
+    assert torch.allclose(comp["neg_mean_abs_dev"], -st["D"])
+    with pytest.warns(DeprecationWarning, match="mean absolute deviation"):
+        assert torch.equal(comp["mad"], comp["neg_mean_abs_dev"])
     assert torch.allclose(comp["cov"], -st["cov"])
     assert torch.allclose(comp["ross"], ross_gate(st["median"], st["D"], det.tau_, 0.01))
     # tau is the 5% quantile of the validation medians
-    val = median_stats(noisy_scores(cnn, images[:8], [get_score("fdbd")], 7, 0.1, "pixel", 3)["fdbd"])["median"]
+    val = median_stats(noisy_scores(cnn, images[:8], [get_score("fdbd")], Smoothing(7, 0.1, "pixel", 3))["fdbd"])["median"]
     assert det.tau_ == pytest.approx(float(np.quantile(val.detach().numpy(), 0.05)))
 
 
@@ -93,27 +95,26 @@ def test_same_seed_same_numbers_other_seed_differs(cnn, images):
 
 def test_explicit_keys_define_the_noise(cnn, images):
     f = [get_score("msp")]
-    a = noisy_scores(cnn, images[:4], f, 5, 0.1, seed=0, keys=[10, 11, 12, 13])["msp"]
-    b = noisy_scores(cnn, images[:4].flip(0), f, 5, 0.1, seed=0, keys=[13, 12, 11, 10])["msp"]
+    a = noisy_scores(cnn, images[:4], f, Smoothing(5, 0.1), keys=[10, 11, 12, 13])["msp"]
+    b = noisy_scores(cnn, images[:4].flip(0), f, Smoothing(5, 0.1), keys=[13, 12, 11, 10])["msp"]
     assert torch.allclose(a, b.flip(0))
-    c = noisy_scores(cnn, images[:4], f, 5, 0.1, seed=0, keys=[0, 1, 2, 3])["msp"]
+    c = noisy_scores(cnn, images[:4], f, Smoothing(5, 0.1), keys=[0, 1, 2, 3])["msp"]
     assert not torch.allclose(a, c)
 
 
 def test_noise_statistics_and_spaces(cnn):
     # with a score that reads the input, pixel-space noise has the requested std
-    from ross_ood.smoothing import draw_noise
+    from ross_ood.noise import channel_scale, draw_noise
     e = draw_noise([1, 2], [0, 0], (3, 64, 64), seed=0)
     assert abs(e.std().item() - 1.0) < 0.02 and abs(e.mean().item()) < 0.02
-    from ross_ood.smoothing import noise_scale
-    assert torch.allclose(noise_scale(cnn, 0.1, "normalized").flatten(), 0.1 * cnn.std.flatten())
-    assert torch.allclose(noise_scale(cnn, 0.1, "pixel").flatten(), torch.full((3,), 0.1))
-    with pytest.raises(ValueError, match="noise_space"):
-        noise_scale(cnn, 0.1, "latent")
+    assert torch.allclose(channel_scale(cnn.std, 0.1, "normalized").flatten(), 0.1 * cnn.std.flatten())
+    assert torch.allclose(channel_scale(cnn.std, 0.1, "pixel").flatten(), torch.full((3,), 0.1))
+    with pytest.raises(ValueError, match="space must be one of"):
+        channel_scale(cnn.std, 0.1, "latent")
 
 
 def test_sigma_zero_equals_base(cnn, images):
-    det = ross_ood.MedianSmoothing(cnn, "energy", n_samples=3, sigma=0.0)
+    det = ross_ood.MedianSmoothing(cnn, base="energy", n_samples=3, sigma=0.0)
     plain = ross_ood.base_score("energy", cnn, images).detach().double()
     assert torch.allclose(det.score(images), plain, atol=1e-5)
 
@@ -134,7 +135,7 @@ def test_stale_fit_is_an_error(cnn, images):
 def test_predict_threshold_accepts_95_percent(cnn):
     g = torch.Generator().manual_seed(3)
     val = torch.rand(200, 3, 8, 8, generator=g)
-    det = ross_ood.BaseScoreDetector(cnn, "msp").fit(val)
+    det = ross_ood.BaseScoreDetector(cnn, base="msp").fit(val)
     flagged = det.predict(val)
     assert flagged.dtype == torch.bool
     assert abs(flagged.float().mean().item() - 0.05) <= 0.01
@@ -171,11 +172,11 @@ def test_gradients_flow_through_ross(cnn, images):
 
 def test_noise_device_model_equals_cpu_on_a_cpu_model(cnn, images):
     f = [get_score("fdbd")]
-    a = noisy_scores(cnn, images, f, 4, 0.1, seed=2)["fdbd"]
-    b = noisy_scores(cnn, images, f, 4, 0.1, seed=2, noise_device="model")["fdbd"]
+    a = noisy_scores(cnn, images, f, Smoothing(4, 0.1, seed=2))["fdbd"]
+    b = noisy_scores(cnn, images, f, Smoothing(4, 0.1, seed=2, noise_device="model"))["fdbd"]
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="noise_device must be one of"):
-        noisy_scores(cnn, images, f, 4, 0.1, noise_device="gpu")
-    det = ross_ood.ROSS(cnn, "fdbd", n_samples=4, sigma=0.1, seed=2, noise_device="model").fit(images)
+        Smoothing(4, 0.1, noise_device="gpu")
+    det = ross_ood.ROSS(cnn, base="fdbd", n_samples=4, sigma=0.1, seed=2, noise_device="model").fit(images)
     assert det.config()["noise_device"] == "model"
-    assert "noise_device" not in ross_ood.ROSS(cnn, "fdbd").config()  # the default keeps old cache keys
+    assert "noise_device" not in ross_ood.ROSS(cnn, base="fdbd").config()  # the default keeps old cache keys

@@ -4,7 +4,7 @@ and the per-input worst case.
 PGD-Min attacks the ID test inputs (lower the score), PGD-Max attacks each OOD set (raise
 the score); the other side stays clean and the metrics are recomputed.
 
-Targets, per detector:
+Targets, per detector (every attacked function is the detector's own ``surrogate``):
 - ``transfer`` (the paper, exactly): 40-step L-inf PGD, step eps/30, one uniform random
   start, last iterate, on the *base* score; the adversarial inputs are then scored by the
   full defence (fresh noise: the noise is keyed by image content). Inputs are shared by
@@ -12,9 +12,8 @@ Targets, per detector:
 - ``adaptive``: attacks on the detector's own score. Plain scores: APGD with restarts on
   the score. Smoothed detectors: EOT-APGD on the median of ``attack_n`` noisy scores drawn
   afresh at every step, on the mean of them and on a soft median (smooth surrogates of the
-  median: their gradients reach every sample), and, for
-  ROSS, on the gated score S itself (raising S for OOD inputs means raising the median
-  *and* lowering D: the gate attack).
+  median: their gradients reach every sample), and, for ROSS, on the gated score S itself
+  (raising S for OOD inputs means raising the median *and* lowering D: the gate attack).
 - ``worst``: per input, the worst defence score over every attack and restart run.
 """
 from __future__ import annotations
@@ -27,33 +26,21 @@ import torch
 
 from .attacks import AttackConfig, run_attack
 from .data.sets import SubsetView
-from .evaluate import (DetSpec, Smoothing, Unit, _batch_units, detector_scores, model_fingerprint, plan_units,
-                       set_fingerprint)
-from .metrics import METRIC_NAMES, ood_metrics
-from .model import ModelWrapper
-from .smoothing import median_stats, noisy_scores, ross_gate
+from .detectors import SURROGATES, BaseScoreDetector, Detector, FeatureUnit
+from .evaluate import plan_units, set_fingerprint, unit_arrays
+from .metrics import ood_metrics
+from .model import ModelWrapper, model_fingerprint
 from .store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
+from .validate import check_choice, check_int, check_number
 
-__all__ = ["AttackSettings", "AttackPlan", "plans_for", "attack_benchmark", "TARGETS", "soft_median", "SURROGATES"]
-
-SURROGATES = ("median", "mean", "softmedian", "ross")
-
-
-def soft_median(s: torch.Tensor, width: float = 0.1) -> torch.Tensor:
-    """A soft quantile: the sorted noisy scores averaged with Gaussian weights centred on the
-    middle rank (standard deviation ``width`` x N ranks). Unlike the median, whose gradient
-    reaches one sample, its gradient spreads over the samples near the median."""
-    n = s.shape[1]
-    ranks = torch.arange(n, dtype=s.dtype, device=s.device)
-    w = torch.exp(-0.5 * ((ranks - (n - 1) / 2) / max(width * n, 0.5)) ** 2)
-    return (s.sort(dim=1).values * (w / w.sum())).sum(1)
+__all__ = ["AttackBudget", "AttackPlan", "plans_for", "compute_adv_set", "attack_benchmark", "TARGETS"]
 
 TARGETS = ("transfer", "adaptive", "worst")
 
 
 @dataclass(frozen=True)
-class AttackSettings:
-    """Budgets and strengths. ``transfer_*`` are the paper's; ``adaptive_*`` ours."""
+class AttackBudget:
+    """Attack strengths. ``transfer_*`` are the paper's; ``adaptive_*`` ours."""
 
     transfer_steps: int = 40
     transfer_step_size: float = 1 / 30
@@ -63,194 +50,164 @@ class AttackSettings:
     attack_n: int = 8  # noisy copies per EOT draw in adaptive attacks on smoothed detectors
     surrogates: tuple = ("median", "mean", "ross")
 
+    def __post_init__(self):
+        check_int("transfer_steps", self.transfer_steps, minimum=0)
+        check_number("transfer_step_size", self.transfer_step_size, strict=True)
+        check_int("adaptive_steps", self.adaptive_steps, minimum=0)
+        check_int("restarts", self.adaptive_restarts)
+        check_int("eot", self.eot)
+        check_int("attack_n", self.attack_n)
+        if not self.surrogates:
+            raise ValueError("surrogates: name at least one of " + ", ".join(SURROGATES))
+        for s in self.surrogates:
+            check_choice("surrogate", s, SURROGATES)
+
 
 @dataclass(frozen=True)
 class AttackPlan:
-    """One attack on one set: ``what`` is the attacked function, ``cfg`` the attack."""
+    """One attack on one set: ``what`` is the attacked surrogate of ``det``."""
 
     name: str  # e.g. "transfer/fdbd", "adaptive/ross-fdbd/median"
     target: str
-    what: str  # "base" | "median" | "mean" | "ross"
-    det: DetSpec
+    what: str  # "base" | "median" | "mean" | "softmedian" | "ross"
+    det: Detector
     cfg: AttackConfig
 
-    def spec(self, smoothing: Smoothing, tau: float | None, attack_n: int) -> dict:
+    def spec(self, attack_n: int) -> dict:
         d = {"what": self.what, "base": self.det.base.spec(), "attack": self.cfg.spec()}
         if self.what != "base":
-            d["smoothing"] = {**smoothing.key(), "attack_n": attack_n}
+            d.update(detector=self.det.config(), attack_n=attack_n)
         if self.what == "ross":
-            d["tau"] = tau
-            d["lam"] = self.det.lam
+            d["tau"] = self.det.tau_
         return d
 
 
-def plans_for(det: DetSpec, eps: float, objective: str, space: str, targets, st: AttackSettings,
-              seed: int) -> list[AttackPlan]:
-    """The attacks run against ``det`` for one (eps, objective, space)."""
-    out = []
-    want = set(targets)
+def plans_for(name: str, det: Detector, eps: float, objective: str, eps_space: str, targets,
+              budget: AttackBudget, seed: int) -> list[AttackPlan]:
+    """The attacks run against detector ``name`` for one (eps, objective, eps space)."""
+    out, want = [], set(targets)
     if "worst" in want:
         want |= {"transfer", "adaptive"}
     if "transfer" in want:
-        cfg = AttackConfig(eps, objective, space, "pgd", st.transfer_steps, st.transfer_step_size, 1, True, 1,
-                           "last", seed)
+        cfg = AttackConfig(eps, objective, eps_space, "pgd", budget.transfer_steps, budget.transfer_step_size, 1,
+                           True, 1, "last", seed)
         out.append(AttackPlan(f"transfer/{det.base.name}", "transfer", "base", det, cfg))
     if "adaptive" in want:
-        cfg = AttackConfig(eps, objective, space, "apgd", st.adaptive_steps, 1 / 30, st.adaptive_restarts, True,
-                           st.eot, "best", seed)
-        if det.kind == "base":
-            out.append(AttackPlan(f"adaptive/{det.name}/base", "adaptive", "base", det, cfg))
-        else:
-            for what in st.surrogates:
-                if what == "ross" and det.kind != "ross":
-                    continue
-                out.append(AttackPlan(f"adaptive/{det.name}/{what}", "adaptive", what, det, cfg))
+        cfg = AttackConfig(eps, objective, eps_space, "apgd", budget.adaptive_steps, 1 / 30,
+                           budget.adaptive_restarts, True, budget.eot, "best", seed)
+        whats = ["base"] if isinstance(det, BaseScoreDetector) else [
+            w for w in budget.surrogates if w != "ross" or det.kind == "ross"]
+        out += [AttackPlan(f"adaptive/{name}/{w}", "adaptive", w, det, cfg) for w in whats]
     return out
 
 
-def _attack_fn(plan: AttackPlan, model: ModelWrapper, sm: Smoothing, tau, attack_n: int):
-    base = plan.det.base
-    if plan.what == "base":
-        return lambda x, draw: base(model, x)
-
-    def fn(x, draw):
-        mat = noisy_scores(model, x, [base], attack_n, sm.sigma, sm.space, sm.seed, chunk_size=sm.chunk_size,
-                           salt=1 + draw, noise_device=sm.noise_device)[base.name]
-        if plan.what == "mean":
-            return mat.double().mean(1)
-        if plan.what == "softmedian":
-            return soft_median(mat.double())
-        st = median_stats(mat)
-        if plan.what == "median":
-            return st["median"]
-        return ross_gate(st["median"], st["D"], tau, plan.det.lam)
-    return fn
-
-
-def _eval_units(plan: AttackPlan, dets: list[DetSpec], sm: Smoothing) -> list[Unit]:
-    """Which detectors score this plan's adversarial inputs: all with its base (transfer),
-    or the attacked detector alone (adaptive)."""
+def _scoring_units(plan: AttackPlan, dets: dict[str, Detector]) -> list[FeatureUnit]:
+    """The units that score this plan's adversarial inputs: those of every detector with its
+    base (transfer), or of the attacked detector alone (adaptive)."""
     if plan.target == "transfer":
-        chosen = [d for d in dets if d.base.spec() == plan.det.base.spec()]
-    else:
-        chosen = [plan.det]
-    return [u for u in plan_units(chosen, sm) if u.name != "pred"]
+        return plan_units({n: d for n, d in dets.items() if d.base.spec() == plan.det.base.spec()})
+    return [plan.det.unit()]
 
 
-def compute_adv_set(model, ds, set_name, plans, dets, sm, taus, st: AttackSettings, cache: BlockCache,
-                    batch_size=64, block_size=256, progress=None) -> dict:
-    """For every plan: the defence's unit arrays on the adversarial version of ``ds``."""
+def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, attack_n: int, batch_size: int) -> np.ndarray:
+    fn = plan.det.surrogate(plan.what, attack_n)
+    parts = []
+    for i in range(0, len(xs), batch_size):
+        x_adv, _ = run_attack(fn, xs[i:i + batch_size].to(model.device), model, plan.cfg)
+        parts.append(x_adv.float().cpu().numpy())
+    return np.concatenate(parts)
+
+
+def _score_inputs(model, x_adv: np.ndarray, u: FeatureUnit, batch_size: int) -> dict:
+    t = torch.from_numpy(x_adv)
+    return concat_blocks([unit_arrays(model, t[i:i + batch_size].to(model.device), [u])[u.name]
+                          for i in range(0, len(t), batch_size)])
+
+
+def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPlan], dets: dict[str, Detector],
+                    budget: AttackBudget, cache: BlockCache, batch_size=64, block_size=256, progress=None) -> dict:
+    """For every plan: the scoring units' arrays on the adversarial version of ``ds``."""
     rank, world = dist_info()
     base_key = {"model": model_fingerprint(model), "set": set_fingerprint(ds)}
     mine = {}
     for start, stop in shard_blocks(len(ds), block_size, rank, world):
-        block = {}
-        sub = SubsetView(ds, np.arange(start, stop))
-        xs = None
+        block, xs = {}, None
         for plan in plans:
-            tau = taus.get(plan.det.name)
-            akey = stable_key({**base_key, "block": [start, stop], **plan.spec(sm, tau, st.attack_n)})
+            akey = stable_key({**base_key, "block": [start, stop], **plan.spec(budget.attack_n)})
             adv = cache.load(set_name, "adv-" + plan.name, akey)
             if adv is None:
                 if xs is None:
+                    sub = SubsetView(ds, np.arange(start, stop))
                     xs = torch.stack([sub[i][0] for i in range(len(sub))])
-                fn = _attack_fn(plan, model, sm, tau, st.attack_n)
-                parts = []
-                for i in range(0, len(xs), batch_size):
-                    xb = xs[i:i + batch_size].to(model.device)
-                    x_adv, _ = run_attack(fn, xb, model, plan.cfg)
-                    parts.append(x_adv.float().cpu().numpy())
-                adv = {"x_adv": np.concatenate(parts)}
+                adv = {"x_adv": _adversarial_inputs(model, xs, plan, budget.attack_n, batch_size)}
                 cache.save(set_name, "adv-" + plan.name, akey, adv)
-            units = _eval_units(plan, dets, sm)
             res = {}
-            for u in units:
-                ukey = stable_key({"adv": akey, **u.spec()})
-                got = cache.load(set_name, f"advscore-{plan.name}-{u.name}", ukey)
+            for u in _scoring_units(plan, dets):
+                ukey, where = stable_key({"adv": akey, **u.spec()}), f"advscore-{plan.name}-{u.name}"
+                got = cache.load(set_name, where, ukey)
                 if got is None:
-                    x_adv = torch.from_numpy(adv["x_adv"])
-                    pieces = []
-                    for i in range(0, len(x_adv), batch_size):
-                        xb = x_adv[i:i + batch_size].to(model.device)
-                        pieces.append(_batch_units(model, xb, torch.full((len(xb),), -1), [u])[u.name])
-                    got = concat_blocks(pieces)
-                    cache.save(set_name, f"advscore-{plan.name}-{u.name}", ukey, got)
+                    got = _score_inputs(model, adv["x_adv"], u, batch_size)
+                    cache.save(set_name, where, ukey, got)
                 res[u.name] = got
             block[plan.name] = res
         mine[(start, stop)] = block
         if progress:
             progress(stop - start)
     blocks = gather_blocks(mine, len(ds), set_name)
-    return {plan.name: {u: concat_blocks([b[plan.name][u] for b in blocks]) for u in blocks[0][plan.name]}
-            for plan in plans}
+    return {p.name: {u: concat_blocks([b[p.name][u] for b in blocks]) for u in blocks[0][p.name]} for p in plans}
 
 
-def attack_benchmark(model: ModelWrapper, bench, dets: list[DetSpec], sm: Smoothing, clean_arrays: dict,
-                     taus: dict, eps_list, objectives, space: str, targets, st: AttackSettings, seed: int,
-                     cache: BlockCache, batch_size=64, block_size=256, progress_factory=None):
-    """Records (per detector, OOD set, eps, objective, target) and their means over OOD sets."""
+def _worst(candidates: list[np.ndarray], objective: str) -> np.ndarray:
+    c = np.stack(candidates)
+    return c.min(0) if objective == "min" else c.max(0)
+
+
+def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, seed, cache, batch_size, block_size,
+              progress_factory) -> dict:
+    """detector -> attacked set -> target -> per-input worst attacked scores."""
+    sets = ["id_test"] if objective == "min" else list(bench.ood)
+    out = {n: {} for n in dets}
+    for s in sets:
+        ds = bench.id if s == "id_test" else bench.ood[s]
+        owned = {n: plans_for(n, d, eps, objective, eps_space, targets, budget, seed) for n, d in dets.items()}
+        plans = {p.name: p for ps in owned.values() for p in ps}
+        prog = progress_factory(f"{s} {objective} {eps:.4g}", len(ds)) if progress_factory else None
+        try:
+            arrays = compute_adv_set(model, ds, s, list(plans.values()), dets, budget, cache, batch_size,
+                                     block_size, prog.update if prog else None)
+        finally:
+            if prog:
+                prog.close()
+        for n, d in dets.items():
+            cand: dict[str, list] = {}
+            for p in owned[n]:
+                feats = arrays[p.name][d.unit().name]["features"]
+                cand.setdefault(p.target, []).append(d.score_features(feats).double().numpy())
+            per = {t: _worst(cand[t], objective) for t in targets if t != "worst"}
+            if "worst" in targets:
+                per["worst"] = _worst([c for v in cand.values() for c in v], objective)
+            out[n][s] = per
+    return out
+
+
+def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_arrays: dict, eps_list,
+                     objectives, eps_space: str, targets, budget: AttackBudget, seed: int, cache: BlockCache,
+                     batch_size=64, block_size=256, progress_factory=None) -> tuple[list, float]:
+    """Records per (detector, OOD set, eps, objective, target) of fitted detectors ``dets``."""
     t0 = time.time()
-    clean = {d.name: {s: detector_scores(d, clean_arrays[s], taus.get(d.name))["score"] for s in clean_arrays}
-             for d in dets}
-    ood_sets = list(bench.ood)
+    clean = {n: {s: d.score_features(clean_arrays[s][d.unit().name]["features"]).double().numpy()
+                 for s in clean_arrays} for n, d in dets.items()}
     records = []
     for eps in eps_list:
         for objective in objectives:
-            sets = ["id_test"] if objective == "min" else ood_sets
-            # attacked scores per detector, per set, per target
-            attacked = {d.name: {s: {} for s in sets} for d in dets}
-            for s in sets:
-                ds = bench.id if s == "id_test" else bench.ood[s]
-                plans, owners = {}, {}
-                for d in dets:
-                    for p in plans_for(d, eps, objective, space, targets, st, seed):
-                        plans.setdefault(p.name, p)
-                        owners.setdefault(d.name, []).append(p.name)
-                prog = progress_factory(f"{s} {objective} {eps:.4g}", len(ds)) if progress_factory else None
-                try:
-                    arrays = compute_adv_set(model, ds, s, list(plans.values()), dets, sm, taus, st, cache,
-                                             batch_size, block_size, prog.update if prog else None)
-                finally:
-                    if prog:
-                        prog.close()
-                for d in dets:
-                    for pname in owners[d.name]:
-                        p = plans[pname]
-                        sc = detector_scores(d, arrays[pname], taus.get(d.name))["score"]
-                        attacked[d.name][s].setdefault(p.target, []).append(sc)
-            for d in dets:
-                per_target = {}
-                for s in sets:
-                    cand = attacked[d.name][s]
-                    for tgt in targets:
-                        if tgt == "worst":
-                            allc = np.stack([c for v in cand.values() for c in v])
-                            worst = allc.min(0) if objective == "min" else allc.max(0)
-                            per_target.setdefault(tgt, {})[s] = worst
-                        else:
-                            c = np.stack(cand[tgt])
-                            per_target.setdefault(tgt, {})[s] = c.min(0) if objective == "min" else c.max(0)
-                for tgt, per_set in per_target.items():
-                    for o in ood_sets:
-                        id_s = per_set["id_test"] if objective == "min" else clean[d.name]["id_test"]
-                        ood_s = clean[d.name][o] if objective == "min" else per_set[o]
-                        m = ood_metrics(id_s, ood_s)
-                        records.append({"detector": d.name, "ood_set": o, "group": bench.groups[o], **m,
-                                        "attack": "pgd" if tgt == "transfer" else
-                                        ("apgd" if tgt == "adaptive" else "worst-of"),
-                                        "target": tgt, "eps": eps, "eps_space": space, "objective": objective})
+            att = _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, seed, cache, batch_size,
+                            block_size, progress_factory)
+            for n in dets:
+                for tgt in targets:
+                    for o in bench.ood:
+                        id_s = att[n]["id_test"][tgt] if objective == "min" else clean[n]["id_test"]
+                        ood_s = clean[n][o] if objective == "min" else att[n][o][tgt]
+                        records.append({"detector": n, "ood_set": o, "group": bench.groups[o], **ood_metrics(id_s, ood_s),
+                                        "attack": {"transfer": "pgd", "adaptive": "apgd"}.get(tgt, "worst-of"),
+                                        "target": tgt, "eps": eps, "eps_space": eps_space, "objective": objective})
     return records, time.time() - t0
-
-
-def mean_over_sets(records: list) -> list:
-    """Means over OOD sets per (detector, target, eps, space, objective)."""
-    groups = {}
-    for r in records:
-        k = (r["detector"], r["target"], r["eps"], r["eps_space"], r["objective"])
-        groups.setdefault(k, []).append(r)
-    out = []
-    for (det, tgt, eps, space, obj), rs in groups.items():
-        out.append({"detector": det, "ood_set": "mean", "target": tgt, "eps": eps, "eps_space": space,
-                    "objective": obj, "attack": rs[0]["attack"],
-                    **{k: float(np.mean([r[k] for r in rs])) for k in METRIC_NAMES}})
-    return out

@@ -16,11 +16,13 @@ from typing import Callable
 import torch
 
 from .model import ModelWrapper
-from .smoothing import content_keys, pair_seed
+from .noise import channel_scale, content_keys, draw_noise
+from .validate import SPACES, check_choice, check_int, check_number
 
-__all__ = ["AttackConfig", "pgd", "apgd", "eps_tensor", "project", "EPS_SPACES", "run_attack"]
+__all__ = ["AttackConfig", "pgd", "apgd", "eps_tensor", "project", "run_attack", "OBJECTIVES", "ALGORITHMS"]
 
-EPS_SPACES = ("pixel", "normalized")
+OBJECTIVES = ("min", "max")
+ALGORITHMS = ("pgd", "apgd")
 _START_SALT = 1 << 20  # keeps start points apart from the smoothing noise streams
 #: bumped whenever the attack code changes what it computes: part of every cache key
 ATTACK_VERSION = 2
@@ -33,7 +35,7 @@ class AttackConfig:
 
     eps: float
     objective: str  # "min" or "max"
-    space: str = "pixel"
+    eps_space: str = "pixel"
     algorithm: str = "pgd"
     steps: int = 40
     step_size: float = 1 / 30
@@ -44,29 +46,23 @@ class AttackConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.objective not in ("min", "max"):
-            raise ValueError(f"objective must be 'min' or 'max', got {self.objective!r}")
-        if self.space not in EPS_SPACES:
-            raise ValueError(f"eps space must be one of {EPS_SPACES}, got {self.space!r}")
-        if self.algorithm not in ("pgd", "apgd"):
-            raise ValueError(f"attack algorithm must be 'pgd' or 'apgd', got {self.algorithm!r}")
-        if not self.eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if self.steps < 0 or self.restarts < 1 or self.eot < 1:
-            raise ValueError(f"steps >= 0, restarts >= 1 and eot >= 1 needed, got {self.steps}, "
-                             f"{self.restarts}, {self.eot}")
-        if self.keep not in ("last", "best"):
-            raise ValueError(f"keep must be 'last' or 'best', got {self.keep!r}")
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("eps_space", self.eps_space, SPACES)
+        check_choice("attack algorithm", self.algorithm, ALGORITHMS)
+        check_number("eps", self.eps)
+        check_int("steps", self.steps, minimum=0)
+        check_int("restarts", self.restarts)
+        check_int("eot", self.eot)
+        check_number("step_size", self.step_size, strict=True)
+        check_choice("keep", self.keep, ("last", "best"))
 
     def spec(self) -> dict:
         return {"version": ATTACK_VERSION, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
 
 
-def eps_tensor(model: ModelWrapper, eps: float, space: str) -> torch.Tensor:
+def eps_tensor(model: ModelWrapper, eps: float, eps_space: str) -> torch.Tensor:
     """Per-channel pixel-space budget, shape (1, C, 1, 1)."""
-    if space not in EPS_SPACES:
-        raise ValueError(f"eps space must be one of {EPS_SPACES}, got {space!r}")
-    return torch.full_like(model.std, float(eps)) if space == "pixel" else float(eps) * model.std
+    return channel_scale(model.std, eps, eps_space)
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, clip: bool) -> torch.Tensor:
@@ -93,11 +89,7 @@ def _start(x, eps, clip, cfg: AttackConfig, restart: int):
     if not cfg.random_start:
         return x.clone()
     keys = content_keys(x)
-    u = torch.empty(x.shape, dtype=torch.float32)
-    gen = torch.Generator()
-    for i, k in enumerate(keys):
-        gen.manual_seed(pair_seed(cfg.seed, _START_SALT + restart, k, 0))
-        torch.rand(tuple(x.shape[1:]), generator=gen, out=u[i])
+    u = draw_noise(keys, [0] * len(keys), x.shape[1:], cfg.seed, _START_SALT + restart, uniform=True)
     u = u.to(x.device, x.dtype) * 2 - 1
     return project(x + u * eps, x, eps, clip)
 
@@ -190,8 +182,8 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
                eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All restarts of one attack; per input, keep the restart whose ``eval_fn`` score is
     worst for the defender (lowest for ``min``, highest for ``max``). Returns (x_adv, score)."""
-    eps = eps_tensor(model, cfg.eps, cfg.space).to(x.device, x.dtype)
-    clip = cfg.space == "pixel"
+    eps = eps_tensor(model, cfg.eps, cfg.eps_space).to(x.device, x.dtype)
+    clip = cfg.eps_space == "pixel"
     fn = pgd if cfg.algorithm == "pgd" else apgd
     sign = 1.0 if cfg.objective == "max" else -1.0
     best_x, best_s = None, None

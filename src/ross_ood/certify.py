@@ -17,14 +17,16 @@ certificate abstains explicitly.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from scipy import stats
 
-from .metrics import ood_metrics
+from .metrics import METRIC_NAMES, mean_over_sets, ood_metrics
 
 __all__ = ["shifted_percentile", "upper_index", "lower_index", "dkw_eps", "median_bounds", "percentile_band",
-           "d_bounds", "ross_bounds", "worst_case_metrics"]
+           "d_bounds", "ross_bounds", "worst_case_metrics",
+           "certified_records"]
 
 
 def shifted_percentile(p: float, eps: float, sigma: float, sign: int) -> float:
@@ -136,22 +138,15 @@ def d_bounds(samples: np.ndarray, eps: float, sigma: float, alpha: float, m_lo: 
     return (lower * width).sum(1), (upper * width).sum(1)
 
 
-def _gate(m, d, tau, lam):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boost = np.where(np.isinf(d), 0.0, lam / (d + 1e-12))
-    above = np.maximum(m - tau, 0.0)
-    return np.minimum(m, tau) + np.where(above > 0, above * (1 + boost), 0.0)
-
-
-def ross_bounds(samples: np.ndarray, eps: float, sigma: float, tau: float, lam: float, alpha: float = 0.001,
+def ross_bounds(samples: np.ndarray, eps: float, sigma: float, gate: Callable, alpha: float = 0.001,
                 grid: int = 200, value_range: tuple = (-np.inf, np.inf)) -> dict[str, np.ndarray]:
-    """Certified bounds of the ROSS score S = gate(m, D) at radius eps. Half of alpha goes
-    to the median, half to the DKW band of D (union bound: total failure <= alpha).
+    """Certified bounds of a gated score S = gate(m, D) that rises with m and falls with D
+    (ROSS: ``ROSS.gate``, the function that scores) at radius eps. Half of alpha goes to the
+    median, half to the DKW band of D (union bound: total failure <= alpha).
     With D_hi = inf the lower bound is S(m_lo, inf) = m_lo, still valid since S >= m."""
     m_lo, m_hi = median_bounds(samples, eps, sigma, alpha / 2, value_range=value_range)
     d_lo, d_hi = d_bounds(samples, eps, sigma, alpha / 2, m_lo, m_hi, grid, value_range)
-    return {"m_lo": m_lo, "m_hi": m_hi, "d_lo": d_lo, "d_hi": d_hi,
-            "lo": _gate(m_lo, d_hi, tau, lam), "hi": _gate(m_hi, d_lo, tau, lam)}
+    return {"m_lo": m_lo, "m_hi": m_hi, "d_lo": d_lo, "d_hi": d_hi, "lo": gate(m_lo, d_hi), "hi": gate(m_hi, d_lo)}
 
 
 def worst_case_metrics(id_lower: np.ndarray, ood_upper: np.ndarray) -> dict[str, float]:
@@ -164,3 +159,31 @@ def worst_case_metrics(id_lower: np.ndarray, ood_upper: np.ndarray) -> dict[str,
     a = np.where(np.isneginf(a), lo_fill, np.where(np.isposinf(a), hi_fill, a))
     b = np.where(np.isposinf(b), hi_fill, np.where(np.isneginf(b), lo_fill, b))
     return ood_metrics(a, b)
+
+
+def _abstain_share(bound: np.ndarray, limit: float, upper: bool) -> float:
+    return float(np.mean(~np.isfinite(bound) | ((bound >= limit) if upper else (bound <= limit))))
+
+
+def certified_records(det, samples: dict, groups: dict, radii, alpha: float, grid: int, extra: dict) -> list[dict]:
+    """Per-OOD-set and mean records of a fitted smoothed detector: clean metrics of its
+    scores, then certified metrics at every L2 radius (ID lower bounds against OOD upper
+    bounds). ``samples`` maps set name -> (B, n) noise samples (``id_test`` and each OOD
+    set of ``groups``); ``extra`` is copied into every record."""
+    vr = det.base.value_range
+    clean = {s: det.score_features(samples[s]).numpy() for s in ["id_test", *groups]}
+    id_lo = {r: det.certified_bounds(samples["id_test"], r, alpha, grid)[0] for r in radii}
+    records = []
+    for radius in ["clean", *radii]:
+        per = []
+        for o in groups:
+            if radius == "clean":
+                m, abst = ood_metrics(clean["id_test"], clean[o]), (0.0, 0.0)
+            else:
+                hi = det.certified_bounds(samples[o], radius, alpha, grid)[1]
+                m = worst_case_metrics(id_lo[radius], hi)
+                abst = (_abstain_share(id_lo[radius], vr[0], False), _abstain_share(hi, vr[1], True))
+            per.append({"ood_set": o, "group": groups[o], **m, "radius": radius, **extra,
+                        "abstain_id": abst[0], "abstain_ood": abst[1]})
+        records += per + mean_over_sets(per, METRIC_NAMES + ("abstain_id", "abstain_ood"))
+    return records

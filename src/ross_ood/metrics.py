@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-__all__ = ["ood_metrics", "accuracy", "METRIC_NAMES"]
+__all__ = ["ood_metrics", "accuracy", "mean_over_sets", "METRIC_NAMES"]
 
 METRIC_NAMES = ("auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out")
 
@@ -17,7 +17,9 @@ METRIC_NAMES = ("auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out")
 def _as_scores(v, name: str) -> np.ndarray:
     if hasattr(v, "detach"):
         v = v.detach().cpu().double().numpy()
-    a = np.asarray(v, dtype=np.float64).ravel()
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one score per input), got shape {a.shape}")
     if a.size == 0:
         raise ValueError(f"{name} is empty")
     if not np.isfinite(a).all():
@@ -27,6 +29,19 @@ def _as_scores(v, name: str) -> np.ndarray:
 
 def ood_metrics(id_scores, ood_scores, recall: float = 0.95) -> dict[str, float]:
     """AUROC, FPR@95 (two conventions), AUPR-In and AUPR-Out as fractions in [0, 1].
+
+    Parameters
+    ----------
+    id_scores, ood_scores : array-like or tensor, 1-D
+        Scores of the in-distribution and the OOD inputs, higher = ID. Non-finite values,
+        empty inputs and arrays that are not 1-D are refused.
+    recall : float
+        The OOD (``fpr95``) or ID (``fpr95_id``) recall at which the FPR is read (0.95).
+
+    Returns
+    -------
+    dict
+        The five metrics as fractions, OOD the positive class:
 
     - ``auroc``: ``roc_auc_score(is_ood, -score)`` (ties count one half).
     - ``fpr95``: share of ID inputs flagged OOD at the threshold that catches ``recall`` of
@@ -60,3 +75,15 @@ def accuracy(pred, labels) -> float:
     if p.size == 0:
         raise ValueError("accuracy of an empty set")
     return float((p == y).mean())
+
+
+def mean_over_sets(records: list[dict], fields=METRIC_NAMES, label: str = "mean", group: str = "all") -> list[dict]:
+    """One record per group of ``records`` that differ only in ``ood_set`` / ``group``, with
+    the mean of ``fields`` over the group and ``ood_set = label``."""
+    skip = set(fields) | {"ood_set", "group"}
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        key = repr(sorted((k, repr(v)) for k, v in r.items() if k not in skip))
+        groups.setdefault(key, []).append(r)
+    return [{**{k: v for k, v in rs[0].items() if k not in skip}, "ood_set": label, "group": group,
+             **{f: float(np.mean([r[f] for r in rs])) for f in fields}} for rs in groups.values()]

@@ -7,13 +7,14 @@ carries it, and exposes the penultimate features ``h`` and the last linear layer
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["ModelWrapper", "Outputs", "wrap", "check_images"]
+__all__ = ["ModelWrapper", "Outputs", "wrap", "check_images", "model_fingerprint"]
 
 
 @dataclass
@@ -24,9 +25,10 @@ class Outputs:
     features: torch.Tensor | None = None
 
 
-def check_images(x: torch.Tensor, channels: int | None = None, pixel_range: bool = True,
-                 name: str = "x") -> None:
-    """Raise ValueError naming the problem when ``x`` is not a valid image batch."""
+def check_images(x: torch.Tensor, channels: int | None = None, name: str = "x") -> None:
+    """Raise ValueError naming the problem when ``x`` is not a valid image batch: a
+    floating-point tensor (B, C, H, W) of finite pixels in [0, 1], whatever the noise space
+    (images are always pixel-space; normalisation happens inside the model)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -44,11 +46,10 @@ def check_images(x: torch.Tensor, channels: int | None = None, pixel_range: bool
             n_nan = int(torch.isnan(x).sum())
             n_inf = int(torch.isinf(x).sum())
             raise ValueError(f"{name} contains non-finite pixels: {n_nan} NaN and {n_inf} Inf values")
-        if pixel_range:
-            lo, hi = float(x.min()), float(x.max())
-            if lo < 0.0 or hi > 1.0:
-                raise ValueError(f"{name} has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}); "
-                                 "ross-ood expects pixel-space images in [0, 1] and normalises them itself")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{name} has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}); "
+                             "ross-ood expects pixel-space images in [0, 1] and normalises them itself")
 
 
 class ModelWrapper(nn.Module):
@@ -84,8 +85,6 @@ class ModelWrapper(nn.Module):
             if not isinstance(modules[linear], nn.Linear):
                 raise ValueError(f"module {linear!r} is a {type(modules[linear]).__name__}, not nn.Linear")
             self._linear = modules[linear]
-        self._captured: torch.Tensor | None = None
-        self._hook = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -98,8 +97,14 @@ class ModelWrapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
 
-    def check(self, x: torch.Tensor, pixel_range: bool = True, name: str = "x") -> None:
-        check_images(x, self.channels, pixel_range=pixel_range, name=name)
+    def check(self, x: torch.Tensor, name: str = "x") -> None:
+        check_images(x, self.channels, name=name)
+
+    def prepare(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Check ``x`` and move it to the model's device and floating-point type (float64
+        input is cast; gradients flow through the cast)."""
+        self.check(x, name=name)
+        return x.to(self.device, self.mean.dtype)
 
     # ----------------------------------------------------------- linear layer
     def _find_linear(self, x: torch.Tensor) -> nn.Linear:
@@ -171,3 +176,16 @@ def wrap(net: nn.Module, mean: Sequence[float], std: Sequence[float], linear: st
     except StopIteration:
         pass
     return w.eval()
+
+
+def model_fingerprint(model: ModelWrapper) -> str:
+    """What identifies a model's numbers: the zoo's name and checkpoint hash when it has one,
+    else a hash of its state dict (parameters, buffers, normalisation)."""
+    fp = getattr(model, "fingerprint", None)
+    if fp:
+        return fp
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -169,7 +169,7 @@ def render_certify(doc: dict) -> str:
     models_txt = ", ".join(f"sigma {s}: {m}" for s, m in doc["models"].items())
     title = (f"## {doc['benchmark']}: certified FPR@95 / AUROC (%) vs L2 radius eps (pixel space)\n\n"
              f"Worst case over the L2 ball: certified lower bounds of ID scores against certified upper bounds "
-             f"of OOD scores (percentile smoothing, n = {c['n_cert']} noise samples per input, failure "
+             f"of OOD scores (percentile smoothing, n = {c['n_samples']} noise samples per input, failure "
              f"probability alpha = {c['alpha']} per input); 'clean' is the same smoothed detector without an "
              f"adversary. Mean over {doc['n_ood_sets']} OOD sets. Models: {models_txt}. Sets: {_sizes(doc)}."
              + _runs_note(doc))

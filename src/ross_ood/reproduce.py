@@ -18,36 +18,36 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import ATTACK_DEFAULTS, CERTIFY_DEFAULTS, EVAL_DEFAULTS, SWEEP_DEFAULTS
 
-__all__ = ["PRESETS", "offline_steps", "openood_steps", "run_reproduce", "OPENOOD_CHECKPOINTS"]
+__all__ = ["offline_steps", "openood_steps", "run_reproduce", "OPENOOD_CHECKPOINTS"]
 
 PAPER_SMOOTHING = {"n_samples": 25, "sigma": 0.05, "noise_space": "normalized", "lam": "0.01"}
 EIGHT = "msp,energy,gen,odin,fdbd,pro-fdbd,ross-msp,ross-fdbd"
 
 
 def offline_steps(quick: bool = False) -> list[tuple[str, str, dict, list]]:
-    """(folder, job, settings, seeds) of the offline preset; ``quick`` shrinks it to a smoke test."""
+    """(folder, job, settings overriding the job's defaults, seeds) of the offline preset;
+    ``quick`` shrinks it to a smoke test."""
     s = 0.02 if quick else 1.0
     lim = lambda k: max(8, int(k * s))  # noqa: E731
     attack_extra = {"adaptive_steps": 4, "transfer_steps": 4, "attack_n": 4} if quick else {
         "adaptive_steps": 20, "attack_n": 8}
     return [
-        ("eval", "eval", {**EVAL_DEFAULTS, **PAPER_SMOOTHING, "benchmark": "cifar10", "model": "resnet20",
+        ("eval", "eval", {**PAPER_SMOOTHING, "benchmark": "cifar10", "model": "resnet20",
                           "detectors": EIGHT, "limit": lim(1000), **({"n_samples": 5} if quick else {})}, [0, 1, 2]),
-        ("attack", "attack", {**ATTACK_DEFAULTS, **PAPER_SMOOTHING, "benchmark": "cifar10", "model": "resnet20",
+        ("attack", "attack", {**PAPER_SMOOTHING, "benchmark": "cifar10", "model": "resnet20",
                               "detectors": "msp,energy,fdbd,pro-fdbd,ross-msp,ross-fdbd", "eps": "2,8",
                               "eps_space": "normalized", "limit": lim(40), "target": "transfer,adaptive,worst",
                               "restarts": 1, **attack_extra, **({"n_samples": 5} if quick else {})}, [0]),
-        ("sweep", "sweep", {**SWEEP_DEFAULTS, **PAPER_SMOOTHING, "benchmark": "cifar10", "model": "resnet20",
+        ("sweep", "sweep", {**PAPER_SMOOTHING, "benchmark": "cifar10", "model": "resnet20",
                             "detectors": "ross-fdbd,ross-msp", "limit": lim(200), "attack_eps": "8",
                             "eps_space": "normalized",
-                            **({"ns": "3,5", "sweep_sigmas": "0.05,0.1", "transfer_steps": 3, "n_samples": 5}
+                            **({"n_samples_values": "3,5", "sigma_values": "0.05,0.1", "transfer_steps": 3, "n_samples": 5}
                                if quick else {})}, [0]),
-        ("certify", "certify", {**CERTIFY_DEFAULTS, "benchmark": "cifar10", "detectors": "median-fdbd,ross-fdbd,"
-                                "median-msp,ross-msp", "sigmas": "0.12,0.25",
-                                "models": "resnet20-noise012,resnet20-noise025", "limit": lim(100),
-                                "n_cert": 60 if quick else 500, "alpha": 0.001,
+        ("certify", "certify", {"benchmark": "cifar10", "detectors": "median-fdbd,ross-fdbd,"
+                                "median-msp,ross-msp", "sigma": "0.12,0.25",
+                                "model": "resnet20-noise012,resnet20-noise025", "limit": lim(100),
+                                "n_samples": 60 if quick else 500, "alpha": 0.001,
                                 "radii": "0,0.05,0.1,0.2,0.3,0.5"}, [0]),
     ]
 
@@ -63,7 +63,7 @@ OPENOOD_CHECKPOINTS = {
 def openood_steps(data_root: Path, checkpoints: Path | None) -> list[tuple[str, str, dict, list]]:
     """The full OpenOOD tables; raises FileNotFoundError naming every missing file."""
     from .data import BENCHMARKS
-    from .data.benchmarks import _resolve
+    from .data.benchmarks import resolve_spec
     missing = []
     if checkpoints is None:
         missing.append("--checkpoints DIR (OpenOOD v1.5 checkpoint folders)")
@@ -71,7 +71,7 @@ def openood_steps(data_root: Path, checkpoints: Path | None) -> list[tuple[str, 
     for bench, (model, folder) in OPENOOD_CHECKPOINTS.items():
         d = BENCHMARKS[bench]
         for spec in [d.id, d.val, *d.near.values(), *d.far.values()]:
-            target = _resolve(spec, data_root)
+            target = resolve_spec(spec, data_root)
             _, imglist, img_root = target.split(":", 2)
             for p in (imglist, img_root):
                 if not Path(p).exists():
@@ -85,9 +85,9 @@ def openood_steps(data_root: Path, checkpoints: Path | None) -> list[tuple[str, 
         for k, ck in enumerate(ckpts):
             common = {**PAPER_SMOOTHING, "benchmark": bench, "model": model,
                       "checkpoint": None if ck is None else str(ck), "seed": 0}
-            steps.append((f"{bench}/eval/s{k}", "eval", {**EVAL_DEFAULTS, **common, "detectors": EIGHT}, None))
+            steps.append((f"{bench}/eval/s{k}", "eval", {**common, "detectors": EIGHT}, None))
             steps.append((f"{bench}/attack/s{k}", "attack",
-                          {**ATTACK_DEFAULTS, **common, "eps": "2,4,8,16", "eps_space": "normalized",
+                          {**common, "eps": "2,4,8,16", "eps_space": "normalized",
                            "detectors": "msp,energy,gen,odin,fdbd,pro-fdbd,ross-msp,ross-energy,ross-gen,ross-fdbd",
                            "target": "transfer,adaptive,worst"}, None))
     if missing:
@@ -99,8 +99,9 @@ def openood_steps(data_root: Path, checkpoints: Path | None) -> list[tuple[str, 
 
 
 def _run_job(job: str, cfg: dict) -> dict | None:
-    from .jobs import run_attack_cmd, run_certify, run_eval, run_sweep
-    return {"eval": run_eval, "attack": run_attack_cmd, "sweep": run_sweep, "certify": run_certify}[job](cfg)
+    from .jobs import JOBS
+    from .settings import COMMANDS
+    return JOBS[job](COMMANDS[job](**cfg))
 
 
 def _write_doc(folder: Path, doc: dict) -> None:
@@ -146,6 +147,3 @@ def run_reproduce(preset: str, out: str | Path, data_root=None, device: str = "a
         for bench in OPENOOD_CHECKPOINTS:
             write_report(out / bench)
     return write_report(out)
-
-
-PRESETS = ("offline", "openood")

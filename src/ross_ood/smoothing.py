@@ -1,123 +1,88 @@
-"""Seeded Gaussian noise, chunked noisy scoring, smoothing statistics, the ROSS gate.
+"""Smoothing: chunked noisy scoring, the statistics of noisy scores, the ROSS gate, tau.
 
-Determinism that scales: the noise added to input i in draw j depends only on
-``(seed, salt, key_i, j)``, never on batch size, batch order, chunking or the number of
-processes. ``key_i`` is the input's key: by default a hash of its pixel bytes (so the same
-image always gets the same noise wherever it sits), or a key the caller passes (e.g. its
-index in a data set). Each (input, draw) pair has its own generator seeded by a
-SplitMix64 mix of those integers; torch has no keyed counter-based generator on CPU, and
-numpy's SeedSequence does the same job about ten times slower.
+This module holds the formulas once; the detector classes (``detectors``) call them, and
+every command goes through the detector classes.
+
 By default noise is drawn on the CPU in float32 and moved to the model's device, so CPU and
 GPU runs see the same noise. ``noise_device="model"`` draws it on the model's device with
 one device generator per pair instead: for large images on a GPU the CPU draw would cost
 more than the forward passes. It is still keyed the same way (batch-, chunk- and
-process-independent), but a GPU's generator gives other numbers than the CPU's.
+process-independent; see ``noise``), but a GPU's generator gives other numbers.
 """
 from __future__ import annotations
 
-import hashlib
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from .model import ModelWrapper
+from .noise import channel_scale, content_keys, draw_noise
 from .scores import Score
+from .validate import NOISE_DEVICES, SPACES, check_choice, check_int, check_number
 
-__all__ = ["NOISE_SPACES", "NOISE_DEVICES", "content_keys", "pair_seed", "draw_noise", "noise_scale", "noisy_scores",
-           "median_stats", "ross_gate", "calibrate_tau"]
-
-NOISE_SPACES = ("pixel", "normalized")
-_MASK = (1 << 64) - 1
+__all__ = ["Smoothing", "noisy_scores", "median_stats", "soft_median", "ross_gate", "calibrate_tau"]
 
 
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
+@dataclass(frozen=True)
+class Smoothing:
+    """How noisy copies are drawn: ``n_samples`` copies at noise level ``sigma`` (in
+    ``noise_space`` units), keyed by ``seed``, evaluated ``chunk_size`` at a time."""
+
+    n_samples: int = 25
+    sigma: float = 0.05
+    noise_space: str = "pixel"
+    seed: int = 0
+    chunk_size: int = 128
+    noise_device: str = "cpu"
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_samples", check_int("n_samples", self.n_samples))
+        object.__setattr__(self, "sigma", check_number("sigma", self.sigma))
+        object.__setattr__(self, "chunk_size", check_int("chunk_size", self.chunk_size))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0))
+        check_choice("noise_space", self.noise_space, SPACES)
+        check_choice("noise_device", self.noise_device, NOISE_DEVICES)
+
+    def key(self) -> dict:
+        """What determines the noise (chunk_size does not; noise_device only off the CPU)."""
+        k = {"n_samples": self.n_samples, "sigma": self.sigma, "noise_space": self.noise_space, "seed": self.seed}
+        if self.noise_device != "cpu":
+            k["noise_device"] = self.noise_device
+        return k
 
 
-def pair_seed(seed: int, salt: int, key: int, j: int) -> int:
-    """A 63-bit generator seed for draw ``j`` of the input with key ``key``."""
-    z = 0
-    for v in (seed, salt, key, j):
-        z = _splitmix64(z ^ (int(v) & _MASK))
-    return z & ((1 << 63) - 1)
+def noisy_scores(model: ModelWrapper, x: torch.Tensor, scores: Sequence[Score], smoothing: Smoothing,
+                 keys: Sequence[int] | None = None, salt: int = 0) -> dict[str, torch.Tensor]:
+    """Scores of ``smoothing.n_samples`` noisy copies of every input: ``{score.name: (B, N)}``.
 
-
-def content_keys(x: torch.Tensor) -> list[int]:
-    """One 63-bit key per image: a BLAKE2b hash of its float32 pixel bytes."""
-    arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-    return [int.from_bytes(hashlib.blake2b(a.tobytes(), digest_size=8).digest(), "little") >> 1
-            for a in arr]
-
-
-NOISE_DEVICES = ("cpu", "model")
-
-
-def draw_noise(keys: Sequence[int], draws: Sequence[int], shape: Sequence[int], seed: int,
-               salt: int = 0, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Standard normal noise, one ``shape`` tensor per (key, draw) pair, drawn on ``device``."""
-    device = torch.device(device)
-    out = torch.empty((len(keys), *shape), dtype=torch.float32, device=device)
-    gen = torch.Generator(device=device)
-    for r, (k, j) in enumerate(zip(keys, draws)):
-        gen.manual_seed(pair_seed(seed, salt, k, j))
-        torch.randn(tuple(shape), generator=gen, out=out[r])
-    return out
-
-
-def noise_scale(model: ModelWrapper, sigma: float, space: str) -> torch.Tensor:
-    """Per-channel pixel-space standard deviation, shape (1, C, 1, 1)."""
-    if space not in NOISE_SPACES:
-        raise ValueError(f"noise_space must be one of {NOISE_SPACES}, got {space!r}")
-    if space == "pixel":
-        return torch.full_like(model.std, float(sigma))
-    return float(sigma) * model.std
-
-
-def noisy_scores(model: ModelWrapper, x: torch.Tensor, scores: Sequence[Score], n: int, sigma: float,
-                 space: str = "pixel", seed: int = 0, keys: Sequence[int] | None = None,
-                 chunk_size: int = 128, salt: int = 0, noise_device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Scores of ``n`` noisy copies of every input: ``{score.name: (B, n)}``.
-
-    The ``B * n`` noisy images are evaluated ``chunk_size`` at a time, so peak memory does
-    not grow with ``n``. Pass-level scores share one forward pass per chunk. In ``pixel``
-    space the noisy images are clipped to [0, 1]; in ``normalized`` space they are not (as
-    the ROSS authors). Differentiable in ``x`` when called with gradients enabled.
-    ``noise_device``: ``cpu`` (the same noise on every device) or ``model`` (drawn on x's device).
+    The ``B * N`` noisy images are evaluated ``chunk_size`` at a time, so peak memory does
+    not grow with N. Pass-level scores share one forward pass per chunk. In ``pixel`` space
+    the noisy images are clipped to [0, 1]; in ``normalized`` space they are not (as the
+    ROSS authors). Differentiable in ``x`` when called with gradients enabled. ``salt``
+    selects an independent noise stream (attacks use one per EOT draw).
     """
-    if noise_device not in NOISE_DEVICES:
-        raise ValueError(f"noise_device must be one of {NOISE_DEVICES}, got {noise_device!r}")
-    gen_device = "cpu" if noise_device == "cpu" else x.device
-    if int(n) < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n}")
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
-    if int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    b = x.shape[0]
+    sm, b, n = smoothing, x.shape[0], smoothing.n_samples
+    gen_device = "cpu" if sm.noise_device == "cpu" else x.device
     if keys is None:
         keys = content_keys(x)
     elif len(keys) != b:
         raise ValueError(f"got {len(keys)} keys for {b} inputs")
-    scale = noise_scale(model, sigma, space).to(x.device, x.dtype)
-    pairs_i = np.repeat(np.arange(b), n)
-    pairs_j = np.tile(np.arange(n), b)
     names = [s.name for s in scores]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate score names {names}")
+    scale = channel_scale(model.std, sm.sigma, sm.noise_space).to(x.device, x.dtype)
+    pairs_i, pairs_j = np.repeat(np.arange(b), n), np.tile(np.arange(n), b)
     shared = [s for s in scores if s.pass_level]
     own = [s for s in scores if not s.pass_level]
     need_feats = any(s.needs_features for s in shared)
     parts: dict[str, list[torch.Tensor]] = {s.name: [] for s in scores}
-    for start in range(0, b * n, int(chunk_size)):
-        ii = pairs_i[start:start + chunk_size]
-        jj = pairs_j[start:start + chunk_size]
-        eps = draw_noise([keys[i] for i in ii], jj.tolist(), x.shape[1:], seed, salt, gen_device)
+    for start in range(0, b * n, sm.chunk_size):
+        ii, jj = pairs_i[start:start + sm.chunk_size], pairs_j[start:start + sm.chunk_size]
+        eps = draw_noise([keys[i] for i in ii], jj.tolist(), x.shape[1:], sm.seed, salt, gen_device)
         xn = x[torch.as_tensor(ii, device=x.device)] + eps.to(x.device, x.dtype) * scale
-        if space == "pixel":
+        if sm.noise_space == "pixel":
             xn = xn.clamp(0.0, 1.0)
         if shared:
             out = model.outputs(xn, features=need_feats)
@@ -141,8 +106,21 @@ def median_stats(s: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"median": m, "D": d, "cov": cov}
 
 
+def soft_median(s: torch.Tensor, width: float = 0.1) -> torch.Tensor:
+    """A soft quantile of a (B, N) matrix: the sorted values averaged with Gaussian weights
+    centred on the middle rank (standard deviation ``width`` x N ranks). Unlike the median,
+    whose gradient reaches one sample, its gradient spreads over the samples near the median."""
+    n = s.shape[1]
+    ranks = torch.arange(n, dtype=s.dtype, device=s.device)
+    w = torch.exp(-0.5 * ((ranks - (n - 1) / 2) / max(width * n, 0.5)) ** 2)
+    return (s.sort(dim=1).values * (w / w.sum())).sum(1)
+
+
 def ross_gate(m: torch.Tensor, d: torch.Tensor, tau: float, lam: float) -> torch.Tensor:
-    """S = min(m, tau) + max(m - tau, 0) * (1 + lam / (D + 1e-12))."""
+    """S = min(m, tau) + max(m - tau, 0) * (1 + lam / (D + 1e-12)).
+
+    Also the gate of the certified bounds: m = -inf / +inf and D = +inf (abstentions) give
+    -inf / +inf / no boost, never NaN."""
     tau_t = torch.as_tensor(tau, dtype=m.dtype, device=m.device)
     return torch.minimum(m, tau_t) + (m - tau_t).clamp_min(0) * (1 + lam / (d + 1e-12))
 

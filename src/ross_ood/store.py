@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,8 @@ class BlockCache:
         try:
             with np.load(p, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):  # a damaged cache file is recomputed, not trusted
-            return None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            return None  # a damaged or half-written cache file is recomputed, not trusted
 
     def save(self, set_name: str, unit: str, key: str, arrays: dict[str, np.ndarray]) -> None:
         p = self.path(set_name, unit, key)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .benchmarks import BENCHMARKS, Benchmark, BenchmarkDef, build_benchmark, parse_extra_ood
+from .benchmarks import BENCHMARKS, Benchmark, BenchmarkDef, build_benchmark
 from .sets import (FolderImageSet, IdxImageSet, ImageListSet, ImageSet, SubsetView, SyntheticSet, TorchvisionSet,
                    ZipImageSet, open_set, stratified_subset)
 
-__all__ = ["default_data_root", "BENCHMARKS", "Benchmark", "BenchmarkDef", "build_benchmark", "parse_extra_ood",
+__all__ = ["default_data_root", "BENCHMARKS", "Benchmark", "BenchmarkDef", "build_benchmark",
            "ImageSet", "ZipImageSet", "FolderImageSet", "IdxImageSet", "ImageListSet", "SyntheticSet",
            "TorchvisionSet", "SubsetView", "open_set", "stratified_subset"]
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .sets import ImageSet, SubsetView, open_set, stratified_subset
 
-__all__ = ["BenchmarkDef", "Benchmark", "BENCHMARKS", "build_benchmark", "parse_extra_ood"]
+__all__ = ["BenchmarkDef", "Benchmark", "BENCHMARKS", "build_benchmark", "resolve_spec"]
 
 
 @dataclass(frozen=True)
@@ -85,26 +85,13 @@ class Benchmark:
         return {"id_val": self.val, "id_test": self.id, **self.ood}
 
 
-def _resolve(spec: str, root: Path) -> str:
+def resolve_spec(spec: str, root: Path) -> str:
     if spec.startswith("openood:"):
         _, imglist, img_root = spec.split(":", 2)
         return f"openood:{root / imglist}:{root / img_root}"
     if spec.startswith(("synthetic:", "torchvision:")) or os.path.isabs(spec):
         return spec
     return str(root / spec)
-
-
-def parse_extra_ood(items) -> dict:
-    """``["NAME=PATH", ...]`` -> {NAME: PATH}; a clear error on a malformed item."""
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise ValueError(f"--ood expects NAME=PATH, got {it!r}")
-        k, v = it.split("=", 1)
-        if not k or not v:
-            raise ValueError(f"--ood expects NAME=PATH, got {it!r}")
-        out[k] = v
-    return out
 
 
 def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size: int, limit: int | None = None,
@@ -121,7 +108,7 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
     root = Path(data_root)
     missing = []
     for spec in [d.id, d.val or d.id, *d.near.values(), *d.far.values()]:
-        target = _resolve(spec, root)
+        target = resolve_spec(spec, root)
         path = target.split(":")[1] if target.startswith("openood:") else target
         if not target.startswith(("synthetic:", "torchvision:")) and not Path(path).exists():
             missing.append(path)
@@ -129,7 +116,7 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
         raise FileNotFoundError(f"benchmark {name!r} needs files missing under {root}: "
                                 + ", ".join(sorted(set(missing))[:6]) + (" ..." if len(set(missing)) > 6 else ""))
     notes = [d.note]
-    full_id = open_set(_resolve(d.id, root), name="id")
+    full_id = open_set(resolve_spec(d.id, root), name="id")
     if d.val is None:
         val_idx = stratified_subset(len(full_id), d.val_size, full_id.labels, split_seed)
         rest = np.setdiff1d(np.arange(len(full_id)), val_idx)
@@ -137,12 +124,12 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
         notes.append(f"ID validation: {len(val_idx)} images carved out of the ID set (class-stratified, "
                      f"split seed {split_seed}); ID test: the other {len(rest)}")
     else:
-        val, test = open_set(_resolve(d.val, root), name="id_val"), full_id
+        val, test = open_set(resolve_spec(d.val, root), name="id_val"), full_id
     ood, groups = {}, {}
     if not only_extra:
         for group, sets in (("near", d.near), ("far", d.far)):
             for k, spec in sets.items():
-                ood[k], groups[k] = open_set(_resolve(spec, root), name=k, seed=seed), group
+                ood[k], groups[k] = open_set(resolve_spec(spec, root), name=k, seed=seed), group
     for k, spec in (extra_ood or {}).items():
         if k in ("id_val", "id_test"):
             raise ValueError(f"--ood name {k!r} is reserved")

@@ -1,98 +1,24 @@
 """Image data sets: class-folder ZIP archives, image folders, IDX files, OpenOOD image lists,
-torchvision data sets (optional), and seeded synthetic noise.
-
-Every set yields ``(x, label)`` with ``x`` a float tensor in [0, 1] of shape (C, S, S):
-images are converted to the model's channel count (grayscale -> RGB by repetition, RGB ->
-grayscale by PIL's luma) and resized (shorter side) then centre-cropped to ``S`` as
-OpenOOD's test transform does. ``label`` is -1 where a set has no labels.
+torchvision data sets (optional), and seeded synthetic noise (see ``image`` for the
+conventions every set follows).
 """
 from __future__ import annotations
 
 import gzip
-import io
+import hashlib
 import os
 import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..smoothing import pair_seed
+from ..noise import pair_seed
+from .image import IMAGE_EXTENSIONS, ImageSet, SubsetView, class_labels, decode_image, digest, stratified_subset
 
 __all__ = ["ImageSet", "ZipImageSet", "FolderImageSet", "IdxImageSet", "ImageListSet", "SyntheticSet",
            "TorchvisionSet", "SubsetView", "open_set", "IMAGE_EXTENSIONS", "stratified_subset"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-def to_tensor(img: Image.Image, channels: int, size: int | None, pre_size: int | None = None) -> torch.Tensor:
-    """PIL image -> (C, size, size) float tensor in [0, 1]: OpenOOD's Resize(pre_size) (shorter
-    side, bilinear) then CenterCrop(size); ``pre_size`` defaults to ``size``."""
-    img = img.convert("RGB" if channels == 3 else "L")
-    if size is not None and img.size != (size, size):
-        w, h = img.size
-        pre = pre_size or size
-        scale = pre / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    arr = np.array(img, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
-
-
-class ImageSet(torch.utils.data.Dataset):
-    """Base class. Subclasses implement ``__len__`` and ``_image(i) -> PIL.Image``."""
-
-    name: str = "set"
-    labels: np.ndarray | None = None
-    classes: list[str] | None = None
-
-    def __init__(self):
-        self.channels, self.size, self.pre_size = 3, None, None
-
-    def prepare(self, channels: int, size: int | None, pre_size: int | None = None) -> "ImageSet":
-        """Set the output channel count, side length and resize-before-crop size; returns self."""
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        self.channels, self.size, self.pre_size = channels, size, pre_size
-        return self
-
-    def _image(self, i: int) -> Image.Image:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        return self.name
-
-    def __getitem__(self, i: int):
-        if i < 0 or i >= len(self):
-            raise IndexError(f"index {i} out of range for {self.name} ({len(self)} images)")
-        x = to_tensor(self._image(i), self.channels, self.size, self.pre_size)
-        y = -1 if self.labels is None else int(self.labels[i])
-        return x, y
-
-
-def _decode(data: bytes, where: str) -> Image.Image:
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return img
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"corrupt image {where}: {e}") from None
-
-
-def _class_labels(paths: list[str]) -> tuple[np.ndarray | None, list[str] | None]:
-    parts = [p.split("/") for p in paths]
-    if all(len(p) >= 2 for p in parts):
-        classes = sorted({p[-2] for p in parts})
-        if len(classes) > 1 or len(paths) == 1:
-            index = {c: k for k, c in enumerate(classes)}
-            return np.array([index[p[-2]] for p in parts], dtype=np.int64), classes
-    return None, None
 
 
 class ZipImageSet(ImageSet):
@@ -105,14 +31,16 @@ class ZipImageSet(ImageSet):
             raise FileNotFoundError(f"archive not found: {self.path}")
         try:
             with zipfile.ZipFile(self.path) as z:
-                members = sorted(n for n in z.namelist() if n.lower().endswith(IMAGE_EXTENSIONS))
+                infos = {i.filename: i for i in z.infolist() if i.filename.lower().endswith(IMAGE_EXTENSIONS)}
+                members = sorted(infos)
         except zipfile.BadZipFile as e:
             raise ValueError(f"{self.path} is not a readable ZIP archive: {e}") from None
         if not members:
             raise ValueError(f"{self.path} holds no images (extensions {IMAGE_EXTENSIONS})")
         self.members = members
+        self._signature = digest((m, infos[m].CRC, infos[m].file_size) for m in members)
         self.name = name or self.path.stem
-        self.labels, self.classes = _class_labels(members)
+        self.labels, self.classes = class_labels(members)
         if classes is not None and self.classes is not None:
             missing = set(self.classes) - set(classes)
             if missing:
@@ -130,7 +58,7 @@ class ZipImageSet(ImageSet):
         if self._zip is None or self._pid != os.getpid():  # one handle per worker process
             self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
         name = self.members[i]
-        return _decode(self._zip.read(name), f"{name} in {self.path}")
+        return decode_image(self._zip.read(name), f"{name} in {self.path}")
 
     def __getstate__(self):
         d = dict(self.__dict__)
@@ -139,6 +67,9 @@ class ZipImageSet(ImageSet):
 
     def describe(self):
         return f"{self.name} (ZIP {self.path}, {len(self)} images)"
+
+    def signature(self):
+        return self._signature
 
 
 class FolderImageSet(ImageSet):
@@ -155,17 +86,21 @@ class FolderImageSet(ImageSet):
             raise ValueError(f"{self.root} holds no images (extensions {IMAGE_EXTENSIONS})")
         self.files = files
         self.name = name or self.root.name
-        self.labels, self.classes = _class_labels(files)
+        self.labels, self.classes = class_labels(files)
 
     def __len__(self):
         return len(self.files)
 
     def _image(self, i):
         p = self.root / self.files[i]
-        return _decode(p.read_bytes(), str(p))
+        return decode_image(p.read_bytes(), str(p))
 
     def describe(self):
         return f"{self.name} (folder {self.root}, {len(self)} images)"
+
+    def signature(self):
+        stats = ((f, st.st_size, st.st_mtime_ns) for f in self.files for st in [(self.root / f).stat()])
+        return digest(stats)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -213,6 +148,12 @@ class IdxImageSet(ImageSet):
     def describe(self):
         return f"{self.name} (IDX {self.images_path}, {len(self)} images)"
 
+    def signature(self):
+        h = hashlib.blake2b(self.data.tobytes(), digest_size=16)
+        if self.labels is not None:
+            h.update(self.labels.tobytes())
+        return h.hexdigest()
+
 
 class ImageListSet(ImageSet):
     """OpenOOD v1.5 benchmark layout: an image list whose lines are ``relative/path label``,
@@ -244,11 +185,23 @@ class ImageListSet(ImageSet):
     def __len__(self):
         return len(self.paths)
 
+    def describe(self):
+        return f"{self.name} (OpenOOD list {self.imglist}, images under {self.image_root}, {len(self)} images)"
+
+    def signature(self):
+        def stat(p):
+            try:
+                st = p.stat()
+                return st.st_size, st.st_mtime_ns
+            except OSError:
+                return None
+        return digest([self.imglist.read_bytes(), *(stat(self.image_root / q) for q in self.paths)])
+
     def _image(self, i):
         p = self.image_root / self.paths[i]
         if not p.is_file():
             raise FileNotFoundError(f"image {p} listed in {self.imglist} is missing")
-        return _decode(p.read_bytes(), str(p))
+        return decode_image(p.read_bytes(), str(p))
 
 
 class SyntheticSet(ImageSet):
@@ -275,6 +228,9 @@ class SyntheticSet(ImageSet):
         a = rng.normal(0.5, 0.25, shape) if self.kind == "gaussian" else rng.random(shape)
         return Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8), mode="RGB")
 
+    def describe(self):
+        return f"{self.name} (synthetic, {self.count} images of {self.native} px, seed {self.seed})"
+
 
 class TorchvisionSet(ImageSet):
     """A torchvision data set by class name (``CIFAR10``, ``SVHN``, ...), already on disk."""
@@ -298,55 +254,6 @@ class TorchvisionSet(ImageSet):
     def _image(self, i):
         img = self.ds[i][0]
         return img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
-
-
-class SubsetView(ImageSet):
-    """The images of ``base`` at ``indices`` (in that order)."""
-
-    def __init__(self, base: ImageSet, indices, name: str | None = None):
-        super().__init__()
-        self.base = base
-        self.indices = np.asarray(indices, dtype=np.int64)
-        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(base)):
-            raise IndexError(f"subset indices out of range for {base.name} ({len(base)} images)")
-        self.name = name or base.name
-        self.labels = None if base.labels is None else base.labels[self.indices]
-        self.classes = base.classes
-
-    def prepare(self, channels, size, pre_size=None):
-        super().prepare(channels, size, pre_size)
-        self.base.prepare(channels, size, pre_size)
-        return self
-
-    def __len__(self):
-        return int(self.indices.size)
-
-    def __getitem__(self, i):
-        if i < 0 or i >= len(self):
-            raise IndexError(f"index {i} out of range for {self.name} ({len(self)} images)")
-        return self.base[int(self.indices[i])]
-
-    def describe(self):
-        return f"{self.name} ({len(self)} of {self.base.describe()})"
-
-
-def stratified_subset(n_total: int, k: int, labels: np.ndarray | None, seed: int) -> np.ndarray:
-    """``k`` of ``n_total`` indices, seeded, proportional to the classes in ``labels`` when
-    given (each class shuffled, then classes interleaved by rank / class size). Sorted."""
-    if k >= n_total:
-        return np.arange(n_total)
-    if k < 1:
-        raise ValueError(f"subset size must be >= 1, got {k}")
-    rng = np.random.default_rng(seed)
-    if labels is None:
-        return np.sort(rng.permutation(n_total)[:k])
-    labels = np.asarray(labels)
-    frac = np.empty(n_total)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        perm = rng.permutation(idx.size)
-        frac[idx[perm]] = (np.arange(idx.size) + rng.random(idx.size)) / idx.size
-    return np.sort(np.argsort(frac, kind="stable")[:k])
 
 
 def open_set(spec: str, name: str | None = None, seed: int = 0) -> ImageSet:

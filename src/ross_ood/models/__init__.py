@@ -92,6 +92,31 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _torch_load(path: Path):
+    """``torch.load(weights_only=True)`` with errors that say which of three things is wrong:
+    not a PyTorch checkpoint at all, a damaged one, or one whose pickle would run code."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: the file is empty")
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not with a "
+                              "torch.save ZIP archive or pickle header")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = str(e).splitlines()
+        code = [ln.strip() for ln in lines if "GLOBAL" in ln]
+        if code:
+            raise CheckpointError(f"refused to load {path}: its pickle would build objects other than tensors "
+                                  f"and plain containers, which could run code ({code[0]})") from None
+        detail = next((ln.strip() for ln in lines if ln.startswith("Unsupported")), lines[0] if lines else "")
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (unreadable pickle: {detail})") from None
+    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint, or is truncated or corrupt ({first})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict safely. Accepts a plain state dict or a dict holding one under
     ``state_dict`` / ``model`` / ``net``; strips a ``module.`` prefix (DataParallel)."""
@@ -113,14 +138,7 @@ def load_checkpoint(path: str | os.PathLike, sha256: str | None = None) -> dict[
         except Exception as e:
             raise CheckpointError(f"checkpoint {path} is not a valid safetensors file: {e}") from None
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            first = str(e).splitlines()[0]
-            raise CheckpointError(f"refused to load {path}: it holds objects other than tensors and plain "
-                                  f"containers, which could run code when unpickled ({first})") from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {str(e).splitlines()[0]}") from None
+        obj = _torch_load(path)
     if isinstance(obj, dict):
         for k in ("state_dict", "model", "net"):
             if k in obj and isinstance(obj[k], dict):

@@ -1,0 +1,246 @@
+"""Smoothed detectors: median smoothing and ROSS, each implemented once.
+
+Both read the (B, N) matrix of base scores of N Gaussian-noised copies of each input. The
+API computes it from images (``features``); the command-line pipeline computes it once per
+base score, caches it and passes it to ``fit_features`` / ``score_features``. Attacks take
+their differentiable surrogates (``surrogate``) and certificates their bounds
+(``certified_bounds``) from the same classes.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import certify
+from ..model import ModelWrapper
+from ..scores import Score
+from ..smoothing import Smoothing, calibrate_tau, median_stats, noisy_scores, ross_gate, soft_median
+from ..validate import check_fraction, check_number
+from .base import Detector, FeatureUnit, NotFittedError, register
+
+__all__ = ["MedianSmoothing", "ROSS", "SURROGATES"]
+
+#: the statistics an adaptive attack on a smoothed detector can climb
+SURROGATES = ("median", "mean", "softmedian", "ross")
+
+
+@register
+class MedianSmoothing(Detector):
+    """Median of the base score over ``n_samples`` Gaussian-noised copies of the input.
+
+    Parameters
+    ----------
+    model : ModelWrapper
+        The wrapped classifier (``ross_ood.wrap``); images in [0, 1].
+    base : str or Score
+        Base score name (``ross_ood.SCORE_NAMES``) or a ``Score`` object.
+    n_samples : int
+        Noisy copies N per input (odd N avoids the lower-middle convention of even N).
+    sigma : float
+        Noise standard deviation, >= 0, in ``noise_space`` units: pixel units of [0, 1]
+        images (``"pixel"``; noisy copies clipped to [0, 1]), or multiples of the model's
+        per-channel std (``"normalized"``; sigma * std_c, unclipped, as the ROSS paper).
+    noise_space : {"pixel", "normalized"}
+        See ``sigma``.
+    seed : int
+        Keys the noise: draw j of an image depends only on (seed, the image's pixels or the
+        key passed with it, j), never on batching, order or process count.
+    chunk_size : int
+        Noisy images per forward pass (bounds memory; does not change the numbers).
+    base_params : dict, optional
+        Parameters of the base score.
+    accept_rate : float
+        Share of the ID validation data that ``predict`` accepts as ID.
+    batch_size : int
+        Images per batch in ``fit``.
+    noise_device : {"cpu", "model"}
+        Where noise is drawn: the CPU (same numbers on every device) or the model's device.
+    """
+
+    kind = "median"
+
+    def __init__(self, model: ModelWrapper, *, base: str | Score = "fdbd", n_samples: int = 25,
+                 sigma: float = 0.05, noise_space: str = "pixel", seed: int = 0, chunk_size: int = 128,
+                 base_params: dict | None = None, accept_rate: float = 0.95, batch_size: int = 128,
+                 noise_device: str = "cpu"):
+        super().__init__(model, base=base, base_params=base_params, accept_rate=accept_rate, batch_size=batch_size)
+        self.n_samples, self.sigma, self.noise_space = n_samples, sigma, noise_space
+        self.seed, self.chunk_size, self.noise_device = seed, chunk_size, noise_device
+        self._validate()
+
+    def smoothing(self, n_samples: int | None = None) -> Smoothing:
+        """The noise settings (validated), optionally with another number of copies."""
+        return Smoothing(self.n_samples if n_samples is None else n_samples, self.sigma, self.noise_space,
+                         self.seed, self.chunk_size, self.noise_device)
+
+    def _validate(self) -> None:
+        super()._validate()
+        self.smoothing()
+
+    def config(self) -> dict:
+        sm = self.smoothing()
+        return {**super().config(), **sm.key()}
+
+    @classmethod
+    def from_config(cls, model, base, cfg):
+        return cls(model, base=base, accept_rate=cfg["accept_rate"], **_smoothing_args(cfg))
+
+    def unit(self) -> FeatureUnit:
+        return FeatureUnit(self.base, self.smoothing())
+
+    def features(self, x: torch.Tensor, keys: Sequence[int] | None = None) -> torch.Tensor:
+        """The (B, N) matrix of noisy base scores."""
+        return self.noisy(x, keys)
+
+    def noisy(self, x: torch.Tensor, keys=None, n_samples: int | None = None, salt: int = 0) -> torch.Tensor:
+        """Base scores of noisy copies (B, N); ``salt`` picks an independent noise stream."""
+        return noisy_scores(self.model, x, [self.base], self.smoothing(n_samples), keys, salt)[self.base.name]
+
+    def _score(self, feats: torch.Tensor) -> torch.Tensor:
+        return median_stats(feats)["median"]
+
+    def surrogate(self, what: str, attack_n: int | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """``f(x, draw)`` over ``attack_n`` noisy copies drawn afresh for every draw:
+        ``median`` (this detector's statistic), ``mean`` and ``softmedian`` (smooth
+        surrogates whose gradient reaches every copy), ``base`` (the unsmoothed score), and
+        for ROSS ``ross`` (the gated score itself, with the fitted tau)."""
+        if what == "base":
+            return super().surrogate(what)
+        allowed = SURROGATES if isinstance(self, ROSS) else SURROGATES[:3]
+        if what not in allowed:
+            raise ValueError(f"{type(self).__name__} has no attack surrogate {what!r}; it has "
+                             f"{', '.join(('base',) + allowed)}")
+        stat = {"median": self._score, "mean": lambda s: s.double().mean(1),
+                "softmedian": lambda s: soft_median(s.double()), "ross": self._score}[what]
+        return lambda x, draw: stat(self.noisy(x, n_samples=attack_n, salt=1 + draw))
+
+    def certified_bounds(self, samples, radius: float, alpha: float = 0.001,
+                         grid: int = 200) -> tuple[np.ndarray, np.ndarray]:
+        """Certified (lower, upper) bounds of the score at L2 radius ``radius`` (pixel units)
+        from (B, n) noise samples at the clean input (percentile smoothing; ``certify``)."""
+        self._check_certifiable()
+        return certify.median_bounds(np.asarray(samples), radius, float(self.sigma), alpha,
+                                     value_range=self.base.value_range)
+
+    def _check_certifiable(self) -> None:
+        self._check_fresh()
+        if self.noise_space != "pixel" or not self.sigma > 0:
+            raise ValueError("certificates need noise_space='pixel' and sigma > 0 (L2 radii are in pixel units); "
+                             f"got noise_space={self.noise_space!r}, sigma={self.sigma}")
+
+
+class _Components(dict):
+    """The statistics of ``ROSS.components``; the old key ``mad`` still works, with a warning."""
+
+    def __getitem__(self, key):
+        if key == "mad":
+            warnings.warn("components()['mad'] is deprecated: it is -D, the mean absolute deviation from the "
+                          "median (not a median absolute deviation); use 'neg_mean_abs_dev'", DeprecationWarning,
+                          stacklevel=2)
+            key = "neg_mean_abs_dev"
+        return super().__getitem__(key)
+
+
+@register
+class ROSS(MedianSmoothing):
+    """ROSS (Stoica, Hekal & Lomuscio, CVPR Findings 2026): median smoothing plus a gate.
+
+    With s_i the base score of N noisy copies, m = median, D = mean |s_i - m|, CoV = D / m,
+    and tau the ``tau_quantile`` quantile of m on the ID validation data (set by ``fit``)::
+
+        S = min(m, tau) + max(m - tau, 0) * (1 + lam / (D + 1e-12))
+
+    Below tau S is the smoothed score; above, stable inputs (small D) are pushed further up.
+
+    Parameters
+    ----------
+    model, base, n_samples, sigma, noise_space, seed, chunk_size, base_params, batch_size, noise_device
+        As for ``MedianSmoothing``.
+    lam : float
+        Gate strength lambda, >= 0, in the base score's units (the boost is lam / D, D being
+        in those units): set it per base score.
+    tau_quantile : float
+        Quantile of the ID validation medians that sets tau (0.05 in the paper: 95% of ID
+        validation inputs lie above tau and are eligible for the boost).
+    accept_rate : float
+        Share of the ID validation data that ``predict`` accepts as ID (its threshold is the
+        ``1 - accept_rate`` quantile of their ROSS scores; independent of tau).
+    """
+
+    kind = "ross"
+    needs_fit = True
+
+    def __init__(self, model: ModelWrapper, *, base: str | Score = "fdbd", n_samples: int = 25,
+                 sigma: float = 0.05, lam: float = 0.01, noise_space: str = "pixel", seed: int = 0,
+                 chunk_size: int = 128, base_params: dict | None = None, accept_rate: float = 0.95,
+                 batch_size: int = 128, tau_quantile: float = 0.05, noise_device: str = "cpu"):
+        self.lam, self.tau_quantile = lam, tau_quantile
+        super().__init__(model, base=base, n_samples=n_samples, sigma=sigma, noise_space=noise_space, seed=seed,
+                         chunk_size=chunk_size, base_params=base_params, accept_rate=accept_rate,
+                         batch_size=batch_size, noise_device=noise_device)
+        self.tau_: float | None = None
+
+    def _validate(self) -> None:
+        super()._validate()
+        check_number("lam", self.lam)
+        check_fraction("tau_quantile", self.tau_quantile)
+
+    def config(self) -> dict:
+        return {**super().config(), "lam": float(self.lam), "tau_quantile": float(self.tau_quantile)}
+
+    @classmethod
+    def from_config(cls, model, base, cfg):
+        return cls(model, base=base, accept_rate=cfg["accept_rate"], lam=cfg["lam"],
+                   tau_quantile=cfg["tau_quantile"], **_smoothing_args(cfg))
+
+    def _state(self) -> dict:
+        return {"threshold_": self.threshold_, "tau_": self.tau_}
+
+    def _fit(self, feats: torch.Tensor) -> None:
+        self.tau_ = calibrate_tau(median_stats(feats)["median"], float(self.tau_quantile))
+        super()._fit(feats)
+
+    def gate(self, m, d):
+        """The ROSS score from medians and D (tensors, or arrays: returns the same kind)."""
+        if self.tau_ is None:
+            raise NotFittedError("ROSS is not fitted: call .fit(id_validation_data) first")
+        if isinstance(m, torch.Tensor):
+            return ross_gate(m, d, self.tau_, float(self.lam))
+        m_t, d_t = torch.as_tensor(np.asarray(m, np.float64)), torch.as_tensor(np.asarray(d, np.float64))
+        return ross_gate(m_t, d_t, self.tau_, float(self.lam)).numpy()
+
+    def _score(self, feats: torch.Tensor) -> torch.Tensor:
+        st = median_stats(feats)
+        return self.gate(st["median"], st["D"])
+
+    def components_features(self, feats) -> dict[str, torch.Tensor]:
+        """median, neg_mean_abs_dev (= -D), cov (= -CoV) and ross from a (B, N) matrix."""
+        self._check_fresh()
+        st = median_stats(torch.as_tensor(feats))
+        return _Components(median=st["median"], neg_mean_abs_dev=-st["D"], cov=-st["cov"],
+                           ross=self.gate(st["median"], st["D"]))
+
+    def components(self, x: torch.Tensor, keys: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """All four statistics (B,) each, higher = ID: ``median``, ``neg_mean_abs_dev``
+        (-D; ``mad`` is its deprecated name), ``cov`` (-CoV) and ``ross``."""
+        self._check_fresh()
+        x = self.model.prepare(x)
+        with torch.set_grad_enabled(x.requires_grad):
+            return self.components_features(self.features(x, keys))
+
+    def certified_bounds(self, samples, radius: float, alpha: float = 0.001,
+                         grid: int = 200) -> tuple[np.ndarray, np.ndarray]:
+        """Certified (lower, upper) bounds of S: S(m_lo, D_hi) and S(m_hi, D_lo), through
+        ``gate``, the same function that scores (see ``certify.ross_bounds``)."""
+        self._check_certifiable()
+        b = certify.ross_bounds(np.asarray(samples), radius, float(self.sigma), self.gate, alpha, grid,
+                                self.base.value_range)
+        return b["lo"], b["hi"]
+
+
+def _smoothing_args(cfg: dict) -> dict:
+    return {"n_samples": cfg["n_samples"], "sigma": cfg["sigma"], "noise_space": cfg["noise_space"],
+            "seed": cfg["seed"], "noise_device": cfg.get("noise_device", "cpu")}

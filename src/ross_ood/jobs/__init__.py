@@ -1,0 +1,11 @@
+"""The jobs behind the command line, one module per command over shared start-up and
+results writing (``common``): ``ross eval``, ``ross attack``, ``ross certify``, ``ross sweep``.
+Each takes its typed settings (``ross_ood.settings``)."""
+from .attack import run_attack
+from .certify import run_certify
+from .eval import run_eval
+from .sweep import run_sweep
+
+__all__ = ["run_eval", "run_attack", "run_certify", "run_sweep", "JOBS"]
+
+JOBS = {"eval": run_eval, "attack": run_attack, "certify": run_certify, "sweep": run_sweep}

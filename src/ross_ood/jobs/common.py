@@ -1,0 +1,137 @@
+"""What every command's job starts with and ends with: runtime (device, torch.distributed),
+output folder and saved settings, cache, progress bars, model, benchmark, detectors, and
+the results files.
+
+Each job takes typed settings (``settings``), runs under torchrun unchanged (every process
+computes its blocks, rank 0 writes the results) and returns the results document on rank 0
+(None on the other ranks).
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..detectors import Detector, make_detector
+from ..settings import Settings
+from ..store import BlockCache, atomic_write_bytes, atomic_write_text, dist_info
+
+__all__ = ["setup_runtime", "Job", "start_job", "open_model", "open_benchmark", "build_detectors", "finish",
+           "save_scores", "base_doc"]
+
+
+def setup_runtime(device: str) -> torch.device:
+    """Join the torch.distributed group when launched by torchrun; pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return dev
+
+
+def _progress_factory(enabled: bool):
+    if not enabled or dist_info()[0] != 0:
+        return None
+    from tqdm import tqdm
+
+    def make(name, total):
+        return tqdm(total=total, desc=f"{name:>14}", unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
+    return make
+
+
+def _prepare_out(out: Path) -> None:
+    """Create the output folder and prove it writable before any computation."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write to output folder {str(out)!r}: {e.strerror or e}") from None
+
+
+@dataclass
+class Job:
+    """A started job: device, output folder (settings saved), rank, cache, progress."""
+
+    settings: Settings
+    dev: torch.device
+    out: Path
+    rank: int
+    world: int
+    cache: BlockCache
+    prog: object
+
+
+def start_job(st: Settings) -> Job:
+    import yaml
+    out = Path(st.out)
+    if dist_info()[0] == 0:
+        _prepare_out(out)
+    dev = setup_runtime(st.device)
+    rank, world = dist_info()
+    if rank == 0:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
+    return Job(st, dev, out, rank, world, BlockCache(out / "cache"), _progress_factory(st.progress))
+
+
+def open_model(st: Settings, dev: torch.device, name: str | None = None):
+    """The model ``name`` (default: the settings' model, else the benchmark's); returns
+    (model, its name, data root)."""
+    from ..data import BENCHMARKS, default_data_root
+    from ..models import load_model
+    root = default_data_root(st.data_root)
+    name = name or (st.model if isinstance(st.model, str) else None) or BENCHMARKS[st.benchmark].model
+    return load_model(name, root, checkpoint=st.checkpoint, device=dev), name, root
+
+
+def open_benchmark(st: Settings, model, root):
+    from ..data import build_benchmark
+    return build_benchmark(st.benchmark, root, model.channels, model.input_size, limit=st.limit, seed=st.seed,
+                           split_seed=st.split_seed, extra_ood=st.extra_ood, only_extra=st.only_extra)
+
+
+def build_detectors(st: Settings, model, sigma: float | None = None, n_samples: int | None = None
+                    ) -> dict[str, Detector]:
+    """The settings' detectors on ``model`` (unfitted), by name."""
+    smoothing = {"n_samples": n_samples or st.n_samples, "sigma": st.sigma if sigma is None else sigma,
+                 "noise_space": st.noise_space, "seed": st.seed, "chunk_size": st.chunk_size,
+                 "noise_device": st.noise_device}
+    return {name: make_detector(name, model, lam=st.lam_for(base), tau_quantile=st.tau_quantile,
+                                accept_rate=st.accept_rate, **smoothing)
+            for name, (_, base) in st.kinds.items()}
+
+
+def base_doc(command: str, job: Job, root, **extra) -> dict:
+    """The fields every results document has."""
+    from ..report import versions
+    st = job.settings
+    return {"command": command, "benchmark": st.benchmark, **extra, "seed": st.seed, "data_root": str(root),
+            "noise_space": st.noise_space, "config": st.to_dict(), "versions": versions(), "world_size": job.world,
+            "device": str(job.dev)}
+
+
+def finish(job: Job, doc: dict) -> dict:
+    """Write results.json / .csv / .md (rank 0) and return the document."""
+    from ..report import render, write_results
+    write_results(job.out, doc, render(doc))
+    return doc
+
+
+def save_scores(out: Path, scores: dict) -> None:
+    """Per-detector per-set scores (and median / D of smoothed ones): ``scores.npz``."""
+    flat = {f"{det}|{s}|{k}": v for det, per in scores.items() for s, d in per.items() for k, v in d.items()}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **flat)
+    atomic_write_bytes(out / "scores.npz", buf.getvalue())

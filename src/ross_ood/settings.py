@@ -1,0 +1,368 @@
+"""Typed settings of every command, validated once, by the validators the API uses.
+
+Settings come from, in increasing priority: the defaults below, a YAML config file
+(``--config``, read with ``yaml.safe_load``; an unknown key or a value of the wrong type is
+an error that names it), and the flags given on the command line (generated from these
+fields: ``--n-samples`` for ``n_samples``; help texts show the defaults). Lists are given
+comma-separated or as YAML lists. Building a settings object validates it: a bad value is
+refused before any work starts.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .validate import NOISE_DEVICES, SPACES, check_choice, check_fraction, check_int, check_number, split_list
+
+__all__ = ["Settings", "EvalSettings", "AttackSettings", "CertifySettings", "SweepSettings", "COMMANDS",
+           "parse_eps", "parse_lam", "field_kind", "load_config_file"]
+
+DEFAULT_DETECTORS = ["msp", "energy", "gen", "odin", "fdbd", "pro-fdbd", "ross-msp", "ross-fdbd"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+
+
+def opt(default, help: str, **meta):
+    """A settings field with its help text (and ``short`` flag, ``choices``)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def parse_eps(values) -> list[float]:
+    """['2', '8/255', '0.03/1'] -> fractions of the pixel range; bare numbers are in 1/255."""
+    out = []
+    for part in split_list(values):
+        num, _, den = part.partition("/")
+        try:
+            val = float(num) / (float(den) if den else 255.0)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"eps {part!r} is not a number (give e.g. 8 or 8/255)") from None
+        out.append(check_number("eps", val))
+    return out
+
+
+def parse_lam(value, bases: set[str] | None = None) -> float | dict[str, float]:
+    """'0.01' -> 0.01; 'fdbd=0.01,msp=0.002' -> {base: lam}. Every lam must be a finite
+    number >= 0 (the API's check); with ``bases`` every key must name one of them."""
+    text = str(value)
+    if "=" not in text:
+        try:
+            return check_number("lam", float(text))
+        except ValueError:
+            raise ValueError(f"lam must be a finite number >= 0, got {text!r}") from None
+    out = {}
+    for part in split_list(text):
+        k, _, v = part.partition("=")
+        k = k.strip().lower()
+        try:
+            out[k] = check_number(f"lam for {k}", float(v))
+        except ValueError:
+            raise ValueError(f"lam for {k!r} must be a finite number >= 0, got {v!r}") from None
+    unknown = sorted(set(out) - (bases | {"default"})) if bases is not None else []
+    if unknown:
+        raise ValueError(f"lam sets {', '.join(unknown)}, which match no ross detector of this run "
+                         f"(their base scores: {', '.join(sorted(bases)) or 'none'})")
+    return out
+
+
+def field_kind(f) -> tuple[str, bool]:
+    """('int' | 'float' | 'str' | 'bool' | 'list[str]' | ..., optional?) of a settings field."""
+    t = str(f.type).replace(" ", "")
+    return t.replace("|None", ""), "|None" in t
+
+
+def _convert(key: str, value, kind: str, optional: bool):
+    """Type-check / convert a value from a config file or a flag to the field's kind."""
+    if value is None and optional:
+        return None
+    bad = ValueError(f"setting {key!r} must be {kind.replace('list[', 'a list of ').rstrip(']')}, got {value!r}")
+    if kind.startswith("list["):
+        item = kind[5:-1]
+        items = split_list(value) if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or isinstance(value, bool):
+            raise bad
+        return [_convert(key, v, item, False) for v in items]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if isinstance(value, bool):
+        raise bad
+    if kind == "str":
+        if not isinstance(value, (str, int, float)):
+            raise bad
+        return str(value)
+    try:
+        v = float(value) if kind == "float" else int(value) if isinstance(value, str) else value
+    except (ValueError, TypeError):
+        raise bad from None
+    if kind == "int" and (not isinstance(v, int) or isinstance(v, bool)):
+        raise bad
+    if kind == "float" and not isinstance(v, (int, float)):
+        raise bad
+    return float(v) if kind == "float" else v
+
+
+@dataclass
+class Settings:
+    """What every command shares."""
+
+    benchmark: str = opt("cifar10", "benchmark: cifar10, mnist, openood-cifar10, openood-cifar100, "
+                         "openood-imagenet200")
+    model: str | None = opt(None, "zoo model name, or tv:NAME (default: the benchmark's)")
+    checkpoint: str | None = opt(None, "weights file for the model (default: the zoo's file)")
+    data_root: str | None = opt(None, "data root (default: $ROSS_DATA, else ../shared/data, else ~/.cache/ross-ood)")
+    detectors: list[str] = opt(DEFAULT_DETECTORS, "plain scores (msp, maxlogit, energy, gen, odin, fdbd, "
+                               "pro-<score>), median-<score>, ross-<score>")
+    limit: int | None = opt(None, "seeded class-stratified subset of at most this many images per set")
+    seed: int = opt(0, "seed of the noise, attack starts and subsets")
+    split_seed: int = opt(0, "seed of the carved ID validation split")
+    out: str = opt("runs/eval", "output folder (results, config.yaml, cache/)")
+    n_samples: int = opt(25, "noisy copies N per input", short="-N")
+    sigma: float = opt(0.05, "noise std in noise_space units")
+    lam: str = opt("0.01", "ROSS lambda (base score units): a number, or per base score e.g. fdbd=0.01,msp=0.002")
+    tau_quantile: float = opt(0.05, "quantile of the ID validation medians that sets ROSS's tau")
+    accept_rate: float = opt(0.95, "share of ID validation inputs that predict() accepts")
+    noise_space: str = opt("pixel", "pixel (clipped to [0,1]) or normalized (sigma*std per channel, the paper's)",
+                           choices=SPACES)
+    batch_size: int = opt(128, "images per batch")
+    chunk_size: int = opt(128, "noisy images per forward pass (bounds memory)")
+    block_size: int = opt(512, "images per cached, resumable block")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
+    noise_device: str = opt("cpu", "where noise is drawn: cpu (same noise on any device) or model (faster on "
+                            "a GPU for large images, other numbers there)", choices=NOISE_DEVICES)
+    ood: list[str] = opt([], "extra OOD sets NAME=PATH: a .zip, a folder, an IDX file, synthetic:gaussian")
+    only_extra: bool = opt(False, "use only the --ood sets, not the benchmark's")
+    workers: int = opt(0, "data-loading worker processes")
+    progress: bool = opt(True, "progress bars")
+
+    def __post_init__(self):
+        for f in fields(self):
+            setattr(self, f.name, _convert(f.name, getattr(self, f.name), *field_kind(f)))
+        self.validate()
+
+    # ------------------------------------------------------------ validation
+    def validate(self) -> None:
+        from .data import BENCHMARKS
+        from .detectors import parse_detector_name
+        from .smoothing import Smoothing
+        check_choice("benchmark", self.benchmark, tuple(BENCHMARKS))
+        if not self.detectors:
+            raise ValueError("no detectors given")
+        if len(set(self.detectors)) != len(self.detectors):
+            raise ValueError(f"duplicate detector names in {self.detectors}")
+        self.kinds = {d: parse_detector_name(d) for d in self.detectors}
+        self.lam_value = parse_lam(self.lam, {b for k, b in self.kinds.values() if k == "ross"})
+        if self.limit is not None:
+            check_int("limit", self.limit)
+        for name in ("seed", "split_seed", "workers"):
+            check_int(name, getattr(self, name), minimum=0)
+        for name in ("batch_size", "block_size"):
+            check_int(name, getattr(self, name))
+        check_fraction("tau_quantile", self.tau_quantile)
+        check_fraction("accept_rate", self.accept_rate)
+        for sigma in self.sigma if isinstance(self.sigma, list) else [self.sigma]:
+            Smoothing(self.n_samples, sigma, self.noise_space, self.seed, self.chunk_size, self.noise_device)
+        self.torch_device = _check_device(self.device)
+        _check_out(self.out)
+        self.extra_ood = _check_ood(self.ood, self.benchmark, self.only_extra)
+
+    def lam_for(self, base: str) -> float:
+        lam = self.lam_value
+        return lam.get(base, lam.get("default", 0.01)) if isinstance(lam, dict) else lam
+
+    def smoothed_only(self, command: str) -> None:
+        plain = [d for d, (k, _) in self.kinds.items() if k == "base"]
+        if plain:
+            raise ValueError(f"{command} needs smoothed detectors (median-<score> or ross-<score>), got {plain}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_device(device: str) -> str:
+    import torch
+    if device == "auto":
+        return device
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (give auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
+    elif dev.type not in ("cpu", "mps"):
+        raise ValueError(f"unsupported device {device!r} (give auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def _check_out(out: str) -> None:
+    """The output folder must be creatable: not empty, not a file, not under a file."""
+    if not str(out).strip():
+        raise ValueError("out must name an output folder, got an empty string")
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"out {out!r} is an existing file, not a folder")
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"out {out!r} lies under {str(parent)!r}, which is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"out {out!r}: cannot create folders in {str(parent)!r} (not writable)")
+            break
+
+
+def _check_ood(items: list[str], benchmark: str, only_extra: bool) -> dict[str, str]:
+    from .data import BENCHMARKS
+    taken = {"id_val", "id_test"} | (set() if only_extra else {*BENCHMARKS[benchmark].near, *BENCHMARKS[benchmark].far})
+    out: dict[str, str] = {}
+    for it in items:
+        name, sep, path = it.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--ood expects NAME=PATH, got {it!r}")
+        if not _NAME.match(name):
+            raise ValueError(f"--ood name {name!r} must start with a letter or digit and hold only letters, digits, "
+                             "'-', '_', '.', '='")
+        if name in out:
+            raise ValueError(f"--ood name {name!r} is given twice")
+        if name in taken:
+            raise ValueError(f"--ood name {name!r} is already a set of benchmark {benchmark!r} (or reserved); "
+                             "choose another name, or pass --only-extra")
+        out[name] = path
+    return out
+
+
+@dataclass
+class EvalSettings(Settings):
+    """``ross eval``: clean evaluation."""
+
+
+@dataclass
+class AttackSettings(Settings):
+    """``ross attack``: robustness under L-inf attacks."""
+
+    out: str = opt("runs/attack", "output folder (results, config.yaml, cache/)")
+    detectors: list[str] = opt(["msp", "energy", "gen", "odin", "fdbd", "pro-fdbd", "ross-msp", "ross-energy",
+                                "ross-gen", "ross-fdbd"], "detectors to attack (names as for eval)")
+    eps: list[str] = opt(["2", "4", "8", "16"], "L-inf budgets in 1/255 units ('8/255' and '0.03/1' also work)")
+    eps_space: str = opt("pixel", "pixel (clipped to [0,1]) or normalized (eps*std per channel)", choices=SPACES)
+    objective: list[str] = opt(["min", "max"], "min (attack ID down) and/or max (attack OOD up)")
+    target: list[str] = opt(["transfer", "adaptive", "worst"], "transfer (paper), adaptive, worst")
+    transfer_steps: int = opt(40, "PGD steps of the transfer attack (the paper's 40)")
+    adaptive_steps: int = opt(40, "APGD steps of the adaptive attacks")
+    restarts: int = opt(2, "restarts of the adaptive attacks")
+    eot: int = opt(1, "EOT draws per step")
+    attack_n: int = opt(8, "noisy copies per EOT draw in adaptive attacks on smoothed detectors")
+    surrogates: list[str] = opt(["median", "mean", "ross"], "attacked statistics of smoothed detectors: median, "
+                                "mean, softmedian, ross (the gated score; ROSS only)")
+    attack_batch: int = opt(64, "images per attack batch")
+
+    def validate(self) -> None:
+        super().validate()
+        from .adversarial import TARGETS, AttackBudget
+        self.eps_values = parse_eps(self.eps)
+        if not self.eps_values:
+            raise ValueError("no eps given")
+        for o in self.objective or [None]:
+            check_choice("objective", o, ("min", "max"))
+        for t in self.target or [None]:
+            check_choice("target", t, TARGETS)
+        check_int("attack_batch", self.attack_batch)
+        self.budget = AttackBudget(self.transfer_steps, 1 / 30, self.adaptive_steps, self.restarts, self.eot,
+                                   self.attack_n, tuple(self.surrogates))
+
+
+@dataclass
+class CertifySettings(Settings):
+    """``ross certify``: certified metrics vs L2 radius (pixel space)."""
+
+    out: str = opt("runs/certify", "output folder (results, config.yaml, cache/)")
+    detectors: list[str] = opt(["median-fdbd", "ross-fdbd", "median-msp", "ross-msp"], "smoothed detectors")
+    sigma: list[float] = opt([0.12, 0.25], "noise levels in pixel units, one run each")
+    model: list[str] = opt([], "one zoo model per sigma (default: the benchmark's for all)")
+    n_samples: int = opt(1000, "noise samples per input", short="-N")
+    alpha: float = opt(0.001, "failure probability per input")
+    radii: list[float] = opt([0, 0.05, 0.1, 0.2, 0.3, 0.5], "L2 radii in pixel units")
+    grid: int = opt(200, "percentile grid for the D bounds")
+
+    def validate(self) -> None:
+        super().validate()
+        self.smoothed_only("certify")
+        check_choice("noise_space (certificates are in pixel space)", self.noise_space, ("pixel",))
+        if not self.sigma:
+            raise ValueError("no sigma given")
+        for s in self.sigma:
+            check_number("sigma", s, strict=True)
+        for r in self.radii:
+            check_number("radius", r)
+        if self.model and len(self.model) != len(self.sigma):
+            raise ValueError(f"model must name one model per sigma ({len(self.sigma)}), got {len(self.model)}")
+        check_fraction("alpha", self.alpha)
+        check_int("grid", self.grid)
+
+
+@dataclass
+class SweepSettings(Settings):
+    """``ross sweep``: the paper's lambda, N and sigma ablations."""
+
+    out: str = opt("runs/sweep", "output folder (results, config.yaml, cache/)")
+    detectors: list[str] = opt(["ross-fdbd", "ross-msp"], "smoothed detectors")
+    sweep: list[str] = opt(["lam", "n_samples", "sigma"], "which parameters to sweep")
+    lam_values: list[float] = opt([0.005, 0.01, 0.02, 0.05], "lambda values")
+    n_samples_values: list[int] = opt([5, 10, 25, 50, 100], "N values")
+    sigma_values: list[float] = opt([0.025, 0.05, 0.1, 0.25], "sigma values (noise_space units)")
+    attack_eps: list[str] = opt(["8"], "transfer-attack budgets in 1/255 (empty: clean only)")
+    eps_space: str = opt("normalized", "eps space of the attack (normalized: the paper's)", choices=SPACES)
+    objective: list[str] = opt(["min", "max"], "min and/or max")
+    transfer_steps: int = opt(40, "PGD steps of the transfer attack (the paper's 40)")
+    attack_batch: int = opt(64, "images per attack batch")
+
+    def validate(self) -> None:
+        super().validate()
+        from .adversarial import AttackBudget
+        from .smoothing import Smoothing
+        self.smoothed_only("sweep")
+        for p in self.sweep:
+            check_choice("swept parameter", p, ("lam", "n_samples", "sigma"))
+        for v in self.lam_values:
+            check_number("lam", v)
+        for n in self.n_samples_values:
+            Smoothing(n, self.sigma)
+        for s in self.sigma_values:
+            Smoothing(self.n_samples, s, self.noise_space)
+        self.eps_values = parse_eps(self.attack_eps)
+        for o in self.objective:
+            check_choice("objective", o, ("min", "max"))
+        check_int("attack_batch", self.attack_batch)
+        self.budget = AttackBudget(transfer_steps=self.transfer_steps)
+
+
+COMMANDS = {"eval": EvalSettings, "attack": AttackSettings, "certify": CertifySettings, "sweep": SweepSettings}
+
+
+def load_config_file(path: str | os.PathLike, cls: type[Settings]) -> dict:
+    """The settings in a YAML file, type-checked against ``cls``'s fields (not validated)."""
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {p} is not valid YAML: {e}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"config file {p} must hold a mapping of settings, got {type(doc).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    out = {}
+    for k, v in doc.items():
+        key = str(k).replace("-", "_")
+        if key not in known:
+            raise ValueError(f"unknown config key {k!r} in {p}; known keys: {', '.join(sorted(known))}")
+        out[key] = _convert(key, v, *field_kind(known[key]))
+    return out
