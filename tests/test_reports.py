@@ -5,7 +5,8 @@ import pytest
 
 from ross_ood import cli
 from ross_ood.settings import EvalSettings, SweepSettings, load_config_file
-from ross_ood.report import aggregate, render, write_report
+from ross_ood.report import write_report
+from ross_ood.tables import aggregate, render
 
 from .conftest import DATA_ROOT, need_data
 

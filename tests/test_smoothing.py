@@ -70,7 +70,8 @@ def test_ross_components_match_manual(cnn, images):
     assert torch.allclose(comp["cov"], -st["cov"])
     assert torch.allclose(comp["ross"], ross_gate(st["median"], st["D"], det.tau_, 0.01))
     # tau is the 5% quantile of the validation medians
-    val = median_stats(noisy_scores(cnn, images[:8], [get_score("fdbd")], Smoothing(7, 0.1, "pixel", 3))["fdbd"])["median"]
+    sm = Smoothing(7, 0.1, "pixel", 3)
+    val = median_stats(noisy_scores(cnn, images[:8], [get_score("fdbd")], sm)["fdbd"])["median"]
     assert det.tau_ == pytest.approx(float(np.quantile(val.detach().numpy(), 0.05)))
 
 

@@ -207,7 +207,8 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
                     for o in bench.ood:
                         id_s = att[n]["id_test"][tgt] if objective == "min" else clean[n]["id_test"]
                         ood_s = clean[n][o] if objective == "min" else att[n][o][tgt]
-                        records.append({"detector": n, "ood_set": o, "group": bench.groups[o], **ood_metrics(id_s, ood_s),
+                        records.append({"detector": n, "ood_set": o, "group": bench.groups[o],
+                                        **ood_metrics(id_s, ood_s),
                                         "attack": {"transfer": "pgd", "adaptive": "apgd"}.get(tgt, "worst-of"),
                                         "target": tgt, "eps": eps, "eps_space": eps_space, "objective": objective})
     return records, time.time() - t0

@@ -161,11 +161,28 @@ class ModelWrapper(nn.Module):
         return Outputs(logits, feats.flatten(1))
 
 
-def wrap(net: nn.Module, mean: Sequence[float], std: Sequence[float], linear: str | None = None,
+def wrap(net: nn.Module, mean: Sequence[float], std: Sequence[float], *, linear: str | None = None,
          input_size: int | None = None) -> ModelWrapper:
     """Wrap ``net`` (expecting normalised input) so that it takes pixel-space images in [0, 1].
 
-    The returned wrapper is put in eval mode; its buffers follow ``net``'s device.
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A classifier returning logits for normalised input.
+    mean, std : sequence of float
+        Per-channel normalisation the network was trained with; the wrapper computes
+        ``(x - mean) / std`` itself, so data stays in [0, 1] everywhere. ``std`` also sets the
+        units of ``sigma`` and ``eps`` in ``normalized`` space (sigma * std_c per channel).
+    linear : str, optional
+        Name of the last linear layer (its input are the penultimate features fDBD needs);
+        by default the ``nn.Linear`` whose output is the network's output.
+    input_size : int, optional
+        Side length of the input images (used to find the linear layer; default 32).
+
+    Returns
+    -------
+    ModelWrapper
+        In eval mode, its buffers on ``net``'s device.
     """
     if isinstance(net, ModelWrapper):
         raise TypeError("net is already a ModelWrapper")

@@ -42,7 +42,8 @@ def offline_steps(quick: bool = False) -> list[tuple[str, str, dict, list]]:
         ("sweep", "sweep", {**PAPER_SMOOTHING, "benchmark": "cifar10", "model": "resnet20",
                             "detectors": "ross-fdbd,ross-msp", "limit": lim(200), "attack_eps": "8",
                             "eps_space": "normalized",
-                            **({"n_samples_values": "3,5", "sigma_values": "0.05,0.1", "transfer_steps": 3, "n_samples": 5}
+                            **({"n_samples_values": "3,5", "sigma_values": "0.05,0.1", "transfer_steps": 3,
+                                "n_samples": 5}
                                if quick else {})}, [0]),
         ("certify", "certify", {"benchmark": "cifar10", "detectors": "median-fdbd,ross-fdbd,"
                                 "median-msp,ross-msp", "sigma": "0.12,0.25",
@@ -105,7 +106,7 @@ def _run_job(job: str, cfg: dict) -> dict | None:
 
 
 def _write_doc(folder: Path, doc: dict) -> None:
-    from .report import render, write_results
+    from .tables import render, write_results
     write_results(folder, doc, render(doc))
 
 
@@ -113,7 +114,8 @@ def run_reproduce(preset: str, out: str | Path, data_root=None, device: str = "a
                   quick: bool = False, progress: bool = True, log=None) -> Path:
     """Run a preset into ``out`` and write ``out/report.md``; returns its path."""
     from .data import default_data_root
-    from .report import aggregate, write_report
+    from .report import write_report
+    from .tables import aggregate
     from .store import dist_info
     out = Path(out)
     root = default_data_root(data_root)

@@ -279,15 +279,36 @@ def score_from_spec(spec: dict) -> Score:
     return get_score(name, **spec)
 
 
-def base_score(name: str | Score, model: ModelWrapper, x: torch.Tensor, check: bool = True,
+def base_score(name: str | Score, model: ModelWrapper, x: torch.Tensor, *, check: bool = True,
                **params) -> torch.Tensor:
-    """Score ``x`` (pixel space, (B, C, H, W)) with the base score ``name``; returns (B,)."""
+    """Score a batch with a base score, higher = in-distribution.
+
+    Parameters
+    ----------
+    name : str or Score
+        ``msp``, ``maxlogit``, ``energy`` (``temperature``), ``gen`` (``gamma``, ``m``), ``odin``
+        (``temperature``, ``eps`` in normalised units), ``fdbd`` (``normalizer``,
+        ``train_mean``), ``pro-<score>`` (``steps``, ``delta``), or a ``Score`` object.
+    model : ModelWrapper
+        The wrapped classifier (``ross_ood.wrap``).
+    x : torch.Tensor
+        Images (B, C, H, W) in [0, 1]; float64 is cast to the model's type.
+    check : bool
+        Validate ``x`` (shape, finite pixels in [0, 1]) first.
+    **params
+        The score's parameters (see ``name``).
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) scores, differentiable in ``x``.
+    """
     score = get_score(name, **params)
     if not isinstance(model, ModelWrapper):
         raise TypeError("model must be a ross_ood ModelWrapper: use ross_ood.wrap(net, mean, std)")
     if check:
         model.check(x)
-    return score(model, x.to(model.device))
+    return score(model, x.to(model.device, model.mean.dtype))
 
 
 @torch.no_grad()

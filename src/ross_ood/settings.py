@@ -10,17 +10,16 @@ refused before any work starts.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .validate import NOISE_DEVICES, SPACES, check_choice, check_fraction, check_int, check_number, split_list
+from .validate import (NOISE_DEVICES, SPACES, check_choice, check_device, check_fraction, check_int, check_number,
+                       check_ood_names, check_out_dir, parse_eps, parse_lam, split_list)
 
 __all__ = ["Settings", "EvalSettings", "AttackSettings", "CertifySettings", "SweepSettings", "COMMANDS",
-           "parse_eps", "parse_lam", "field_kind", "load_config_file"]
+           "field_kind", "load_config_file"]
 
 DEFAULT_DETECTORS = ["msp", "energy", "gen", "odin", "fdbd", "pro-fdbd", "ross-msp", "ross-fdbd"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 
 
 def opt(default, help: str, **meta):
@@ -28,43 +27,6 @@ def opt(default, help: str, **meta):
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **meta})
     return field(default=default, metadata={"help": help, **meta})
-
-
-def parse_eps(values) -> list[float]:
-    """['2', '8/255', '0.03/1'] -> fractions of the pixel range; bare numbers are in 1/255."""
-    out = []
-    for part in split_list(values):
-        num, _, den = part.partition("/")
-        try:
-            val = float(num) / (float(den) if den else 255.0)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"eps {part!r} is not a number (give e.g. 8 or 8/255)") from None
-        out.append(check_number("eps", val))
-    return out
-
-
-def parse_lam(value, bases: set[str] | None = None) -> float | dict[str, float]:
-    """'0.01' -> 0.01; 'fdbd=0.01,msp=0.002' -> {base: lam}. Every lam must be a finite
-    number >= 0 (the API's check); with ``bases`` every key must name one of them."""
-    text = str(value)
-    if "=" not in text:
-        try:
-            return check_number("lam", float(text))
-        except ValueError:
-            raise ValueError(f"lam must be a finite number >= 0, got {text!r}") from None
-    out = {}
-    for part in split_list(text):
-        k, _, v = part.partition("=")
-        k = k.strip().lower()
-        try:
-            out[k] = check_number(f"lam for {k}", float(v))
-        except ValueError:
-            raise ValueError(f"lam for {k!r} must be a finite number >= 0, got {v!r}") from None
-    unknown = sorted(set(out) - (bases | {"default"})) if bases is not None else []
-    if unknown:
-        raise ValueError(f"lam sets {', '.join(unknown)}, which match no ross detector of this run "
-                         f"(their base scores: {', '.join(sorted(bases)) or 'none'})")
-    return out
 
 
 def field_kind(f) -> tuple[str, bool]:
@@ -165,9 +127,11 @@ class Settings:
         check_fraction("accept_rate", self.accept_rate)
         for sigma in self.sigma if isinstance(self.sigma, list) else [self.sigma]:
             Smoothing(self.n_samples, sigma, self.noise_space, self.seed, self.chunk_size, self.noise_device)
-        self.torch_device = _check_device(self.device)
-        _check_out(self.out)
-        self.extra_ood = _check_ood(self.ood, self.benchmark, self.only_extra)
+        check_device(self.device)
+        check_out_dir(self.out)
+        bench = BENCHMARKS[self.benchmark]
+        self.extra_ood = check_ood_names(self.ood, {"id_val", "id_test"} | (
+            set() if self.only_extra else {*bench.near, *bench.far}), f"benchmark {self.benchmark!r}")
 
     def lam_for(self, base: str) -> float:
         lam = self.lam_value
@@ -180,60 +144,6 @@ class Settings:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _check_device(device: str) -> str:
-    import torch
-    if device == "auto":
-        return device
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (give auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
-    elif dev.type not in ("cpu", "mps"):
-        raise ValueError(f"unsupported device {device!r} (give auto, cpu, cuda or cuda:N)")
-    return device
-
-
-def _check_out(out: str) -> None:
-    """The output folder must be creatable: not empty, not a file, not under a file."""
-    if not str(out).strip():
-        raise ValueError("out must name an output folder, got an empty string")
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise ValueError(f"out {out!r} is an existing file, not a folder")
-    for parent in p.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"out {out!r} lies under {str(parent)!r}, which is a file")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise ValueError(f"out {out!r}: cannot create folders in {str(parent)!r} (not writable)")
-            break
-
-
-def _check_ood(items: list[str], benchmark: str, only_extra: bool) -> dict[str, str]:
-    from .data import BENCHMARKS
-    taken = {"id_val", "id_test"} | (set() if only_extra else {*BENCHMARKS[benchmark].near, *BENCHMARKS[benchmark].far})
-    out: dict[str, str] = {}
-    for it in items:
-        name, sep, path = it.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--ood expects NAME=PATH, got {it!r}")
-        if not _NAME.match(name):
-            raise ValueError(f"--ood name {name!r} must start with a letter or digit and hold only letters, digits, "
-                             "'-', '_', '.', '='")
-        if name in out:
-            raise ValueError(f"--ood name {name!r} is given twice")
-        if name in taken:
-            raise ValueError(f"--ood name {name!r} is already a set of benchmark {benchmark!r} (or reserved); "
-                             "choose another name, or pass --only-extra")
-        out[name] = path
-    return out
 
 
 @dataclass

@@ -7,15 +7,19 @@ value and what would be right.
 from __future__ import annotations
 
 import math
+import os
+import re
+from pathlib import Path
 from typing import Sequence
 
 __all__ = ["SPACES", "NOISE_DEVICES", "check_int", "check_number", "check_fraction", "check_choice",
-           "split_list"]
+           "split_list", "parse_eps", "parse_lam", "check_device", "check_out_dir", "check_ood_names"]
 
 #: where sigma and eps are measured: pixel units ([0, 1], clipped) or normalised units (x std_c, unclipped)
 SPACES = ("pixel", "normalized")
 #: where smoothing noise is drawn: on the CPU (same noise on every device) or the model's device
 NOISE_DEVICES = ("cpu", "model")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 
 
 def check_int(name: str, value, minimum: int = 1) -> int:
@@ -56,3 +60,94 @@ def split_list(value) -> list[str]:
     """'a, b,c' or ['a', 'b'] -> ['a', 'b', 'c'] (empty items dropped)."""
     items = value.split(",") if isinstance(value, str) else list(value)
     return [str(v).strip() for v in items if str(v).strip()]
+
+
+def parse_eps(values) -> list[float]:
+    """['2', '8/255', '0.03/1'] -> fractions of the pixel range; bare numbers are in 1/255."""
+    out = []
+    for part in split_list(values):
+        num, _, den = part.partition("/")
+        try:
+            val = float(num) / (float(den) if den else 255.0)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"eps {part!r} is not a number (give e.g. 8 or 8/255)") from None
+        out.append(check_number("eps", val))
+    return out
+
+
+def parse_lam(value, bases: set[str] | None = None) -> float | dict[str, float]:
+    """'0.01' -> 0.01; 'fdbd=0.01,msp=0.002' -> {base: lam}. Every lam must be a finite
+    number >= 0 (the API's check); with ``bases`` every key must name one of them."""
+    text = str(value)
+    if "=" not in text:
+        try:
+            return check_number("lam", float(text))
+        except ValueError:
+            raise ValueError(f"lam must be a finite number >= 0, got {text!r}") from None
+    out = {}
+    for part in split_list(text):
+        k, _, v = part.partition("=")
+        k = k.strip().lower()
+        try:
+            out[k] = check_number(f"lam for {k}", float(v))
+        except ValueError:
+            raise ValueError(f"lam for {k!r} must be a finite number >= 0, got {v!r}") from None
+    unknown = sorted(set(out) - (bases | {"default"})) if bases is not None else []
+    if unknown:
+        raise ValueError(f"lam sets {', '.join(unknown)}, which match no ross detector of this run "
+                         f"(their base scores: {', '.join(sorted(bases)) or 'none'})")
+    return out
+
+
+def check_device(device: str) -> str:
+    import torch
+    if device == "auto":
+        return device
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (give auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
+    elif dev.type not in ("cpu", "mps"):
+        raise ValueError(f"unsupported device {device!r} (give auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def check_out_dir(out: str) -> None:
+    """The output folder must be creatable: not empty, not a file, not under a file."""
+    if not str(out).strip():
+        raise ValueError("out must name an output folder, got an empty string")
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"out {out!r} is an existing file, not a folder")
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"out {out!r} lies under {str(parent)!r}, which is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"out {out!r}: cannot create folders in {str(parent)!r} (not writable)")
+            break
+
+
+def check_ood_names(items: list[str], taken: set[str], owner: str = "the benchmark") -> dict[str, str]:
+    """``['NAME=PATH', ...]`` -> {NAME: PATH}; names must be unique, file-name safe (no
+    '.', '..', '/') and not among ``taken`` (the benchmark's sets)."""
+    out: dict[str, str] = {}
+    for it in items:
+        name, sep, path = it.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--ood expects NAME=PATH, got {it!r}")
+        if not _NAME.match(name):
+            raise ValueError(f"--ood name {name!r} must start with a letter or digit and hold only letters, digits, "
+                             "'-', '_', '.', '='")
+        if name in out:
+            raise ValueError(f"--ood name {name!r} is given twice")
+        if name in taken:
+            raise ValueError(f"--ood name {name!r} is already a set of {owner} (or reserved); "
+                             "choose another name, or pass --only-extra")
+        out[name] = path
+    return out

@@ -40,7 +40,7 @@ def run_certify(st: CertifySettings) -> dict | None:
         for name, det in dets.items():
             samples = {s: a[det.unit().name]["features"] for s, a in arrays.items()}
             records += certified_records(det, samples, bench.groups, st.radii, st.alpha, st.grid,
-                                         {"detector": name, "sigma": sigma, "norm": "L2", "space": "pixel",
+                                         {"detector": name, "sigma": sigma, "norm": "L2", "noise_space": "pixel",
                                           "n_samples": st.n_samples, "alpha": st.alpha, "model": model_name})
     if job.rank != 0:
         return None

@@ -115,7 +115,7 @@ def build_detectors(st: Settings, model, sigma: float | None = None, n_samples: 
 
 def base_doc(command: str, job: Job, root, **extra) -> dict:
     """The fields every results document has."""
-    from ..report import versions
+    from ..tables import versions
     st = job.settings
     return {"command": command, "benchmark": st.benchmark, **extra, "seed": st.seed, "data_root": str(root),
             "noise_space": st.noise_space, "config": st.to_dict(), "versions": versions(), "world_size": job.world,
@@ -124,7 +124,7 @@ def base_doc(command: str, job: Job, root, **extra) -> dict:
 
 def finish(job: Job, doc: dict) -> dict:
     """Write results.json / .csv / .md (rank 0) and return the document."""
-    from ..report import render, write_results
+    from ..tables import render, write_results
     write_results(job.out, doc, render(doc))
     return doc
 
