@@ -119,7 +119,8 @@ def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     cfg = AttackSettings(data_root=str(DATA_ROOT), out=str(tmp_path), limit=12, detectors="ross-fdbd",
                n_samples=5, eps="8", target="transfer,adaptive,worst", transfer_steps=10, adaptive_steps=10,
                restarts=1, attack_n=4, ood=["tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip")],
-               only_extra=True, block_size=12, attack_batch=12, batch_size=12, progress=False, device="cpu")
+               only_extra=True, block_size=12, attack_batch=12, batch_size=12, progress=False, device="cpu",
+               objective="min,max", bootstrap=200)
     doc = run_attack(cfg)
     means = {(r["target"], r["objective"]): r for r in doc["means"]}
     for obj in ("min", "max"):
@@ -139,6 +140,28 @@ def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     finally:
         adv.run_attack = real
     assert calls == [] and again["results"] == doc["results"]
+    # PGD-Both pairs the attacked ID inputs of PGD-Min with the attacked OOD inputs of PGD-Max:
+    # it runs no attack of its own (all read from the cache) ...
+    import dataclasses
+    adv.run_attack = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        both = run_attack(dataclasses.replace(cfg, objective=["both"]))
+    finally:
+        adv.run_attack = real
+    assert calls == []
+    # ... and equals the metrics of those two attacked sides, recomputed from the cache here
+    from ross_ood.adversarial import _attacked
+    from ross_ood.jobs.common import clean_run
+    from ross_ood.metrics import ood_metrics
+    run = clean_run(dataclasses.replace(cfg, objective=["both"]))
+    sides = {side: _attacked(run.model, run.bench, run.dets, 8 / 255, side, "pixel", cfg.target, cfg.budget, 0,
+                             run.job.cache, 12, 12, None) for side in ("min", "max")}
+    for r in both["results"]:
+        assert r["objective"] == "both"
+        want = ood_metrics(sides["min"]["ross-fdbd"]["id_test"][r["target"]],
+                           sides["max"]["ross-fdbd"][r["ood_set"]][r["target"]])
+        assert r["auroc"] == pytest.approx(want["auroc"], abs=1e-12)
+        assert r["auroc_lo"] <= r["auroc"] <= r["auroc_hi"] and r["n_id"] == 12
 
 
 def test_soft_median_is_a_smooth_median():

@@ -2,7 +2,8 @@
 and the per-input worst case.
 
 PGD-Min attacks the ID test inputs (lower the score), PGD-Max attacks each OOD set (raise
-the score); the other side stays clean and the metrics are recomputed.
+the score); the other side stays clean and the metrics are recomputed. PGD-Both attacks
+both sides in the same evaluation.
 
 Targets, per detector (every attacked function is the detector's own ``surrogate``):
 - ``transfer`` (the paper, exactly): 40-step L-inf PGD, step eps/30, one uniform random
@@ -28,14 +29,21 @@ from .attacks import AttackConfig, run_attack
 from .data.sets import SubsetView
 from .detectors import SURROGATES, BaseScoreDetector, Detector, FeatureUnit
 from .evaluate import plan_units, set_fingerprint, unit_arrays
-from .metrics import ood_metrics
+from .metrics import ood_records
 from .model import ModelWrapper, model_fingerprint
 from .store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 from .validate import check_choice, check_int, check_number
 
-__all__ = ["AttackBudget", "AttackPlan", "plans_for", "compute_adv_set", "attack_benchmark", "TARGETS"]
+__all__ = ["AttackBudget", "AttackPlan", "plans_for", "compute_adv_set", "attack_benchmark", "TARGETS",
+           "OBJECTIVES", "SIDES"]
 
 TARGETS = ("transfer", "adaptive", "worst")
+#: evaluation objectives and the attacked sides they combine: PGD-Min (ID attacked down), PGD-Max
+#: (OOD attacked up) and PGD-Both (both at once, as ATD, ALOE and AROS evaluate). Every input's
+#: attack depends only on its own score, so PGD-Both pairs exactly the attacked inputs of the
+#: other two, and reads them from the same cache.
+SIDES = {"min": ("min",), "max": ("max",), "both": ("min", "max")}
+OBJECTIVES = tuple(SIDES)
 
 
 @dataclass(frozen=True)
@@ -192,23 +200,27 @@ def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, se
 
 def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_arrays: dict, eps_list,
                      objectives, eps_space: str, targets, budget: AttackBudget, seed: int, cache: BlockCache,
-                     batch_size=64, block_size=256, progress_factory=None) -> tuple[list, float]:
-    """Records per (detector, OOD set, eps, objective, target) of fitted detectors ``dets``."""
+                     batch_size=64, block_size=256, progress_factory=None,
+                     n_resamples: int = 1000) -> tuple[list, list, float]:
+    """Records per (detector, OOD set, eps, objective, target) of fitted detectors ``dets``,
+    their means over the OOD sets (with bootstrap intervals), and the wall time."""
     t0 = time.time()
     clean = {n: {s: d.score_features(clean_arrays[s][d.unit().name]["features"]).double().numpy()
                  for s in clean_arrays} for n, d in dets.items()}
-    records = []
+    records, means = [], []
     for eps in eps_list:
+        att = {side: _attacked(model, bench, dets, eps, side, eps_space, targets, budget, seed, cache, batch_size,
+                               block_size, progress_factory)
+               for side in ("min", "max") if any(side in SIDES[o] for o in objectives)}
         for objective in objectives:
-            att = _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, seed, cache, batch_size,
-                            block_size, progress_factory)
             for n in dets:
                 for tgt in targets:
-                    for o in bench.ood:
-                        id_s = att[n]["id_test"][tgt] if objective == "min" else clean[n]["id_test"]
-                        ood_s = clean[n][o] if objective == "min" else att[n][o][tgt]
-                        records.append({"detector": n, "ood_set": o, "group": bench.groups[o],
-                                        **ood_metrics(id_s, ood_s),
-                                        "attack": {"transfer": "pgd", "adaptive": "apgd"}.get(tgt, "worst-of"),
-                                        "target": tgt, "eps": eps, "eps_space": eps_space, "objective": objective})
-    return records, time.time() - t0
+                    id_s = att["min"][n]["id_test"][tgt] if "min" in SIDES[objective] else clean[n]["id_test"]
+                    ood = {o: att["max"][n][o][tgt] if "max" in SIDES[objective] else clean[n][o] for o in bench.ood}
+                    extra = {"detector": n, "attack": {"transfer": "pgd", "adaptive": "apgd"}.get(tgt, "worst-of"),
+                             "target": tgt, "eps": eps, "eps_space": eps_space, "objective": objective}
+                    recs = ood_records(id_s, ood, bench.groups, {"mean": ("all", list(bench.ood))}, extra,
+                                       n_resamples, seed)
+                    records += recs[:-1]
+                    means.append(recs[-1])
+    return records, means, time.time() - t0

@@ -21,7 +21,7 @@ from .validate import SPACES, check_choice, check_int, check_number
 
 __all__ = ["AttackConfig", "pgd", "apgd", "eps_tensor", "project", "run_attack", "OBJECTIVES", "ALGORITHMS"]
 
-OBJECTIVES = ("min", "max")
+OBJECTIVES = ("min", "max")  # per attacked input: lower (ID) or raise (OOD) its score
 ALGORITHMS = ("pgd", "apgd")
 _START_SALT = 1 << 20  # keeps start points apart from the smoothing noise streams
 #: bumped whenever the attack code changes what it computes: part of every cache key

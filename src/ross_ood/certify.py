@@ -22,10 +22,10 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-from .metrics import METRIC_NAMES, mean_over_sets, ood_metrics
+from .metrics import ood_metrics, ood_records
 
 __all__ = ["shifted_percentile", "upper_index", "lower_index", "dkw_eps", "median_bounds", "percentile_band",
-           "d_bounds", "ross_bounds", "worst_case_metrics",
+           "d_bounds", "ross_bounds", "worst_case_metrics", "rank_abstentions",
            "certified_records"]
 
 
@@ -149,41 +149,55 @@ def ross_bounds(samples: np.ndarray, eps: float, sigma: float, gate: Callable, a
     return {"m_lo": m_lo, "m_hi": m_hi, "d_lo": d_lo, "d_hi": d_hi, "lo": gate(m_lo, d_hi), "hi": gate(m_hi, d_lo)}
 
 
+def rank_abstentions(id_lower: np.ndarray, ood_upper: dict) -> tuple[np.ndarray, dict]:
+    """ID lower bounds and OOD upper bounds (name -> array) with abstentions (-inf for ID,
+    +inf for OOD) replaced by finite values below / above every finite bound, so that they
+    rank as the worst possible scores in rank-based metrics."""
+    a = np.asarray(id_lower, float)
+    bs = {k: np.asarray(v, float) for k, v in ood_upper.items()}
+    finite = np.concatenate([a[np.isfinite(a)], *(b[np.isfinite(b)] for b in bs.values())])
+    lo_fill = (finite.min() - 1.0) if finite.size else -1.0
+    hi_fill = (finite.max() + 1.0) if finite.size else 1.0
+
+    def fill(v):
+        return np.where(np.isneginf(v), lo_fill, np.where(np.isposinf(v), hi_fill, v))
+    return fill(a), {k: fill(b) for k, b in bs.items()}
+
+
 def worst_case_metrics(id_lower: np.ndarray, ood_upper: np.ndarray) -> dict[str, float]:
     """Certified metrics: ID certified lower bounds against OOD certified upper bounds.
     Abstentions (-inf for ID, +inf for OOD) rank as the worst possible scores."""
-    a, b = np.asarray(id_lower, float), np.asarray(ood_upper, float)
-    finite = np.concatenate([a[np.isfinite(a)], b[np.isfinite(b)]])
-    lo_fill = (finite.min() - 1.0) if finite.size else -1.0
-    hi_fill = (finite.max() + 1.0) if finite.size else 1.0
-    a = np.where(np.isneginf(a), lo_fill, np.where(np.isposinf(a), hi_fill, a))
-    b = np.where(np.isposinf(b), hi_fill, np.where(np.isneginf(b), lo_fill, b))
-    return ood_metrics(a, b)
+    a, b = rank_abstentions(id_lower, {"ood": ood_upper})
+    return ood_metrics(a, b["ood"])
 
 
 def _abstain_share(bound: np.ndarray, limit: float, upper: bool) -> float:
     return float(np.mean(~np.isfinite(bound) | ((bound >= limit) if upper else (bound <= limit))))
 
 
-def certified_records(det, samples: dict, groups: dict, radii, alpha: float, grid: int, extra: dict) -> list[dict]:
+def certified_records(det, samples: dict, groups: dict, radii, alpha: float, grid: int, extra: dict,
+                      n_resamples: int = 1000, seed: int = 0) -> list[dict]:
     """Per-OOD-set and mean records of a fitted smoothed detector: clean metrics of its
     scores, then certified metrics at every L2 radius (ID lower bounds against OOD upper
     bounds). ``samples`` maps set name -> (B, n) noise samples (``id_test`` and each OOD
-    set of ``groups``); ``extra`` is copied into every record."""
+    set of ``groups``); ``extra`` is copied into every record. Every record carries bootstrap
+    intervals over the images (``metrics.ood_records``)."""
     vr = det.base.value_range
-    clean = {s: det.score_features(samples[s]).numpy() for s in ["id_test", *groups]}
-    id_lo = {r: det.certified_bounds(samples["id_test"], r, alpha, grid)[0] for r in radii}
     records = []
     for radius in ["clean", *radii]:
-        per = []
-        for o in groups:
-            if radius == "clean":
-                m, abst = ood_metrics(clean["id_test"], clean[o]), (0.0, 0.0)
-            else:
-                hi = det.certified_bounds(samples[o], radius, alpha, grid)[1]
-                m = worst_case_metrics(id_lo[radius], hi)
-                abst = (_abstain_share(id_lo[radius], vr[0], False), _abstain_share(hi, vr[1], True))
-            per.append({"ood_set": o, "group": groups[o], **m, "radius": radius, **extra,
-                        "abstain_id": abst[0], "abstain_ood": abst[1]})
-        records += per + mean_over_sets(per, METRIC_NAMES + ("abstain_id", "abstain_ood"))
+        if radius == "clean":
+            id_s = det.score_features(samples["id_test"]).numpy()
+            ood = {o: det.score_features(samples[o]).numpy() for o in groups}
+            abst = {o: (0.0, 0.0) for o in groups}
+        else:
+            id_lo = det.certified_bounds(samples["id_test"], radius, alpha, grid)[0]
+            ood_hi = {o: det.certified_bounds(samples[o], radius, alpha, grid)[1] for o in groups}
+            abst = {o: (_abstain_share(id_lo, vr[0], False), _abstain_share(h, vr[1], True)) for o, h in ood_hi.items()}
+            id_s, ood = rank_abstentions(id_lo, ood_hi)
+        recs = ood_records(id_s, ood, groups, {"mean": ("all", list(groups))}, {**extra, "radius": radius},
+                           n_resamples, seed)
+        for r in recs:
+            names = [r["ood_set"]] if r["ood_set"] in groups else list(groups)
+            r["abstain_id"], r["abstain_ood"] = (float(np.mean([abst[o][i] for o in names])) for i in (0, 1))
+        records += recs
     return records

@@ -20,12 +20,12 @@ import torch
 
 from .data.sets import ImageSet, SubsetView
 from .detectors import Detector, FeatureUnit
-from .metrics import accuracy, mean_over_sets, ood_metrics
+from .metrics import accuracy, ood_records
 from .model import ModelWrapper, model_fingerprint
 from .smoothing import median_stats, noisy_scores
 from .store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 
-__all__ = ["plan_units", "unit_arrays", "compute_set", "fit_detectors", "detector_scores", "summarize",
+__all__ = ["plan_units", "unit_arrays", "compute_set", "fit_detectors", "detector_scores", "summarize", "group_means",
            "evaluate_benchmark", "set_fingerprint", "EvalResult", "PRED"]
 
 PRED = "pred"
@@ -146,17 +146,26 @@ class EvalResult:
     arrays: dict = field(default_factory=dict)  # set -> unit -> arrays
 
 
-def summarize(names, scores: dict, groups: dict, id_set: str = "id_test") -> tuple[list, list]:
-    """Per-set metric records and near/far/all means from per-detector per-set scores."""
+def group_means(groups: dict) -> dict:
+    """``near-mean``, ``far-mean`` (where such sets exist) and ``all-mean`` over OOD sets."""
+    out = {}
+    for g in ("near", "far", "all"):
+        chosen = [s for s, sg in groups.items() if g in (sg, "all")]
+        if chosen:
+            out[f"{g}-mean"] = (g, chosen)
+    return out
+
+
+def summarize(names, scores: dict, groups: dict, id_set: str = "id_test", n_resamples: int = 1000,
+              seed: int = 0) -> tuple[list, list]:
+    """Per-set metric records and near/far/all means (with bootstrap intervals) from
+    per-detector per-set scores."""
     records, means = [], []
     for name in names:
-        per = [{"detector": name, "ood_set": s, "group": g,
-                **ood_metrics(scores[name][id_set]["score"], scores[name][s]["score"])} for s, g in groups.items()]
-        records += per
-        for g in ("near", "far", "all"):
-            chosen = [r for r in per if g in (r["group"], "all")]
-            if chosen:
-                means += mean_over_sets(chosen, label=f"{g}-mean", group=g)
+        recs = ood_records(scores[name][id_set]["score"], {s: scores[name][s]["score"] for s in groups}, groups,
+                           group_means(groups), {"detector": name}, n_resamples, seed)
+        records += [r for r in recs if r["ood_set"] in groups]
+        means += [r for r in recs if r["ood_set"] not in groups]
     return records, means
 
 
@@ -170,7 +179,7 @@ def _accuracies(arrays: dict) -> tuple[float, float]:
 
 def evaluate_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], cache: BlockCache,
                        batch_size: int = 128, block_size: int = 512, workers: int = 0,
-                       progress_factory: Callable | None = None) -> EvalResult:
+                       progress_factory: Callable | None = None, n_resamples: int = 1000, seed: int = 0) -> EvalResult:
     """Clean evaluation of ``dets`` (name -> detector, fitted here on the ID validation set)
     on a built benchmark (see ``data.build_benchmark``)."""
     t0 = time.time()
@@ -187,7 +196,7 @@ def evaluate_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], ca
                 prog.close()
     taus = fit_detectors(dets, arrays["id_val"])
     scores = {n: {s: detector_scores(d, arrays[s]) for s in sets} for n, d in dets.items()}
-    records, means = summarize(list(dets), scores, bench.groups)
+    records, means = summarize(list(dets), scores, bench.groups, n_resamples=n_resamples, seed=seed)
     acc, acc_all = _accuracies(arrays)
     sizes = {k: len(v) for k, v in sets.items()}
     return EvalResult(records, means, acc, acc_all, taus, scores, sizes, time.time() - t0, list(bench.notes), arrays)

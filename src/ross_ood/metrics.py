@@ -7,11 +7,15 @@ sigmoid to scores outside [0, 1], which saturates in float32 and destroys the ra
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 from sklearn import metrics as skm
 
-__all__ = ["ood_metrics", "accuracy", "mean_over_sets", "METRIC_NAMES"]
+__all__ = ["ood_metrics", "accuracy", "METRIC_NAMES", "CI_FIELDS", "ood_records",
+           "bootstrap_intervals", "auroc_by_ranks", "fpr_at_recall"]
 
 METRIC_NAMES = ("auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out")
+#: the bootstrap interval of AUROC and FPR@95 that every record carries
+CI_FIELDS = ("auroc_lo", "auroc_hi", "fpr95_lo", "fpr95_hi")
 
 
 def _as_scores(v, name: str) -> np.ndarray:
@@ -77,13 +81,68 @@ def accuracy(pred, labels) -> float:
     return float((p == y).mean())
 
 
-def mean_over_sets(records: list[dict], fields=METRIC_NAMES, label: str = "mean", group: str = "all") -> list[dict]:
-    """One record per group of ``records`` that differ only in ``ood_set`` / ``group``, with
-    the mean of ``fields`` over the group and ``ood_set = label``."""
-    skip = set(fields) | {"ood_set", "group"}
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        key = repr(sorted((k, repr(v)) for k, v in r.items() if k not in skip))
-        groups.setdefault(key, []).append(r)
-    return [{**{k: v for k, v in rs[0].items() if k not in skip}, "ood_set": label, "group": group,
-             **{f: float(np.mean([r[f] for r in rs])) for f in fields}} for rs in groups.values()]
+# ------------------------------------------------------------------ intervals
+# The bootstrap needs AUROC and FPR@95 of a thousand resamples at once, along an axis; sklearn's
+# curves take one sample at a time, so these two are written here as array formulas and
+# tested against ``ood_metrics`` (tests/test_metrics.py).
+def auroc_by_ranks(id_scores: np.ndarray, ood_scores: np.ndarray) -> np.ndarray:
+    """AUROC with OOD positive on -score, along the last axis: the Mann-Whitney U of the ID
+    scores over the OOD scores / (n_id n_ood), ties counting one half (= ``ood_metrics``)."""
+    n1, n2 = id_scores.shape[-1], ood_scores.shape[-1]
+    r = stats.rankdata(np.concatenate([id_scores, ood_scores], axis=-1), axis=-1)
+    return (r[..., :n1].sum(-1) - n1 * (n1 + 1) / 2) / (n1 * n2)
+
+
+def fpr_at_recall(id_scores: np.ndarray, ood_scores: np.ndarray, recall: float = 0.95) -> np.ndarray:
+    """FPR@95 (OpenOOD) along the last axis: the share of ID scores at or below the k-th
+    smallest OOD score, k the least count with k / n_ood >= recall (the first ROC point
+    catching ``recall`` of the OOD inputs)."""
+    n = ood_scores.shape[-1]
+    k = int(np.argmax(np.arange(1, n + 1) / n >= recall))
+    v = np.partition(ood_scores, k, axis=-1)[..., k]
+    return (id_scores <= v[..., None]).mean(-1)
+
+
+def bootstrap_intervals(id_scores, ood: dict, means: dict, n_resamples: int = 1000, confidence: float = 0.95,
+                        seed: int = 0) -> dict[str, tuple]:
+    """Percentile bootstrap intervals of AUROC and FPR@95 for every OOD set of ``ood``
+    (name -> scores) and for the means over the sets listed in ``means`` (label -> names).
+
+    The images of every set (ID and each OOD set) are resampled with replacement, jointly
+    for one resample (``scipy.stats.bootstrap``, seeded): the ID set is shared, so a mean's
+    interval reflects that. Returns name or label -> (auroc_lo, auroc_hi, fpr95_lo, fpr95_hi).
+    """
+    names = list(ood)
+    data = [_as_scores(id_scores, "id_scores")] + [_as_scores(ood[k], f"scores of {k}") for k in names]
+    mean_idx = [[names.index(k) for k in m] for m in means.values()]
+
+    def statistic(x, *ys, axis=-1):
+        per = np.stack([np.stack([auroc_by_ranks(x, y), fpr_at_recall(x, y)]) for y in ys])  # (sets, 2, ...)
+        return np.concatenate([*per, *(per[idx].mean(0) for idx in mean_idx)])  # (2 (sets + means), ...)
+
+    res = stats.bootstrap(data, statistic, n_resamples=n_resamples, confidence_level=confidence,
+                          method="percentile", vectorized=True, random_state=np.random.default_rng(seed), batch=100)
+    lo, hi = res.confidence_interval.low, res.confidence_interval.high
+    labels = names + list(means)
+    return {lab: (float(lo[2 * i]), float(hi[2 * i]), float(lo[2 * i + 1]), float(hi[2 * i + 1]))
+            for i, lab in enumerate(labels)}
+
+
+def ood_records(id_scores, ood: dict, groups: dict, means: dict, extra: dict, n_resamples: int = 1000,
+                seed: int = 0) -> list[dict]:
+    """Records for one ID score array against several OOD sets: per set the metrics, their
+    bootstrap intervals (``CI_FIELDS``, none when ``n_resamples`` is 0) and the image counts;
+    then one record per mean (label -> (group, set names)) with the metrics averaged over its
+    sets and the bootstrap interval of that average. ``extra`` starts every record."""
+    per = {k: ood_metrics(id_scores, v) for k, v in ood.items()}
+    n_id = int(np.size(id_scores))
+    ci = (bootstrap_intervals(id_scores, ood, {lab: m[1] for lab, m in means.items()}, n_resamples, seed=seed)
+          if n_resamples else {})
+    out = [{**extra, "ood_set": k, "group": groups[k], **per[k], **dict(zip(CI_FIELDS, ci.get(k, ()))),
+            "n_id": n_id, "n_ood": int(np.size(ood[k]))} for k in ood]
+    for lab, (group, names) in means.items():
+        out.append({**extra, "ood_set": lab, "group": group,
+                    **{f: float(np.mean([per[k][f] for k in names])) for f in METRIC_NAMES},
+                    **dict(zip(CI_FIELDS, ci.get(lab, ()))), "n_id": n_id,
+                    "n_ood": int(sum(np.size(ood[k]) for k in names))})
+    return out

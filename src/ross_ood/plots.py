@@ -84,11 +84,13 @@ def plot_roc(curves: dict, path, title: str) -> None:
 
 
 def plot_attack_curves(means: list, clean: dict, path, title: str, target: str) -> None:
-    """AUROC (%) vs eps (in /255) per detector, one panel per objective (PGD-Min, PGD-Max)."""
+    """AUROC (%) vs eps (in /255) per detector, one panel per objective run (PGD-Min, -Max, -Both)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.0), sharey=True)
+    objs = [o for o in ("min", "max", "both") if any(r["objective"] == o for r in means)] or ["min", "max"]
+    fig, axes = plt.subplots(1, len(objs), figsize=(5 * len(objs), 4.0), sharey=True, squeeze=False)
+    axes = axes[0]
     dets = list(dict.fromkeys(r["detector"] for r in means))
-    for ax, obj in zip(axes, ("min", "max")):
+    for ax, obj in zip(axes, objs):
         for k, det in enumerate(dets):
             rs = sorted((r for r in means if r["detector"] == det and r["objective"] == obj and r["target"] == target),
                         key=lambda r: r["eps"])
@@ -99,11 +101,12 @@ def plot_attack_curves(means: list, clean: dict, path, title: str, target: str) 
             smoothed = det.startswith(("ross", "median"))
             ax.plot(xs, ys, marker="o", color=f"C{k % 10}", label=det, ls="-" if smoothed else "--")
         ax.set_xlabel("L∞ budget ε (×1/255)")
-        ax.set_title(f"PGD-{'Min (ID attacked)' if obj == 'min' else 'Max (OOD attacked)'}")
+        ax.set_title({"min": "PGD-Min (ID attacked)", "max": "PGD-Max (OOD attacked)",
+                      "both": "PGD-Both (ID and OOD attacked)"}[obj])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("AUROC (%), mean over OOD sets")
     axes[0].set_ylim(0, 100)
-    axes[1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7)
     fig.suptitle(title)
     _save(fig, path)
 

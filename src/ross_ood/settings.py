@@ -99,6 +99,8 @@ class Settings:
     only_extra: bool = opt(False, "use only the --ood sets, not the benchmark's")
     workers: int = opt(0, "data-loading worker processes")
     progress: bool = opt(True, "progress bars")
+    bootstrap: int = opt(1000, "bootstrap resamples of the images for the 95% intervals of AUROC and FPR@95 "
+                         "(0: no intervals)")
 
     def __post_init__(self):
         for f in fields(self):
@@ -119,7 +121,7 @@ class Settings:
         self.lam_value = parse_lam(self.lam, {b for k, b in self.kinds.values() if k == "ross"})
         if self.limit is not None:
             check_int("limit", self.limit)
-        for name in ("seed", "split_seed", "workers"):
+        for name in ("seed", "split_seed", "workers", "bootstrap"):
             check_int(name, getattr(self, name), minimum=0)
         for name in ("batch_size", "block_size"):
             check_int(name, getattr(self, name))
@@ -160,7 +162,8 @@ class AttackSettings(Settings):
                                 "ross-gen", "ross-fdbd"], "detectors to attack (names as for eval)")
     eps: list[str] = opt(["2", "4", "8", "16"], "L-inf budgets in 1/255 units ('8/255' and '0.03/1' also work)")
     eps_space: str = opt("pixel", "pixel (clipped to [0,1]) or normalized (eps*std per channel)", choices=SPACES)
-    objective: list[str] = opt(["min", "max"], "min (attack ID down) and/or max (attack OOD up)")
+    objective: list[str] = opt(["min", "max", "both"], "min (attack ID down), max (attack OOD up), both (both at "
+                               "once; reuses the attacks of min and max)")
     target: list[str] = opt(["transfer", "adaptive", "worst"], "transfer (paper), adaptive, worst")
     transfer_steps: int = opt(40, "PGD steps of the transfer attack (the paper's 40)")
     adaptive_steps: int = opt(40, "APGD steps of the adaptive attacks")
@@ -173,12 +176,12 @@ class AttackSettings(Settings):
 
     def validate(self) -> None:
         super().validate()
-        from .adversarial import TARGETS, AttackBudget
+        from .adversarial import OBJECTIVES, TARGETS, AttackBudget
         self.eps_values = parse_eps(self.eps)
         if not self.eps_values:
             raise ValueError("no eps given")
         for o in self.objective or [None]:
-            check_choice("objective", o, ("min", "max"))
+            check_choice("objective", o, OBJECTIVES)
         for t in self.target or [None]:
             check_choice("target", t, TARGETS)
         check_int("attack_batch", self.attack_batch)

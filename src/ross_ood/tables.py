@@ -12,6 +12,7 @@ import math
 import platform
 from pathlib import Path
 
+from .metrics import CI_FIELDS
 from .store import atomic_write_text
 
 __all__ = ["aggregate", "versions", "write_results", "markdown_table", "csv_text", "RENDERERS",
@@ -38,9 +39,16 @@ def pct(v, std=None) -> str:
     return s if std is None else f"{s}±{100 * std:.2f}"
 
 
+def _interval(rec: dict, metric: str) -> str:
+    lo, hi = rec.get(f"{metric}_lo"), rec.get(f"{metric}_hi")
+    return "" if lo is None or hi is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def cell(rec: dict) -> str:
-    """``FPR@95 / AUROC`` in percent (with ± std where the record has ``*_std``)."""
-    return f"{pct(rec['fpr95'], rec.get('fpr95_std'))} / {pct(rec['auroc'], rec.get('auroc_std'))}"
+    """``FPR@95 / AUROC`` in percent, each with its 95% bootstrap interval where the record
+    has one (``[lo, hi]``), or ± std over runs where it has ``*_std``."""
+    return (f"{pct(rec['fpr95'], rec.get('fpr95_std'))}{_interval(rec, 'fpr95')} / "
+            f"{pct(rec['auroc'], rec.get('auroc_std'))}{_interval(rec, 'auroc')}")
 
 
 def markdown_table(records: list, means: list, row_key: str = "detector", col_key: str = "ood_set",
@@ -60,7 +68,7 @@ def markdown_table(records: list, means: list, row_key: str = "detector", col_ke
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Cells: FPR@95 / AUROC in percent (FPR@95: share of ID flagged OOD when 95% of OOD is caught; "
-                 "OOD is the positive class, OpenOOD v1.5 conventions).")
+                 f"OOD is the positive class, OpenOOD v1.5 conventions). {CI_NOTE}")
     return "\n".join(lines)
 
 
@@ -114,18 +122,22 @@ def render_eval(doc: dict) -> str:
     return markdown_table(doc["results"], doc["means"], title=title)
 
 
+OBJECTIVE_NAMES = {"min": "PGD-Min", "max": "PGD-Max", "both": "PGD-Both"}
+
+
 def attack_table(clean_means: list, means: list, target: str, eps_list: list, title: str) -> str:
-    """Rows = detectors; columns = clean, then eps x {PGD-Min, PGD-Max}; mean over OOD sets."""
+    """Rows = detectors; columns = clean, then eps x {PGD-Min, PGD-Max, PGD-Both} (those run);
+    mean over OOD sets."""
     dets = list(dict.fromkeys(r["detector"] for r in clean_means))
     idx = {(r["detector"], r["eps"], r["objective"]): r for r in means if r["target"] == target}
     clean = {r["detector"]: r for r in clean_means}
-    cols = ["clean"] + [f"{round(e * 255, 2):g}/255 {'PGD-Min' if o == 'min' else 'PGD-Max'}"
-                        for e in eps_list for o in ("min", "max")]
+    objs = [o for o in OBJECTIVE_NAMES if any(r["objective"] == o for r in means)]
+    cols = ["clean"] + [f"{round(e * 255, 2):g}/255 {OBJECTIVE_NAMES[o]}" for e in eps_list for o in objs]
     lines = [title, "", "| detector | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for d in dets:
         cells = [cell(clean[d])]
         for e in eps_list:
-            for o in ("min", "max"):
+            for o in objs:
                 r = idx.get((d, e, o))
                 cells.append(cell(r) if r else "")
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
@@ -138,7 +150,8 @@ def render_attack(doc: dict) -> str:
     head = (f"ID accuracy {_acc(doc)}. Sets: {_sizes(doc)}. eps in {space} space"
             f"{' (eps*std per channel, no clipping)' if space == 'normalized' else ' (clipped to [0,1])'}; "
             f"smoothing N={c['n_samples']}, sigma={c['sigma']} ({c['noise_space']}). PGD-Min attacks ID test "
-            f"inputs, PGD-Max each OOD set; cells FPR@95 / AUROC (%), mean over {len(doc['groups'])} OOD sets."
+            f"inputs, PGD-Max each OOD set, PGD-Both both; cells FPR@95 / AUROC (%), mean over {len(doc['groups'])} OOD sets. "
+            f"{CI_NOTE}"
             + _runs_note(doc))
     desc = {"transfer": f"transfer (paper protocol: {st['transfer_steps']}-step PGD, step eps/30, 1 random start, "
                         "last iterate, on the base score)",
@@ -173,7 +186,8 @@ def render_certify(doc: dict) -> str:
              f"of OOD scores (percentile smoothing, n = {c.get('n_cert', c['n_samples'])} noise samples per input, "
              f"failure "
              f"probability alpha = {c['alpha']} per input); 'clean' is the same smoothed detector without an "
-             f"adversary. Mean over {doc['n_ood_sets']} OOD sets. Models: {models_txt}. Sets: {_sizes(doc)}."
+             f"adversary. Mean over {doc['n_ood_sets']} OOD sets. Models: {models_txt}. Sets: {_sizes(doc)}. "
+             f"{CI_NOTE}"
              + _runs_note(doc))
     return certify_table(doc["means"], doc["radii"], title)
 
@@ -183,7 +197,7 @@ def render_sweep(doc: dict) -> str:
              f"Defaults N={doc['defaults']['n_samples']}, sigma={doc['defaults']['sigma']} "
              f"({doc['config']['noise_space']} space), lambda={doc['defaults']['lam']}. Sets: {_sizes(doc)}. "
              f"Attacked condition: {doc['attack_desc']}. Cells FPR@95 / AUROC (%), mean over "
-             f"{len(doc['groups'])} OOD sets." + _runs_note(doc), ""]
+             f"{len(doc['groups'])} OOD sets. {CI_NOTE}" + _runs_note(doc), ""]
     for param in doc["params"]:
         rows = [r for r in doc["means"] if r["param"] == param]
         values = list(dict.fromkeys(r[param] for r in rows))
@@ -213,6 +227,9 @@ def render(doc: dict) -> str:
 
 # ------------------------------------------------------------------ aggregation
 _KEY_SKIP = set(["auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out", "abstain_id", "abstain_ood"])
+_PER_RUN = set(CI_FIELDS)
+CI_NOTE = ("[lo, hi]: 95% percentile bootstrap interval over the images (each set resampled; for a mean over "
+           "OOD sets, all sets jointly); a difference inside the intervals is not supported.")  # a bootstrap interval belongs to one run: not averaged over runs
 
 
 def _agg_records(lists: list) -> list:
@@ -222,13 +239,13 @@ def _agg_records(lists: list) -> list:
     groups: dict = {}
     for recs in lists:
         for r in recs:
-            key = tuple((k, json.dumps(v, sort_keys=True)) for k, v in r.items() if k not in _KEY_SKIP)
+            key = tuple((k, json.dumps(v, sort_keys=True)) for k, v in r.items() if k not in _KEY_SKIP | _PER_RUN)
             groups.setdefault(key, []).append(r)
     out = []
     for rs in groups.values():
         if len(rs) != len(lists):
             raise ValueError("the runs to aggregate do not hold the same records")
-        rec = {k: v for k, v in rs[0].items() if k not in _KEY_SKIP}
+        rec = {k: v for k, v in rs[0].items() if k not in _KEY_SKIP | _PER_RUN}
         for k in _KEY_SKIP:
             if k in rs[0]:
                 vals = np.array([r[k] for r in rs], float)

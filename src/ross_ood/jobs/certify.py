@@ -41,7 +41,8 @@ def run_certify(st: CertifySettings) -> dict | None:
             samples = {s: a[det.unit().name]["features"] for s, a in arrays.items()}
             records += certified_records(det, samples, bench.groups, st.radii, st.alpha, st.grid,
                                          {"detector": name, "sigma": sigma, "norm": "L2", "noise_space": "pixel",
-                                          "n_samples": st.n_samples, "alpha": st.alpha, "model": model_name})
+                                          "n_samples": st.n_samples, "alpha": st.alpha, "model": model_name},
+                                         st.bootstrap, st.seed)
     if job.rank != 0:
         return None
     doc = base_doc("certify", job, root, models=model_names, radii=st.radii, n_ood_sets=len(bench.ood),

@@ -23,7 +23,7 @@ from ..settings import Settings
 from ..store import BlockCache, atomic_write_bytes, atomic_write_text, dist_info
 
 __all__ = ["setup_runtime", "Job", "start_job", "open_model", "open_benchmark", "build_detectors", "finish",
-           "save_scores", "base_doc"]
+           "save_scores", "base_doc", "CleanRun", "clean_run"]
 
 
 def setup_runtime(device: str) -> torch.device:
@@ -111,6 +111,31 @@ def build_detectors(st: Settings, model, sigma: float | None = None, n_samples: 
     return {name: make_detector(name, model, lam=st.lam_for(base), tau_quantile=st.tau_quantile,
                                 accept_rate=st.accept_rate, **smoothing)
             for name, (_, base) in st.kinds.items()}
+
+
+@dataclass
+class CleanRun:
+    """A started job with its model, benchmark and detectors, fitted and evaluated clean."""
+
+    job: Job
+    model: object
+    model_name: str
+    root: Path
+    bench: object
+    dets: dict
+    result: object
+
+
+def clean_run(st: Settings) -> CleanRun:
+    """Start the job, open model and benchmark, build the detectors, evaluate them clean."""
+    from ..evaluate import evaluate_benchmark
+    job = start_job(st)
+    model, name, root = open_model(st, job.dev)
+    bench = open_benchmark(st, model, root)
+    dets = build_detectors(st, model)
+    res = evaluate_benchmark(model, bench, dets, job.cache, st.batch_size, st.block_size, st.workers, job.prog,
+                             st.bootstrap, st.seed)
+    return CleanRun(job, model, name, root, bench, dets, res)
 
 
 def base_doc(command: str, job: Job, root, **extra) -> dict:

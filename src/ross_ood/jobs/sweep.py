@@ -12,7 +12,7 @@ import time
 
 from ..adversarial import compute_adv_set, plans_for
 from ..evaluate import compute_set, plan_units
-from ..metrics import mean_over_sets, ood_metrics
+from ..metrics import ood_records
 from ..settings import SweepSettings
 from .common import base_doc, build_detectors, finish, open_benchmark, open_model, start_job
 
@@ -58,14 +58,12 @@ def _rows(st, bench, det, name, arrays, param, value) -> list:
     rows = []
     for cond in ["clean"] + [(e, o) for e in st.eps_values for o in st.objective]:
         attacked = "clean" if cond == "clean" else cond[1]
-        per = []
-        for o in bench.ood:
-            id_s = det.score_features(feats("id_test", cond)).numpy() if attacked == "min" else clean["id_test"]
-            ood_s = det.score_features(feats(o, cond)).numpy() if attacked == "max" else clean[o]
-            per.append({"param": param, param: value, "detector": name, "condition": _condition_name(cond),
-                        "n_samples": n, "lam": getattr(det, "lam", None), "sigma": det.sigma, "ood_set": o,
-                        "group": bench.groups[o], **ood_metrics(id_s, ood_s)})
-        rows += per + mean_over_sets(per)
+        id_s = det.score_features(feats("id_test", cond)).numpy() if attacked == "min" else clean["id_test"]
+        ood = {o: det.score_features(feats(o, cond)).numpy() if attacked == "max" else clean[o] for o in bench.ood}
+        extra = {"param": param, param: value, "detector": name, "condition": _condition_name(cond), "n_samples": n,
+                 "lam": getattr(det, "lam", None), "sigma": det.sigma}
+        rows += ood_records(id_s, ood, bench.groups, {"mean": ("all", list(bench.ood))}, extra, st.bootstrap,
+                            st.seed)
     return rows
 
 
