@@ -10,7 +10,7 @@ trap 'rm -f "$log"' EXIT
 modules=(ross_ood ross_ood.detectors ross_ood.scores ross_ood.smoothing ross_ood.noise ross_ood.model
          ross_ood.metrics ross_ood.attacks ross_ood.adversarial ross_ood.certify ross_ood.evaluate
          ross_ood.settings ross_ood.validate ross_ood.data ross_ood.models ross_ood.store ross_ood.tables
-         ross_ood.report ross_ood.jobs)
+         ross_ood.report ross_ood.jobs ross_ood.train ross_ood.config)
 PYTHONWARNINGS=always .venv/bin/python -m pdoc --docformat numpy -o "$out" "${modules[@]}" 2>"$log" || { cat "$log" >&2; exit 1; }
 if grep -qi "warn" "$log"; then
   echo "pdoc printed warnings:" >&2

@@ -30,6 +30,11 @@ _DESCRIPTIONS = {
                 "Percentile-smoothing certificates (Chiang et al. 2020) for median-<score> and ross-<score> "
                 "detectors at several sigma (pixel space), from n_samples noise samples per input; writes "
                 "OUT/results.{json,csv,md} and OUT/certified_auroc.png. Resumable like eval."),
+    "train": ("noise-augmented fine-tuning of a zoo classifier (for smoothing and certificates)",
+              "Fine-tunes (or trains, --scratch) a zoo model on the benchmark's ID training set with Gaussian noise "
+              "augmentation at --sigma (pixel units), optionally with consistency regularisation; seeded, resumable "
+              "per epoch (--resume). Writes OUT/model.pt (load with --model NAME --checkpoint OUT/model.pt), "
+              "OUT/model.json (sha256, command, accuracies), OUT/state.pt, OUT/results.md."),
     "sweep": ("the paper's ablations: lambda, N and sigma sweeps, clean and attacked",
               "Sweeps of smoothed detectors over lambda, N and sigma, clean and under the transfer attack (the "
               "paper's protocol). Writes OUT/results.{json,csv,md}."),
@@ -103,12 +108,15 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
 def _run_job(args) -> None:
     from .jobs import JOBS
-    doc = JOBS[args.command](resolve_settings(args))
+    st = resolve_settings(args)
+    doc = JOBS[args.command](st)
     if doc is None:
         return
-    out = Path(doc["config"]["out"])
+    out = Path(st.out)
     print((out / "results.md").read_text())
-    print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'results.md'} ({doc['wall_time_s']:.1f} s)")
+    if "wall_time_s" in doc:
+        print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'results.md'} "
+              f"({doc['wall_time_s']:.1f} s)")
 
 
 def _cmd_report(args) -> None:

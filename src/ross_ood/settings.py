@@ -9,62 +9,17 @@ refused before any work starts.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .config import convert_value, field_kind, load_config_file, opt
 from .validate import (NOISE_DEVICES, SPACES, check_choice, check_device, check_fraction, check_int, check_number,
-                       check_ood_names, check_out_dir, parse_eps, parse_lam, split_list)
+                       check_ood_names, check_out_dir, parse_eps, parse_lam)
 
-__all__ = ["Settings", "EvalSettings", "AttackSettings", "CertifySettings", "SweepSettings", "COMMANDS",
-           "field_kind", "load_config_file"]
+__all__ = ["Settings", "EvalSettings", "AttackSettings", "CertifySettings", "SweepSettings", "TrainSettings",
+           "COMMANDS", "load_config_file", "field_kind"]
 
 DEFAULT_DETECTORS = ["msp", "energy", "gen", "odin", "fdbd", "pro-fdbd", "ross-msp", "ross-fdbd"]
-
-
-def opt(default, help: str, **meta):
-    """A settings field with its help text (and ``short`` flag, ``choices``)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
-
-
-def field_kind(f) -> tuple[str, bool]:
-    """('int' | 'float' | 'str' | 'bool' | 'list[str]' | ..., optional?) of a settings field."""
-    t = str(f.type).replace(" ", "")
-    return t.replace("|None", ""), "|None" in t
-
-
-def _convert(key: str, value, kind: str, optional: bool):
-    """Type-check / convert a value from a config file or a flag to the field's kind."""
-    if value is None and optional:
-        return None
-    bad = ValueError(f"setting {key!r} must be {kind.replace('list[', 'a list of ').rstrip(']')}, got {value!r}")
-    if kind.startswith("list["):
-        item = kind[5:-1]
-        items = split_list(value) if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or isinstance(value, bool):
-            raise bad
-        return [_convert(key, v, item, False) for v in items]
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if isinstance(value, bool):
-        raise bad
-    if kind == "str":
-        if not isinstance(value, (str, int, float)):
-            raise bad
-        return str(value)
-    try:
-        v = float(value) if kind == "float" else int(value) if isinstance(value, str) else value
-    except (ValueError, TypeError):
-        raise bad from None
-    if kind == "int" and (not isinstance(v, int) or isinstance(v, bool)):
-        raise bad
-    if kind == "float" and not isinstance(v, (int, float)):
-        raise bad
-    return float(v) if kind == "float" else v
 
 
 @dataclass
@@ -104,7 +59,7 @@ class Settings:
 
     def __post_init__(self):
         for f in fields(self):
-            setattr(self, f.name, _convert(f.name, getattr(self, f.name), *field_kind(f)))
+            setattr(self, f.name, convert_value(f.name, getattr(self, f.name), *field_kind(f)))
         self.validate()
 
     # ------------------------------------------------------------ validation
@@ -254,28 +209,61 @@ class SweepSettings(Settings):
         self.budget = AttackBudget(transfer_steps=self.transfer_steps)
 
 
-COMMANDS = {"eval": EvalSettings, "attack": AttackSettings, "certify": CertifySettings, "sweep": SweepSettings}
+@dataclass
+class TrainSettings:
+    """``ross train``: noise-augmented fine-tuning (or training) of a zoo classifier."""
+
+    benchmark: str = opt("cifar10", "benchmark whose ID training set is used (cifar10: cifar10/train.zip)")
+    model: str = opt("resnet20", "zoo model to start from (its weights, or --checkpoint)")
+    checkpoint: str | None = opt(None, "weights to start from (default: the zoo's file)")
+    scratch: bool = opt(False, "start from random weights instead")
+    data_root: str | None = opt(None, "data root (default: $ROSS_DATA, else ../shared/data)")
+    out: str = opt("runs/train", "output folder: model.pt, model.json, state.pt (per epoch), results")
+    sigma: float = opt(0.12, "Gaussian noise std in pixel units added to training images (0: none)")
+    epochs: int = opt(4, "epochs")
+    lr: float = opt(0.02, "peak learning rate (one-cycle: warm-up, cosine decay), SGD with Nesterov momentum")
+    batch_size: int = opt(128, "images per step")
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(5e-4, "weight decay")
+    n_noise: int = opt(1, "noisy copies per image and step")
+    consistency: float = opt(0.0, "consistency regularisation lambda (Jeong & Shin 2020; needs n_noise >= 2)")
+    entropy: float = opt(0.5, "entropy weight eta of the consistency loss")
+    limit: int | None = opt(None, "seeded class-stratified subset of the training images")
+    val_limit: int = opt(1000, "images of the ID validation split for per-epoch accuracy")
+    seed: int = opt(0, "seed of order, crops, flips, noise and initialisation")
+    resume: bool = opt(False, "continue the run in --out from its last finished epoch")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
+    progress: bool = opt(True, "progress bars")
+
+    def __post_init__(self):
+        for f in fields(self):
+            setattr(self, f.name, convert_value(f.name, getattr(self, f.name), *field_kind(f)))
+        from .data import BENCHMARKS
+        check_choice("benchmark", self.benchmark, tuple(k for k, b in BENCHMARKS.items() if b.train))
+        check_number("sigma", self.sigma)
+        check_int("epochs", self.epochs)
+        check_number("lr", self.lr, strict=True)
+        check_int("batch_size", self.batch_size)
+        check_number("momentum", self.momentum)
+        check_number("weight_decay", self.weight_decay)
+        check_int("n_noise", self.n_noise)
+        check_number("consistency", self.consistency)
+        check_number("entropy", self.entropy)
+        if self.consistency > 0 and self.n_noise < 2:
+            raise ValueError("consistency regularisation compares noisy copies: give n_noise >= 2")
+        if self.limit is not None:
+            check_int("limit", self.limit)
+        check_int("val_limit", self.val_limit)
+        check_int("seed", self.seed, minimum=0)
+        check_device(self.device)
+        check_out_dir(self.out)
+        if not self.resume and any((Path(self.out) / f).exists() for f in ("state.pt", "model.pt")):
+            raise ValueError(f"out {self.out!r} already holds a training run: pass --resume to continue it, "
+                             "or choose another folder")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def load_config_file(path: str | os.PathLike, cls: type[Settings]) -> dict:
-    """The settings in a YAML file, type-checked against ``cls``'s fields (not validated)."""
-    import yaml
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {p}")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"config file {p} is not valid YAML: {e}") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"config file {p} must hold a mapping of settings, got {type(doc).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    out = {}
-    for k, v in doc.items():
-        key = str(k).replace("-", "_")
-        if key not in known:
-            raise ValueError(f"unknown config key {k!r} in {p}; known keys: {', '.join(sorted(known))}")
-        out[key] = _convert(key, v, *field_kind(known[key]))
-    return out
+COMMANDS = {"eval": EvalSettings, "attack": AttackSettings, "certify": CertifySettings, "sweep": SweepSettings,
+            "train": TrainSettings}

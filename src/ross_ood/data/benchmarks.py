@@ -29,6 +29,7 @@ class BenchmarkDef:
     val_size: int = 1000
     pre_size: int | None = None
     note: str = ""
+    train: str | None = None  # the ID training set, for ``ross train``
 
 
 def _oo(imglist: str, root: str = "images_classic") -> str:
@@ -40,7 +41,7 @@ BENCHMARKS: dict[str, BenchmarkDef] = {
         "cifar10", id="cifar10/test.zip",
         near={"tin": "tinyimagenet32/val.zip"},
         far={"mnist": "mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist": "fashion-mnist/t10k-images-idx3-ubyte.gz"},
-        model="resnet20",
+        model="resnet20", train="cifar10/train.zip",
         note="offline: JPEG CIFAR-10 test set (1,000-image stratified validation split carved out), "
              "Tiny ImageNet 32x32 (near), MNIST and Fashion-MNIST (far)"),
     "mnist": BenchmarkDef(

@@ -1,11 +1,13 @@
 """The jobs behind the command line, one module per command over shared start-up and
-results writing (``common``): ``ross eval``, ``ross attack``, ``ross certify``, ``ross sweep``.
+results writing (``common``): ``ross eval``, ``ross attack``, ``ross certify``, ``ross sweep``,
+``ross train``.
 Each takes its typed settings (``ross_ood.settings``)."""
 from .attack import run_attack
 from .certify import run_certify
 from .eval import run_eval
 from .sweep import run_sweep
+from .train import run_train
 
-__all__ = ["run_eval", "run_attack", "run_certify", "run_sweep", "JOBS"]
+__all__ = ["run_eval", "run_attack", "run_certify", "run_sweep", "run_train", "JOBS"]
 
-JOBS = {"eval": run_eval, "attack": run_attack, "certify": run_certify, "sweep": run_sweep}
+JOBS = {"eval": run_eval, "attack": run_attack, "certify": run_certify, "sweep": run_sweep, "train": run_train}

@@ -22,7 +22,8 @@ from ..detectors import Detector, make_detector
 from ..settings import Settings
 from ..store import BlockCache, atomic_write_bytes, atomic_write_text, dist_info
 
-__all__ = ["setup_runtime", "Job", "start_job", "open_model", "open_benchmark", "build_detectors", "finish",
+__all__ = ["setup_runtime", "progress_factory", "prepare_out", "Job", "start_job", "open_model", "open_benchmark",
+           "build_detectors", "finish",
            "save_scores", "base_doc", "CleanRun", "clean_run"]
 
 
@@ -40,7 +41,7 @@ def setup_runtime(device: str) -> torch.device:
     return dev
 
 
-def _progress_factory(enabled: bool):
+def progress_factory(enabled: bool):
     if not enabled or dist_info()[0] != 0:
         return None
     from tqdm import tqdm
@@ -50,7 +51,7 @@ def _progress_factory(enabled: bool):
     return make
 
 
-def _prepare_out(out: Path) -> None:
+def prepare_out(out: Path) -> None:
     """Create the output folder and prove it writable before any computation."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -78,12 +79,12 @@ def start_job(st: Settings) -> Job:
     import yaml
     out = Path(st.out)
     if dist_info()[0] == 0:
-        _prepare_out(out)
+        prepare_out(out)
     dev = setup_runtime(st.device)
     rank, world = dist_info()
     if rank == 0:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
-    return Job(st, dev, out, rank, world, BlockCache(out / "cache"), _progress_factory(st.progress))
+    return Job(st, dev, out, rank, world, BlockCache(out / "cache"), progress_factory(st.progress))
 
 
 def open_model(st: Settings, dev: torch.device, name: str | None = None):

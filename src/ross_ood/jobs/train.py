@@ -1,0 +1,114 @@
+"""``ross train``: noise-augmented fine-tuning of a zoo classifier on the benchmark's ID
+training set, resumable per epoch (see ``ross_ood.train`` for the method).
+
+Writes into ``--out``: ``state.pt`` after every epoch (weights, optimizer, history; read with
+``weights_only=True``), and at the end ``model.pt`` (the state dict, loadable through the zoo:
+``--model resnet20 --checkpoint OUT/model.pt``) with ``model.json`` beside it (sha256, the
+exact command, settings, per-epoch accuracies), ``config.yaml`` and ``results.md``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..config import command_line
+from ..settings import TrainSettings
+from ..store import atomic_write_bytes, atomic_write_text
+from ..train import TrainConfig, evaluate_accuracy, load_images, train_epoch
+from .common import prepare_out, progress_factory, setup_runtime
+
+__all__ = ["run_train"]
+
+
+def _data(st: TrainSettings, root: Path, model, prog):
+    from ..data import BENCHMARKS, ZipImageSet, build_benchmark
+    from ..data.image import SubsetView, stratified_subset
+    spec = BENCHMARKS[st.benchmark]
+    train = ZipImageSet(root / spec.train)
+    if st.limit is not None and st.limit < len(train):
+        train = SubsetView(train, stratified_subset(len(train), st.limit, train.labels, st.seed))
+    train.prepare(model.channels, model.input_size)
+    bench = build_benchmark(st.benchmark, root, model.channels, model.input_size, limit=st.val_limit, seed=st.seed)
+    bar = prog("load train", len(train)) if prog else None
+    try:
+        x, y = load_images(train, bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    return (x, y), load_images(bench.val), train.describe()
+
+
+def _save(path: Path, obj) -> str:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def _start(st: TrainSettings, model, out: Path):
+    opt = torch.optim.SGD(model.parameters(), lr=st.lr, momentum=st.momentum, weight_decay=st.weight_decay,
+                          nesterov=st.momentum > 0)
+    state = out / "state.pt"
+    if not (st.resume and state.is_file()):
+        return opt, 0, []
+    from ..models import CheckpointError
+    try:
+        saved = torch.load(state, map_location="cpu", weights_only=True)
+        model.net.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+    except (RuntimeError, KeyError, ValueError, EOFError) as e:
+        raise CheckpointError(f"cannot resume from {state}: {str(e).splitlines()[0]}") from None
+    return opt, int(saved["epoch"]), list(saved["history"])
+
+
+def run_train(st: TrainSettings) -> dict:
+    """Run ``ross train``; returns the model.json document."""
+    from ..data import default_data_root
+    from ..models import load_model
+    out, root, prog = Path(st.out), default_data_root(st.data_root), progress_factory(st.progress)
+    prepare_out(out)
+    dev = setup_runtime(st.device)
+    model = load_model(st.model, root, checkpoint=st.checkpoint, device=dev)
+    if st.scratch:
+        torch.manual_seed(st.seed)
+        for m in model.net.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    (x, y), (xv, yv), train_desc = _data(st, root, model, prog)
+    cfg = TrainConfig(st.sigma, st.epochs, st.lr, st.batch_size, st.momentum, st.weight_decay, st.n_noise,
+                      st.consistency, st.entropy, st.seed)
+    opt, start, history = _start(st, model, out)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
+    t0 = time.time()
+    for epoch in range(start, st.epochs):
+        bar = prog(f"epoch {epoch + 1}/{st.epochs}", len(x)) if prog else None
+        try:
+            rec = train_epoch(model, x, y, opt, cfg, epoch, bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+        rec.update(val_acc=evaluate_accuracy(model, xv, yv),
+                   val_acc_noisy=evaluate_accuracy(model, xv, yv, st.sigma, seed=st.seed), wall_s=time.time() - t0)
+        history.append(rec)
+        _save(out / "state.pt", {"model": model.net.state_dict(), "optimizer": opt.state_dict(),
+                                 "epoch": epoch + 1, "history": history})
+    sha = _save(out / "model.pt", {"state_dict": model.net.state_dict()})
+    doc = {"file": "model.pt", "sha256": sha, "command": command_line("train", st), "base": st.model,
+           "arch": model.name, "noise_sigma": st.sigma, "train_set": train_desc, "train_images": len(x),
+           "val_images": len(xv), "history": history, "settings": asdict(st),
+           "load_with": f"--model {st.model} --checkpoint {out / 'model.pt'}"}
+    atomic_write_text(out / "model.json", json.dumps(doc, indent=1))
+    rows = ["| epoch | loss | train acc (noisy) | val acc | val acc under sigma |", "|---|---|---|---|---|"]
+    rows += [f"| {h['epoch']} | {h['loss']:.4f} | {100 * h['train_acc_noisy']:.2f} | {100 * h['val_acc']:.2f} | "
+             f"{100 * h['val_acc_noisy']:.2f} |" for h in history]
+    atomic_write_text(out / "results.md", f"## ross train: {st.model}, sigma {st.sigma:g} (pixel units)\n\n"
+                      f"{len(x)} training images ({train_desc}); validation: {len(xv)} images of the ID "
+                      f"validation split.\n\n" + "\n".join(rows) + f"\n\n`{doc['command']}`; sha256 {sha}\n")
+    return doc

@@ -1,0 +1,114 @@
+"""ross train: resumable to the same weights, bad input refused, the loss as written."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ross_ood import cli
+from ross_ood.jobs import run_train
+from ross_ood.settings import TrainSettings
+from ross_ood.train import TrainConfig, _loss
+
+from .conftest import DATA_ROOT, need_data
+
+
+def _st(out, **kw):
+    args = dict(data_root=str(DATA_ROOT), out=str(out), limit=48, val_limit=20, epochs=2, batch_size=16,
+                sigma=0.1, progress=False, device="cpu")
+    args.update(kw)
+    return TrainSettings(**args)
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    need_data("cifar10", "train.zip")
+    whole = run_train(_st(tmp_path / "a"))
+    import ross_ood.jobs.train as job
+    real, calls = job.train_epoch, []
+
+    def killed_in_epoch_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+    monkeypatch.setattr(job, "train_epoch", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(_st(tmp_path / "b"))
+    assert not (tmp_path / "b" / "model.pt").exists() and (tmp_path / "b" / "state.pt").is_file()
+    monkeypatch.setattr(job, "train_epoch", real)
+    with pytest.raises(ValueError, match="already holds a training run: pass --resume"):
+        _st(tmp_path / "b")
+    resumed = run_train(_st(tmp_path / "b", resume=True))
+    assert resumed["sha256"] == whole["sha256"]  # bit-identical weights
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the noise is part of training: without it the weights differ
+    other = run_train(_st(tmp_path / "c", sigma=0.0))
+    assert other["sha256"] != whole["sha256"]
+    doc = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert doc["command"].startswith("ross train ") and "--sigma 0.1" in doc["command"]
+
+
+def test_trained_model_loads_through_the_zoo(tmp_path):
+    need_data("cifar10", "train.zip")
+    run_train(_st(tmp_path, epochs=1))
+    from ross_ood.models import load_model
+    m = load_model("resnet20", DATA_ROOT, checkpoint=tmp_path / "model.pt")
+    base = load_model("resnet20", DATA_ROOT)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(m(x), base(x))  # fine-tuned: other weights than the start
+    assert m.fingerprint != base.fingerprint
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--sigma", "-0.1"], "sigma must be a finite number >= 0"),
+    (["--epochs", "0"], "epochs must be an integer >= 1, got 0"),
+    (["--consistency", "1"], "consistency regularisation compares noisy copies: give n_noise >= 2"),
+    (["--benchmark", "mnist"], "benchmark must be one of 'cifar10'"),
+])
+def test_bad_settings_refused(tmp_path, capsys, argv, match):
+    assert cli.main(["train", "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_or_corrupt_training_set(tmp_path, capsys):
+    need_data("weights", "resnet20_cifar10jpeg_ft.pt")
+    root = tmp_path / "root"
+    (root / "cifar10").mkdir(parents=True)
+    (root / "weights").symlink_to(DATA_ROOT / "weights")
+    args = ["train", "--data-root", str(root), "--no-progress", "--device", "cpu"]
+    assert cli.main([*args, "--out", str(tmp_path / "o1")]) == 2
+    assert "archive not found" in capsys.readouterr().err
+    (root / "cifar10" / "train.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
+    assert cli.main([*args, "--out", str(tmp_path / "o2")]) == 2
+    assert "is not a readable ZIP archive" in capsys.readouterr().err
+
+
+def test_existing_output_needs_resume(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="already holds a training run"):
+        _st(tmp_path)
+
+
+def test_consistency_loss_by_hand():
+    """With sigma = 0 every copy is identical: KL(p_bar || p_i) = 0, and the loss is the
+    cross-entropy plus eta times the entropy of the prediction."""
+    torch.manual_seed(0)
+    import ross_ood
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    model = ross_ood.wrap(net, [0.0] * 3, [1.0] * 3)
+    x, y = torch.rand(5, 3, 2, 2), torch.tensor([0, 1, 2, 3, 0])
+    cfg = TrainConfig(sigma=0.0, n_noise=3, consistency=2.0, entropy=0.5)
+    loss, _ = _loss(model, x, y, cfg, torch.Generator().manual_seed(1))
+    logits = model(x)
+    p = logits.softmax(1)
+    want = F.cross_entropy(logits, y) + 0.5 * (-(p * p.log()).sum(1).mean())
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+    cfg2 = TrainConfig(sigma=0.3, n_noise=3, consistency=2.0, entropy=0.0)
+    loss2, _ = _loss(model, x, y, cfg2, torch.Generator().manual_seed(1))
+    ce_only, _ = _loss(model, x, y, TrainConfig(sigma=0.3, n_noise=3), torch.Generator().manual_seed(1))
+    assert loss2.item() > ce_only.item()  # noisy copies disagree: KL > 0 adds to the loss
