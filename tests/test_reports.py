@@ -125,3 +125,18 @@ def test_aggregate_keeps_notes_that_differ_per_run():
     docs = [{"command": "eval", "seed": s, "notes": ["same", f"subset seed {s}"], "results": [], "means": []}
             for s in (0, 1)]
     assert aggregate(docs, ["a", "b"])["notes"] == ["same", "a: subset seed 0", "b: subset seed 1"]
+
+
+@pytest.mark.parametrize("command", ["eval", "attack", "certify", "sweep", "train"])
+def test_help_shows_every_setting_with_its_default(command, capsys):
+    from dataclasses import fields
+
+    from ross_ood.settings import COMMANDS
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for f in fields(COMMANDS[command]):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in out or f"--no-{f.name.replace('_', '-')}" in out, flag
+    assert "(default: 0.05)" in out or command in ("certify", "train")  # help texts take the defaults

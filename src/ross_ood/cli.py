@@ -53,12 +53,13 @@ def _add_settings(p: argparse.ArgumentParser, cls: type[Settings]) -> None:
     p.add_argument("--config", help="YAML file of settings (keys = these flags' names with underscores)")
     for f in fields(cls):
         kind, _ = field_kind(f)
-        help_ = f"{f.metadata['help']} (default: {_default_text(f)})"
+        text = f.metadata["help"].replace("%", "%%")  # argparse formats help texts with %
+        help_ = f"{text} (default: {_default_text(f).replace('%', '%%')})"
         flag = "--" + f.name.replace("_", "-")
         if kind == "bool":
             if f.default:
                 p.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false", default=S,
-                               help=f"no {f.metadata['help']}")
+                               help=f"no {text}")
             else:
                 p.add_argument(flag, dest=f.name, action="store_true", default=S, help=help_)
             continue
