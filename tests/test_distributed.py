@@ -60,3 +60,16 @@ def test_two_processes_equal_one(tmp_path):
     assert sorted(za.files) == sorted(zb.files)
     for k in za.files:
         np.testing.assert_allclose(za[k], zb[k], atol=1e-6, rtol=0)
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    import os
+    import stat
+
+    from ross_ood.store import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
