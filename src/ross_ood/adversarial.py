@@ -198,15 +198,15 @@ def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, se
     return out
 
 
-def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_arrays: dict, eps_list,
+def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_scores: dict, eps_list,
                      objectives, eps_space: str, targets, budget: AttackBudget, seed: int, cache: BlockCache,
                      batch_size=64, block_size=256, progress_factory=None,
                      n_resamples: int = 1000) -> tuple[list, list, float]:
     """Records per (detector, OOD set, eps, objective, target) of fitted detectors ``dets``,
-    their means over the OOD sets (with bootstrap intervals), and the wall time."""
+    their means over the OOD sets (with bootstrap intervals), and the wall time.
+    ``clean_scores`` is ``EvalResult.scores`` of the clean evaluation that fitted them."""
     t0 = time.time()
-    clean = {n: {s: d.score_features(clean_arrays[s][d.unit().name]["features"]).double().numpy()
-                 for s in clean_arrays} for n, d in dets.items()}
+    clean = {n: {s: v["score"] for s, v in per.items()} for n, per in clean_scores.items()}
     records, means = [], []
     for eps in eps_list:
         att = {side: _attacked(model, bench, dets, eps, side, eps_space, targets, budget, seed, cache, batch_size,

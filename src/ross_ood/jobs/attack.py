@@ -14,7 +14,7 @@ def run_attack(st: AttackSettings) -> dict | None:
     """Run ``ross attack``; returns the results document (rank 0) or None (other ranks)."""
     run = clean_run(st)
     clean, job = run.result, run.job
-    records, means, wall = attack_benchmark(run.model, run.bench, run.dets, clean.arrays, st.eps_values,
+    records, means, wall = attack_benchmark(run.model, run.bench, run.dets, clean.scores, st.eps_values,
                                             st.objective, st.eps_space, st.target, st.budget, st.seed, job.cache,
                                             st.attack_batch, st.block_size, job.prog, st.bootstrap)
     if job.rank != 0:
