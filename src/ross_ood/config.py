@@ -4,12 +4,12 @@ settings object. The settings themselves are in ``settings``."""
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, field, fields
+from dataclasses import MISSING, asdict, field, fields
 from pathlib import Path
 
 from .validate import split_list
 
-__all__ = ["opt", "field_kind", "convert_value", "load_config_file", "command_line"]
+__all__ = ["opt", "field_kind", "convert_value", "load_config_file", "command_line", "FieldSettings"]
 
 
 def opt(default, help: str, **meta):
@@ -96,3 +96,19 @@ def load_config_file(path: str | os.PathLike, cls: type) -> dict:
             raise ValueError(f"unknown config key {k!r} in {p}; known keys: {', '.join(sorted(known))}")
         out[key] = convert_value(key, v, *field_kind(known[key]))
     return out
+
+
+class FieldSettings:
+    """Base of the settings dataclasses: every field is converted to its declared kind on
+    construction (``convert_value``), then ``validate`` runs."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            setattr(self, f.name, convert_value(f.name, getattr(self, f.name), *field_kind(f)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse bad values (subclasses)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -9,10 +9,10 @@ refused before any work starts.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from .config import convert_value, field_kind, load_config_file, opt
+from .config import FieldSettings, field_kind, load_config_file, opt
 from .validate import (NOISE_DEVICES, SPACES, check_choice, check_device, check_fraction, check_int, check_number,
                        check_ood_names, check_out_dir, parse_eps, parse_lam)
 
@@ -23,7 +23,7 @@ DEFAULT_DETECTORS = ["msp", "energy", "gen", "odin", "fdbd", "pro-fdbd", "ross-m
 
 
 @dataclass
-class Settings:
+class Settings(FieldSettings):
     """What every command shares."""
 
     benchmark: str = opt("cifar10", "benchmark: cifar10, mnist, openood-cifar10, openood-cifar100, "
@@ -56,11 +56,6 @@ class Settings:
     progress: bool = opt(True, "progress bars")
     bootstrap: int = opt(1000, "bootstrap resamples of the images for the 95% intervals of AUROC and FPR@95 "
                          "(0: no intervals)")
-
-    def __post_init__(self):
-        for f in fields(self):
-            setattr(self, f.name, convert_value(f.name, getattr(self, f.name), *field_kind(f)))
-        self.validate()
 
     # ------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -98,10 +93,6 @@ class Settings:
         plain = [d for d, (k, _) in self.kinds.items() if k == "base"]
         if plain:
             raise ValueError(f"{command} needs smoothed detectors (median-<score> or ross-<score>), got {plain}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
 class EvalSettings(Settings):
@@ -210,7 +201,7 @@ class SweepSettings(Settings):
 
 
 @dataclass
-class TrainSettings:
+class TrainSettings(FieldSettings):
     """``ross train``: noise-augmented fine-tuning (or training) of a zoo classifier."""
 
     benchmark: str = opt("cifar10", "benchmark whose ID training set is used (cifar10: cifar10/train.zip)")
@@ -235,9 +226,7 @@ class TrainSettings:
     device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
     progress: bool = opt(True, "progress bars")
 
-    def __post_init__(self):
-        for f in fields(self):
-            setattr(self, f.name, convert_value(f.name, getattr(self, f.name), *field_kind(f)))
+    def validate(self) -> None:
         from .data import BENCHMARKS
         check_choice("benchmark", self.benchmark, tuple(k for k, b in BENCHMARKS.items() if b.train))
         check_number("sigma", self.sigma)
@@ -260,9 +249,6 @@ class TrainSettings:
         if not self.resume and any((Path(self.out) / f).exists() for f in ("state.pt", "model.pt")):
             raise ValueError(f"out {self.out!r} already holds a training run: pass --resume to continue it, "
                              "or choose another folder")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 COMMANDS = {"eval": EvalSettings, "attack": AttackSettings, "certify": CertifySettings, "sweep": SweepSettings,

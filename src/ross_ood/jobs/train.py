@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -102,7 +101,7 @@ def run_train(st: TrainSettings) -> dict:
     sha = _save(out / "model.pt", {"state_dict": model.net.state_dict()})
     doc = {"file": "model.pt", "sha256": sha, "command": command_line("train", st), "base": st.model,
            "arch": model.name, "noise_sigma": st.sigma, "train_set": train_desc, "train_images": len(x),
-           "val_images": len(xv), "history": history, "settings": asdict(st),
+           "val_images": len(xv), "history": history, "settings": st.to_dict(),
            "load_with": f"--model {st.model} --checkpoint {out / 'model.pt'}"}
     atomic_write_text(out / "model.json", json.dumps(doc, indent=1))
     rows = ["| epoch | loss | train acc (noisy) | val acc | val acc under sigma |", "|---|---|---|---|---|"]
