@@ -150,12 +150,14 @@ def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
         adv.run_attack = real
     assert calls == []
     # ... and equals the metrics of those two attacked sides, recomputed from the cache here
-    from ross_ood.adversarial import _attacked
+    from ross_ood.adversarial import _attacked, _thresholds
     from ross_ood.jobs.common import clean_run
     from ross_ood.metrics import ood_metrics
     run = clean_run(dataclasses.replace(cfg, objective=["both"]))
+    clean = {n: {s: v["score"] for s, v in per.items()} for n, per in run.result.scores.items()}
     sides = {side: _attacked(run.model, run.bench, run.dets, 8 / 255, side, "pixel", cfg.target, cfg.budget, 0,
-                             run.job.cache, 12, 12, None) for side in ("min", "max")}
+                             run.job.cache, 12, 12, None, _thresholds(clean, side, list(run.bench.ood)))
+             for side in ("min", "max")}
     for r in both["results"]:
         assert r["objective"] == "both"
         want = ood_metrics(sides["min"]["ross-fdbd"]["id_test"][r["target"]],
@@ -185,3 +187,67 @@ def test_attack_independent_of_batching(cnn, images):
     other, _ = run_attack(lambda v, d: msp(cnn, v), images, cnn, AttackConfig(8 / 255, "min", "pixel", "apgd",
                                                                               steps=5, restarts=2, seed=5))
     assert not torch.allclose(full, other)
+
+
+def test_early_stopping_is_exact_per_input(cnn, images):
+    """Early stopping: inputs that are not done get exactly the attack they get without it
+    (the others do not change their batch's numbers), and a done input returns the iterate
+    that crossed the threshold."""
+    msp = get_score("msp")
+    fn = lambda v, d: msp(cnn, v)  # noqa: E731
+    cfg = AttackConfig(8 / 255, "min", "pixel", "apgd", steps=12, restarts=2, seed=3)
+    full, s_full = run_attack(fn, images, cnn, cfg)
+    with torch.no_grad():
+        clean = msp(cnn, images)
+    # a threshold that about half of the attacked inputs cross
+    thr = float(torch.quantile(s_full.double(), 0.5))
+    checks = []
+
+    def stop(v):
+        checks.append(len(v))
+        with torch.no_grad():
+            return msp(cnn, v.float()).double() < thr
+    early, s_early = run_attack(fn, images, cnn, cfg, stop_fn=stop, check_every=4)
+    with torch.no_grad():
+        final = msp(cnn, early.float()).double()
+    stopped = torch.zeros(len(images), dtype=torch.bool)
+    # rerun each input alone with the same stop rule: equal, stopped or not
+    for i in range(len(images)):
+        xi, _ = run_attack(fn, images[i:i + 1], cnn, cfg, stop_fn=stop, check_every=4)
+        assert torch.allclose(xi, early[i:i + 1], atol=1e-6)
+        stopped[i] = not torch.allclose(early[i], full[i], atol=1e-6)
+    assert stopped.any() and checks  # the rule fired
+    assert (final[stopped] < thr).all()  # every input that left early is done
+    # where a run did not stop, it is the unstopped attack's result
+    assert torch.allclose(early[~stopped], full[~stopped], atol=1e-6)
+    assert (clean > thr).any()
+
+
+def test_early_stopping_keeps_worst_case_auroc(tmp_path):
+    """On real images: the adaptive attack with early stopping reaches the same or a lower
+    PGD-Min / PGD-Max AUROC than without (exactness: a stopped input already ranks past
+    every clean input of the other side), and runs fewer APGD steps."""
+    need_data("cifar10", "test.zip")
+    import dataclasses
+
+    from ross_ood.jobs import run_attack as run_job
+    from ross_ood.settings import AttackSettings
+    import ross_ood.attacks as attacks
+    cfg = AttackSettings(data_root=str(DATA_ROOT), out=str(tmp_path / "a"), limit=16, detectors="msp",
+                         eps="8", eps_space="normalized", target="adaptive", adaptive_steps=10, restarts=2,
+                         ood=["tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip")], only_extra=True,
+                         block_size=16, attack_batch=16, batch_size=16, progress=False, device="cpu",
+                         objective="min,max", bootstrap=0, check_every=2)
+    steps = {}
+    real = attacks._gain_and_grad
+    for flag in (False, True):
+        count = []
+        attacks._gain_and_grad = lambda f, x, *a, **k: count.append(len(x)) or real(f, x, *a, **k)
+        try:
+            doc = run_job(dataclasses.replace(cfg, early_stop=flag, out=str(tmp_path / str(flag))))
+        finally:
+            attacks._gain_and_grad = real
+        steps[flag] = (sum(count), {r["objective"]: r["auroc"] for r in doc["means"]})
+    for obj in ("min", "max"):
+        assert steps[True][1][obj] <= steps[False][1][obj] + 1e-12, steps
+    assert steps[True][0] < steps[False][0], steps

@@ -16,6 +16,20 @@ Targets, per detector (every attacked function is the detector's own ``surrogate
   median: their gradients reach every sample), and, for ROSS, on the gated score S itself
   (raising S for OOD inputs means raising the median *and* lowering D: the gate attack).
 - ``worst``: per input, the worst defence score over every attack and restart run.
+
+Early stopping (``AttackBudget.early_stop``, adaptive attacks only; the transfer attack is
+the paper's fixed protocol). Under PGD-Min the OOD side is clean: once an ID input's
+*defended* score (the detector's own score, computed exactly as the evaluation will compute
+it) lies strictly below every clean OOD score of every set, it ranks below all of them, and
+no further attack can change the sequence of labels along the sorted scores, so AUROC,
+FPR@95 and AUPR of every set are already at their attacked value for that input. Such an
+input stops: inside an APGD run (checked every ``check_every`` steps), between restarts, and
+for the detector's later attack plans (its transfer or earlier adaptive result already
+crosses; the later plan keeps that result). Symmetrically for PGD-Max against the largest
+clean ID score. This is exact for PGD-Min and PGD-Max; it is *not* exact for PGD-Both,
+where the other side is attacked too and a crossed input could still be passed by it;
+PGD-Both reuses the Min and Max inputs, so with early stopping its numbers are those of
+attacks that stopped against the clean other side (at most as strong as without).
 """
 from __future__ import annotations
 
@@ -34,7 +48,7 @@ from .model import ModelWrapper, model_fingerprint
 from .store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 from .validate import check_choice, check_int, check_number
 
-__all__ = ["AttackBudget", "AttackPlan", "plans_for", "compute_adv_set", "attack_benchmark", "TARGETS",
+__all__ = ["AttackBudget", "AttackPlan", "Stop", "plans_for", "compute_adv_set", "attack_benchmark", "TARGETS",
            "OBJECTIVES", "SIDES"]
 
 TARGETS = ("transfer", "adaptive", "worst")
@@ -57,6 +71,8 @@ class AttackBudget:
     eot: int = 1
     attack_n: int = 8  # noisy copies per EOT draw in adaptive attacks on smoothed detectors
     surrogates: tuple = ("median", "mean", "ross")
+    early_stop: bool = True  # stop attacking inputs that already cross the other side (exact; module doc)
+    check_every: int = 10  # APGD steps between early-stopping checks
 
     def __post_init__(self):
         check_int("transfer_steps", self.transfer_steps, minimum=0)
@@ -65,6 +81,7 @@ class AttackBudget:
         check_int("restarts", self.adaptive_restarts)
         check_int("eot", self.eot)
         check_int("attack_n", self.attack_n)
+        check_int("check_every", self.check_every)
         if not self.surrogates:
             raise ValueError("surrogates: name at least one of " + ", ".join(SURROGATES))
         for s in self.surrogates:
@@ -117,13 +134,45 @@ def _scoring_units(plan: AttackPlan, dets: dict[str, Detector]) -> list[FeatureU
     return [plan.det.unit()]
 
 
-def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, attack_n: int, batch_size: int) -> np.ndarray:
-    fn = plan.det.surrogate(plan.what, attack_n)
-    parts = []
-    for i in range(0, len(xs), batch_size):
-        x_adv, _ = run_attack(fn, xs[i:i + batch_size].to(model.device), model, plan.cfg)
-        parts.append(x_adv.float().cpu().numpy())
-    return np.concatenate(parts)
+@dataclass(frozen=True)
+class Stop:
+    """Early stopping of one adaptive plan: the detector's scores beyond ``threshold`` (below
+    for ``min``, above for ``max``) are done."""
+
+    threshold: float
+    side: str
+
+    def done(self, scores) -> np.ndarray:
+        s = np.asarray(scores, np.float64)
+        return s < self.threshold if self.side == "min" else s > self.threshold
+
+
+def _stop_fn(model, det: Detector, stop: Stop):
+    """Done-check on attack iterates: the detector's score of the float32 image, exactly as
+    the evaluation scores the stored adversarial input (same pixels, so same noise keys)."""
+    unit = det.unit()
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        feats = unit_arrays(model, x.detach().float(), [unit])[unit.name]["features"]
+        return torch.from_numpy(stop.done(det.score_features(feats).double().numpy()))
+    return fn
+
+
+def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: AttackBudget, batch_size: int,
+                        stop: Stop | None = None, skip: np.ndarray | None = None,
+                        prior: np.ndarray | None = None) -> np.ndarray:
+    """The plan's adversarial version of ``xs``; inputs flagged in ``skip`` are not attacked
+    and keep ``prior`` (an earlier plan's result that is already done)."""
+    fn = plan.det.surrogate(plan.what, budget.attack_n)
+    stop_fn = _stop_fn(model, plan.det, stop) if stop is not None else None
+    out = prior.copy() if prior is not None else xs.float().numpy().copy()
+    run = np.flatnonzero(~skip) if skip is not None else np.arange(len(xs))
+    for i in range(0, len(run), batch_size):
+        rows = run[i:i + batch_size]
+        x_adv, _ = run_attack(fn, xs[rows].to(model.device), model, plan.cfg, stop_fn=stop_fn,
+                              check_every=budget.check_every)
+        out[rows] = x_adv.float().cpu().numpy()
+    return out
 
 
 def _score_inputs(model, x_adv: np.ndarray, u: FeatureUnit, batch_size: int) -> dict:
@@ -132,23 +181,51 @@ def _score_inputs(model, x_adv: np.ndarray, u: FeatureUnit, batch_size: int) -> 
                           for i in range(0, len(t), batch_size)])
 
 
+def _done_before(plan: AttackPlan, stop: Stop, earlier: list[AttackPlan], block: dict, advs: dict):
+    """Inputs of this block that an earlier plan already drove past ``stop`` for this plan's
+    detector (scored by its unit), and the earliest such plan's inputs for them."""
+    uname = plan.det.unit().name
+    skip, prior = None, None
+    for q in earlier:
+        feats = block[q.name].get(uname)
+        if feats is None:
+            continue
+        hit = stop.done(plan.det.score_features(feats["features"]).double().numpy())
+        if skip is None:
+            skip, prior = np.zeros(len(hit), bool), advs[q.name].copy()
+        new = hit & ~skip
+        prior[new], skip = advs[q.name][new], skip | hit
+    return skip, prior
+
+
 def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPlan], dets: dict[str, Detector],
-                    budget: AttackBudget, cache: BlockCache, batch_size=64, block_size=256, progress=None) -> dict:
-    """For every plan: the scoring units' arrays on the adversarial version of ``ds``."""
+                    budget: AttackBudget, cache: BlockCache, batch_size=64, block_size=256, progress=None,
+                    stops: dict[str, Stop] | None = None) -> dict:
+    """For every plan: the scoring units' arrays on the adversarial version of ``ds``.
+    ``stops`` (plan name -> ``Stop``) turns on early stopping for those plans; their cache
+    keys include the threshold and the earlier plans they build on."""
     rank, world = dist_info()
     base_key = {"model": model_fingerprint(model), "set": set_fingerprint(ds)}
+    stops = stops or {}
     mine = {}
     for start, stop in shard_blocks(len(ds), block_size, rank, world):
-        block, xs = {}, None
-        for plan in plans:
-            akey = stable_key({**base_key, "block": [start, stop], **plan.spec(budget.attack_n)})
+        block, xs, advs, keys = {}, None, {}, {}
+        for k, plan in enumerate(plans):
+            spec = plan.spec(budget.attack_n)
+            st = stops.get(plan.name)
+            if st is not None:  # the early-stopped result depends on the threshold and the earlier plans
+                spec.update(stop={"threshold": st.threshold, "side": st.side, "check_every": budget.check_every,
+                                  "after": [keys[q.name] for q in plans[:k]]})
+            akey = keys[plan.name] = stable_key({**base_key, "block": [start, stop], **spec})
             adv = cache.load(set_name, "adv-" + plan.name, akey)
             if adv is None:
                 if xs is None:
                     sub = SubsetView(ds, np.arange(start, stop))
                     xs = torch.stack([sub[i][0] for i in range(len(sub))])
-                adv = {"x_adv": _adversarial_inputs(model, xs, plan, budget.attack_n, batch_size)}
+                skip, prior = _done_before(plan, st, plans[:k], block, advs) if st is not None else (None, None)
+                adv = {"x_adv": _adversarial_inputs(model, xs, plan, budget, batch_size, st, skip, prior)}
                 cache.save(set_name, "adv-" + plan.name, akey, adv)
+            advs[plan.name] = adv["x_adv"]
             res = {}
             for u in _scoring_units(plan, dets):
                 ukey, where = stable_key({"adv": akey, **u.spec()}), f"advscore-{plan.name}-{u.name}"
@@ -171,18 +248,22 @@ def _worst(candidates: list[np.ndarray], objective: str) -> np.ndarray:
 
 
 def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, seed, cache, batch_size, block_size,
-              progress_factory) -> dict:
-    """detector -> attacked set -> target -> per-input worst attacked scores."""
+              progress_factory, thresholds: dict[str, float]) -> dict:
+    """detector -> attacked set -> target -> per-input worst attacked scores. ``thresholds``:
+    per detector, the clean score of the other side that an attacked input must cross to be
+    done (early stopping)."""
     sets = ["id_test"] if objective == "min" else list(bench.ood)
     out = {n: {} for n in dets}
     for s in sets:
         ds = bench.id if s == "id_test" else bench.ood[s]
         owned = {n: plans_for(n, d, eps, objective, eps_space, targets, budget, seed) for n, d in dets.items()}
         plans = {p.name: p for ps in owned.values() for p in ps}
+        stops = {p.name: Stop(thresholds[n], objective) for n, ps in owned.items() for p in ps
+                 if budget.early_stop and p.target == "adaptive"}
         prog = progress_factory(f"{s} {objective} {eps:.4g}", len(ds)) if progress_factory else None
         try:
             arrays = compute_adv_set(model, ds, s, list(plans.values()), dets, budget, cache, batch_size,
-                                     block_size, prog.update if prog else None)
+                                     block_size, prog.update if prog else None, stops)
         finally:
             if prog:
                 prog.close()
@@ -198,6 +279,14 @@ def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, se
     return out
 
 
+def _thresholds(clean: dict, side: str, ood_sets: list[str]) -> dict[str, float]:
+    """Per detector: the lowest clean OOD score over all sets (an ID input attacked below it
+    is done) or the highest clean ID test score (an OOD input attacked above it is done)."""
+    if side == "min":
+        return {n: float(min(np.min(per[o]) for o in ood_sets)) for n, per in clean.items()}
+    return {n: float(np.max(per["id_test"])) for n, per in clean.items()}
+
+
 def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_scores: dict, eps_list,
                      objectives, eps_space: str, targets, budget: AttackBudget, seed: int, cache: BlockCache,
                      batch_size=64, block_size=256, progress_factory=None,
@@ -210,7 +299,7 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
     records, means = [], []
     for eps in eps_list:
         att = {side: _attacked(model, bench, dets, eps, side, eps_space, targets, budget, seed, cache, batch_size,
-                               block_size, progress_factory)
+                               block_size, progress_factory, _thresholds(clean, side, list(bench.ood)))
                for side in ("min", "max") if any(side in SIDES[o] for o in objectives)}
         for objective in objectives:
             for n in dets:

@@ -7,6 +7,13 @@ no clipping, as the ROSS paper). All randomness (start points, EOT noise) is see
 
 ``score_fn(x, draw)`` returns (B,) scores; ``draw`` numbers the EOT draw so that a
 randomised defence can use fresh noise for each draw and step.
+
+Early stopping (APGD and restarts): ``stop_fn(x)`` says per input whether attacking it
+further is wasted (the caller decides; ``adversarial`` stops an input once the defended
+score of its best iterate has crossed every clean score of the other side, which is exact
+for the separate PGD-Min / PGD-Max metrics). A stopped input keeps the iterate that was
+checked; the others continue as if alone, because every draw is keyed by the input's own
+content and draw number: the result of an input never depends on which others are in its batch.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from .model import ModelWrapper
 from .noise import channel_scale, content_keys, draw_noise
 from .validate import SPACES, check_choice, check_int, check_number
 
-__all__ = ["AttackConfig", "pgd", "apgd", "eps_tensor", "project", "run_attack", "OBJECTIVES", "ALGORITHMS"]
+__all__ = ["AttackConfig", "StopFn", "pgd", "apgd", "eps_tensor", "project", "run_attack", "OBJECTIVES", "ALGORITHMS"]
 
 OBJECTIVES = ("min", "max")  # per attacked input: lower (ID) or raise (OOD) its score
 ALGORITHMS = ("pgd", "apgd")
@@ -27,6 +34,7 @@ _START_SALT = 1 << 20  # keeps start points apart from the smoothing noise strea
 #: bumped whenever the attack code changes what it computes: part of every cache key
 ATTACK_VERSION = 2
 ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
+StopFn = Callable[[torch.Tensor], torch.Tensor]  # (B, ...) inputs -> (B,) bool: "done, stop attacking"
 
 
 @dataclass(frozen=True)
@@ -124,9 +132,11 @@ def pgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig
 
 
 def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
-         restart: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+         restart: int = 0, stop_fn: StopFn | None = None, check_every: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD (Croce & Hein, ICML 2020, Alg. 1) on the gain: step size 2 eps halved at
-    checkpoints when progress stalls, momentum 0.75, best iterate returned. Per input."""
+    checkpoints when progress stalls, momentum 0.75, best iterate returned. Per input.
+    With ``stop_fn``, every ``check_every`` steps the best iterates of the running inputs are
+    checked and the done ones leave the batch (they return that best iterate)."""
     sign = 1.0 if cfg.objective == "max" else -1.0
     n_iter = max(cfg.steps, 1)
     # checkpoints p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)
@@ -151,7 +161,21 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
     increases = (f1 > f0).float()
     last_check, f_best_at_check = 0, f_best.clone()
     eta_reduced_at_check = torch.zeros(b, dtype=torch.bool, device=x.device)
+    out_x, out_f = x_best.clone(), f_best.clone()  # results of the inputs that stop early
+    idx = torch.arange(b, device=x.device)  # the running inputs' rows in the output
     for k in range(1, n_iter):
+        if stop_fn is not None and k % check_every == 0:
+            done = stop_fn(x_best).to(x.device)
+            if done.any():
+                out_x[idx[done]], out_f[idx[done]] = x_best[done], f_best[done]
+                keep = ~done
+                idx, x, eta, x_best, f_best = idx[keep], x[keep], eta[keep], x_best[keep], f_best[keep]
+                x_prev, x_k, f_k, g = x_prev[keep], x_k[keep], f_k[keep], g[keep]
+                increases, f_best_at_check = increases[keep], f_best_at_check[keep]
+                eta_reduced_at_check = eta_reduced_at_check[keep]
+                view = (len(idx),) + (1,) * (x.dim() - 1)
+                if not len(idx):
+                    break
         z = project(x_k + eta * g.sign(), x, eps, clip)
         x_new = project(x_k + 0.75 * (z - x_k) + 0.25 * (x_k - x_prev), x, eps, clip)
         f_new, g_new = _gain_and_grad(score_fn, x_new, sign, cfg.eot, draw)
@@ -175,26 +199,39 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
             eta_reduced_at_check = halve
             increases = torch.zeros_like(increases)
             last_check, f_best_at_check = k + 1, f_best.clone()
-    return x_best.detach(), f_best
+    out_x[idx], out_f[idx] = x_best, f_best
+    return out_x.detach(), out_f
 
 
 def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: AttackConfig,
-               eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, stop_fn: StopFn | None = None,
+               check_every: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """All restarts of one attack; per input, keep the restart whose ``eval_fn`` score is
-    worst for the defender (lowest for ``min``, highest for ``max``). Returns (x_adv, score)."""
+    worst for the defender (lowest for ``min``, highest for ``max``). Returns (x_adv, score).
+    With ``stop_fn`` (APGD only; PGD is the paper's fixed protocol) inputs stop early inside a
+    run (see ``apgd``), and a restart runs only on the inputs whose result is not done."""
+    if stop_fn is not None and cfg.algorithm != "apgd":
+        raise ValueError("early stopping is implemented for APGD only (PGD is the paper's fixed protocol)")
     eps = eps_tensor(model, cfg.eps, cfg.eps_space).to(x.device, x.dtype)
     clip = cfg.eps_space == "pixel"
-    fn = pgd if cfg.algorithm == "pgd" else apgd
     sign = 1.0 if cfg.objective == "max" else -1.0
     best_x, best_s = None, None
+    todo = torch.arange(len(x), device=x.device)  # inputs the next restart runs on
     for r in range(cfg.restarts):
-        x_adv, gain = fn(score_fn, x, eps, cfg, clip, restart=r)
+        if cfg.algorithm == "pgd":
+            x_adv, gain = pgd(score_fn, x[todo], eps, cfg, clip, restart=r)
+        else:
+            x_adv, gain = apgd(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn, check_every=check_every)
         with torch.no_grad():
             s = eval_fn(x_adv) if eval_fn is not None else sign * gain
         if best_x is None:
             best_x, best_s = x_adv, s
         else:
-            better = sign * s > sign * best_s
-            best_x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best_x)
-            best_s = torch.where(better, s, best_s)
+            better = sign * s > sign * best_s[todo]
+            best_x[todo[better]] = x_adv[better]
+            best_s[todo[better]] = s[better]
+        if stop_fn is not None and r + 1 < cfg.restarts:
+            todo = todo[~stop_fn(best_x[todo]).to(x.device)]
+            if not len(todo):
+                break
     return best_x.detach(), best_s.detach()

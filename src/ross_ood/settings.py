@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .adversarial import OBJECTIVES, TARGETS, AttackBudget
 from .config import FieldSettings, field_kind, load_config_file, opt
 from .validate import (NOISE_DEVICES, SPACES, check_choice, check_device, check_fraction, check_int, check_number,
                        check_ood_names, check_out_dir, parse_eps, parse_lam)
@@ -20,6 +21,7 @@ __all__ = ["Settings", "EvalSettings", "AttackSettings", "CertifySettings", "Swe
            "COMMANDS", "load_config_file", "field_kind"]
 
 DEFAULT_DETECTORS = ["msp", "energy", "gen", "odin", "fdbd", "pro-fdbd", "ross-msp", "ross-fdbd"]
+_BUDGET = AttackBudget()  # the attack defaults live in one place: AttackBudget
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Settings(FieldSettings):
     checkpoint: str | None = opt(None, "weights file for the model (default: the zoo's file)")
     data_root: str | None = opt(None, "data root (default: $ROSS_DATA, else ../shared/data, else ~/.cache/ross-ood)")
     detectors: list[str] = opt(DEFAULT_DETECTORS, "plain scores (msp, maxlogit, energy, gen, odin, fdbd, "
-                               "pro-<score>), median-<score>, ross-<score>")
+                               "pro-<score>), median-<score>, quantile-<score>, ross-<score>")
     limit: int | None = opt(None, "seeded class-stratified subset of at most this many images per set")
     seed: int = opt(0, "seed of the noise, attack starts and subsets")
     split_seed: int = opt(0, "seed of the carved ID validation split")
@@ -41,6 +43,7 @@ class Settings(FieldSettings):
     sigma: float = opt(0.05, "noise std in noise_space units")
     lam: str = opt("0.01", "ROSS lambda (base score units): a number, or per base score e.g. fdbd=0.01,msp=0.002")
     tau_quantile: float = opt(0.05, "quantile of the ID validation medians that sets ROSS's tau")
+    quantile: float = opt(0.25, "percentile q of quantile-<score> detectors (the certifiable stability score)")
     accept_rate: float = opt(0.95, "share of ID validation inputs that predict() accepts")
     noise_space: str = opt("pixel", "pixel (clipped to [0,1]) or normalized (sigma*std per channel, the paper's)",
                            choices=SPACES)
@@ -76,6 +79,7 @@ class Settings(FieldSettings):
         for name in ("batch_size", "block_size"):
             check_int(name, getattr(self, name))
         check_fraction("tau_quantile", self.tau_quantile)
+        check_fraction("quantile", self.quantile)
         check_fraction("accept_rate", self.accept_rate)
         for sigma in self.sigma if isinstance(self.sigma, list) else [self.sigma]:
             Smoothing(self.n_samples, sigma, self.noise_space, self.seed, self.chunk_size, self.noise_device)
@@ -92,7 +96,8 @@ class Settings(FieldSettings):
     def smoothed_only(self, command: str) -> None:
         plain = [d for d, (k, _) in self.kinds.items() if k == "base"]
         if plain:
-            raise ValueError(f"{command} needs smoothed detectors (median-<score> or ross-<score>), got {plain}")
+            raise ValueError(f"{command} needs smoothed detectors (median-<score>, quantile-<score> or ross-<score>), "
+                             f"got {plain}")
 
 @dataclass
 class EvalSettings(Settings):
@@ -111,18 +116,20 @@ class AttackSettings(Settings):
     objective: list[str] = opt(["min", "max", "both"], "min (attack ID down), max (attack OOD up), both (both at "
                                "once; reuses the attacks of min and max)")
     target: list[str] = opt(["transfer", "adaptive", "worst"], "transfer (paper), adaptive, worst")
-    transfer_steps: int = opt(40, "PGD steps of the transfer attack (the paper's 40)")
-    adaptive_steps: int = opt(40, "APGD steps of the adaptive attacks")
-    restarts: int = opt(2, "restarts of the adaptive attacks")
-    eot: int = opt(1, "EOT draws per step")
-    attack_n: int = opt(8, "noisy copies per EOT draw in adaptive attacks on smoothed detectors")
-    surrogates: list[str] = opt(["median", "mean", "ross"], "attacked statistics of smoothed detectors: median, "
-                                "mean, softmedian, ross (the gated score; ROSS only)")
+    transfer_steps: int = opt(_BUDGET.transfer_steps, "PGD steps of the transfer attack (the paper's 40)")
+    adaptive_steps: int = opt(_BUDGET.adaptive_steps, "APGD steps of the adaptive attacks")
+    restarts: int = opt(_BUDGET.adaptive_restarts, "restarts of the adaptive attacks")
+    eot: int = opt(_BUDGET.eot, "EOT draws per step")
+    attack_n: int = opt(_BUDGET.attack_n, "noisy copies per EOT draw in adaptive attacks on smoothed detectors")
+    surrogates: list[str] = opt(list(_BUDGET.surrogates), "attacked statistics of smoothed detectors: median (the "
+                                "detector's own order statistic), mean, softmedian, ross (the gated score; ROSS only)")
+    early_stop: bool = opt(_BUDGET.early_stop, "stop attacking an input once its defended score crosses every clean "
+                           "score of the other side (exact for PGD-Min/Max; see ross_ood.adversarial)")
+    check_every: int = opt(_BUDGET.check_every, "APGD steps between early-stopping checks")
     attack_batch: int = opt(64, "images per attack batch")
 
     def validate(self) -> None:
         super().validate()
-        from .adversarial import OBJECTIVES, TARGETS, AttackBudget
         self.eps_values = parse_eps(self.eps)
         if not self.eps_values:
             raise ValueError("no eps given")
@@ -131,8 +138,8 @@ class AttackSettings(Settings):
         for t in self.target or [None]:
             check_choice("target", t, TARGETS)
         check_int("attack_batch", self.attack_batch)
-        self.budget = AttackBudget(self.transfer_steps, 1 / 30, self.adaptive_steps, self.restarts, self.eot,
-                                   self.attack_n, tuple(self.surrogates))
+        self.budget = AttackBudget(self.transfer_steps, _BUDGET.transfer_step_size, self.adaptive_steps, self.restarts,
+                                   self.eot, self.attack_n, tuple(self.surrogates), self.early_stop, self.check_every)
 
 
 @dataclass
@@ -177,7 +184,7 @@ class SweepSettings(Settings):
     attack_eps: list[str] = opt(["8"], "transfer-attack budgets in 1/255 (empty: clean only)")
     eps_space: str = opt("normalized", "eps space of the attack (normalized: the paper's)", choices=SPACES)
     objective: list[str] = opt(["min", "max"], "min and/or max")
-    transfer_steps: int = opt(40, "PGD steps of the transfer attack (the paper's 40)")
+    transfer_steps: int = opt(_BUDGET.transfer_steps, "PGD steps of the transfer attack (the paper's 40)")
     attack_batch: int = opt(64, "images per attack batch")
 
     def validate(self) -> None:

@@ -22,7 +22,8 @@ from .noise import channel_scale, content_keys, draw_noise
 from .scores import Score
 from .validate import NOISE_DEVICES, SPACES, check_choice, check_int, check_number
 
-__all__ = ["Smoothing", "noisy_scores", "median_stats", "soft_median", "ross_gate", "calibrate_tau"]
+__all__ = ["Smoothing", "noisy_scores", "median_stats", "quantile_index", "lower_quantile", "soft_median", "ross_gate",
+           "calibrate_tau"]
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,27 @@ def median_stats(s: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"median": m, "D": d, "cov": cov}
 
 
-def soft_median(s: torch.Tensor, width: float = 0.1) -> torch.Tensor:
+def quantile_index(n: int, q: float) -> int:
+    """0-based rank of the empirical q-quantile of n values: floor(q (n - 1)), the "lower"
+    convention (q = 1/2 gives ``torch.median``'s lower middle value)."""
+    return int(np.floor(q * (n - 1) + 1e-9))
+
+
+def lower_quantile(s: torch.Tensor, q: float) -> torch.Tensor:
+    """The empirical q-quantile of each row of a (B, N) matrix (``quantile_index``), float64,
+    differentiable (its gradient reaches the one sample at that rank)."""
+    if s.dim() != 2 or s.shape[1] < 1:
+        raise ValueError(f"noisy scores must have shape (B, N) with N >= 1, got {tuple(s.shape)}")
+    return s.double().kthvalue(quantile_index(s.shape[1], q) + 1, dim=1).values
+
+
+def soft_median(s: torch.Tensor, width: float = 0.1, q: float = 0.5) -> torch.Tensor:
     """A soft quantile of a (B, N) matrix: the sorted values averaged with Gaussian weights
-    centred on the middle rank (standard deviation ``width`` x N ranks). Unlike the median,
-    whose gradient reaches one sample, its gradient spreads over the samples near the median."""
+    centred on the rank of the q-quantile (standard deviation ``width`` x N ranks). Unlike the
+    order statistic, whose gradient reaches one sample, its gradient spreads over the samples near it."""
     n = s.shape[1]
     ranks = torch.arange(n, dtype=s.dtype, device=s.device)
-    w = torch.exp(-0.5 * ((ranks - (n - 1) / 2) / max(width * n, 0.5)) ** 2)
+    w = torch.exp(-0.5 * ((ranks - q * (n - 1)) / max(width * n, 0.5)) ** 2)
     return (s.sort(dim=1).values * (w / w.sum())).sum(1)
 
 

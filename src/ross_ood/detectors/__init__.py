@@ -5,21 +5,21 @@ detector; ``score(x)`` gives (B,) scores, higher = ID; ``predict(x)`` gives a bo
 "is OOD" per input at the threshold that accepts ``accept_rate`` of the ID validation data.
 ``fit_features`` / ``score_features`` do the same from precomputed feature arrays (what the
 command-line pipeline shares and caches). Names used on the command line:
-``<score>`` (plain), ``median-<score>``, ``ross-<score>``.
+``<score>`` (plain), ``median-<score>``, ``quantile-<score>``, ``ross-<score>``.
 """
 from __future__ import annotations
 
 from ..model import ModelWrapper
 from ..scores import Score, get_score
 from .base import BaseScoreDetector, Detector, FeatureUnit, NotFittedError, StaleFitError, iter_batches
-from .smoothed import ROSS, SURROGATES, MedianSmoothing
+from .smoothed import ROSS, SURROGATES, MedianSmoothing, QuantileSmoothing
 
-__all__ = ["Detector", "BaseScoreDetector", "MedianSmoothing", "ROSS", "NotFittedError", "StaleFitError",
+__all__ = ["Detector", "BaseScoreDetector", "MedianSmoothing", "QuantileSmoothing", "ROSS", "NotFittedError", "StaleFitError",
            "FeatureUnit", "iter_batches", "load_detector", "parse_detector_name", "make_detector", "KINDS",
            "SURROGATES"]
 
 #: detector name prefix -> class
-KINDS = {"base": BaseScoreDetector, "median": MedianSmoothing, "ross": ROSS}
+KINDS = {"base": BaseScoreDetector, "median": MedianSmoothing, "quantile": QuantileSmoothing, "ross": ROSS}
 
 
 def parse_detector_name(name: str) -> tuple[str, str]:
@@ -27,7 +27,7 @@ def parse_detector_name(name: str) -> tuple[str, str]:
     The base score name is checked (an unknown one is an error naming the known ones)."""
     key = name.strip().lower()
     kind, base = "base", key
-    for prefix in ("ross-", "median-"):
+    for prefix in ("ross-", "median-", "quantile-"):
         if key.startswith(prefix):
             kind, base = prefix[:-1], key[len(prefix):]
     get_score(base)
@@ -35,8 +35,10 @@ def parse_detector_name(name: str) -> tuple[str, str]:
 
 
 def make_detector(name: str, model: ModelWrapper, *, base: Score | None = None, lam: float = 0.01,
-                  tau_quantile: float = 0.05, accept_rate: float = 0.95, **smoothing) -> Detector:
-    """The detector ``name`` (``msp``, ``median-energy``, ``ross-fdbd``, ...) on ``model``;
+                  tau_quantile: float = 0.05, accept_rate: float = 0.95, q: float = 0.25,
+                  **smoothing) -> Detector:
+    """The detector ``name`` (``msp``, ``median-energy``, ``quantile-msp``, ``ross-fdbd``, ...) on
+    ``model``; ``q`` is the percentile of ``quantile-`` detectors;
     ``smoothing`` holds ``n_samples``, ``sigma``, ``noise_space``, ``seed``, ``chunk_size``,
     ``noise_device`` for smoothed detectors; ``base`` overrides the score built from the name."""
     kind, base_name = parse_detector_name(name)
@@ -45,6 +47,8 @@ def make_detector(name: str, model: ModelWrapper, *, base: Score | None = None, 
         return BaseScoreDetector(model, base=score, accept_rate=accept_rate)
     if kind == "median":
         return MedianSmoothing(model, base=score, accept_rate=accept_rate, **smoothing)
+    if kind == "quantile":
+        return QuantileSmoothing(model, base=score, accept_rate=accept_rate, q=q, **smoothing)
     return ROSS(model, base=score, accept_rate=accept_rate, lam=lam, tau_quantile=tau_quantile, **smoothing)
 
 

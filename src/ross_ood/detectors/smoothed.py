@@ -17,11 +17,11 @@ import torch
 from .. import certify
 from ..model import ModelWrapper
 from ..scores import Score
-from ..smoothing import Smoothing, calibrate_tau, median_stats, noisy_scores, ross_gate, soft_median
+from ..smoothing import Smoothing, calibrate_tau, lower_quantile, median_stats, noisy_scores, ross_gate, soft_median
 from ..validate import check_fraction, check_number
 from .base import Detector, FeatureUnit, NotFittedError, register
 
-__all__ = ["MedianSmoothing", "ROSS", "SURROGATES"]
+__all__ = ["MedianSmoothing", "QuantileSmoothing", "ROSS", "SURROGATES"]
 
 #: the statistics an adaptive attack on a smoothed detector can climb
 SURROGATES = ("median", "mean", "softmedian", "ross")
@@ -61,6 +61,8 @@ class MedianSmoothing(Detector):
     """
 
     kind = "median"
+    #: the percentile of the noisy scores that this detector reports (and certifies)
+    q = 0.5
 
     def __init__(self, model: ModelWrapper, *, base: str | Score = "fdbd", n_samples: int = 25,
                  sigma: float = 0.05, noise_space: str = "pixel", seed: int = 0, chunk_size: int = 128,
@@ -104,9 +106,11 @@ class MedianSmoothing(Detector):
 
     def surrogate(self, what: str, attack_n: int | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """``f(x, draw)`` over ``attack_n`` noisy copies drawn afresh for every draw:
-        ``median`` (this detector's statistic), ``mean`` and ``softmedian`` (smooth
-        surrogates whose gradient reaches every copy), ``base`` (the unsmoothed score), and
-        for ROSS ``ross`` (the gated score itself, with the fitted tau)."""
+        ``median`` (this detector's own order statistic: the median, or the q-quantile of
+        ``QuantileSmoothing``), ``mean`` and ``softmedian`` (smooth surrogates whose gradient
+        reaches every copy; the soft version is centred on the detector's percentile),
+        ``base`` (the unsmoothed score), and for ROSS ``ross`` (the gated score itself, with
+        the fitted tau)."""
         if what == "base":
             return super().surrogate(what)
         allowed = SURROGATES if isinstance(self, ROSS) else SURROGATES[:3]
@@ -114,7 +118,7 @@ class MedianSmoothing(Detector):
             raise ValueError(f"{type(self).__name__} has no attack surrogate {what!r}; it has "
                              f"{', '.join(('base',) + allowed)}")
         stat = {"median": self._score, "mean": lambda s: s.double().mean(1),
-                "softmedian": lambda s: soft_median(s.double()), "ross": self._score}[what]
+                "softmedian": lambda s: soft_median(s.double(), q=self.q), "ross": self._score}[what]
         return lambda x, draw: stat(self.noisy(x, n_samples=attack_n, salt=1 + draw))
 
     def certified_bounds(self, samples, radius: float, alpha: float = 0.001,
@@ -122,7 +126,7 @@ class MedianSmoothing(Detector):
         """Certified (lower, upper) bounds of the score at L2 radius ``radius`` (pixel units)
         from (B, n) noise samples at the clean input (percentile smoothing; ``certify``)."""
         self._check_certifiable()
-        return certify.median_bounds(np.asarray(samples), radius, float(self.sigma), alpha,
+        return certify.median_bounds(np.asarray(samples), radius, float(self.sigma), alpha, p=float(self.q),
                                      value_range=self.base.value_range)
 
     def _check_certifiable(self) -> None:
@@ -130,6 +134,46 @@ class MedianSmoothing(Detector):
         if self.noise_space != "pixel" or not self.sigma > 0:
             raise ValueError("certificates need noise_space='pixel' and sigma > 0 (L2 radii are in pixel units); "
                              f"got noise_space={self.noise_space!r}, sigma={self.sigma}")
+
+
+@register
+class QuantileSmoothing(MedianSmoothing):
+    """The q-quantile of the base score over ``n_samples`` noisy copies: a stability-rewarding
+    score that percentile smoothing certifies (see docs/certification.md, section 5b).
+
+    h_q = m - (m - h_q): below the median, the score pays for the spread of the lower tail of
+    the noisy scores, so among inputs with the same median the stable ones (small spread)
+    score higher, the effect ROSS's gate is after. Unlike the gate it is itself a percentile,
+    so its certificate is one order statistic on each side (``certify.median_bounds`` at
+    p = q), with no bound on the spread needed and nothing that explodes.
+
+    Parameters
+    ----------
+    q : float
+        The percentile, in (0, 1); 0.5 is median smoothing.
+    model, base, n_samples, sigma, noise_space, seed, chunk_size, base_params, accept_rate, batch_size, noise_device
+        As for ``MedianSmoothing``.
+    """
+
+    kind = "quantile"
+
+    def __init__(self, model: ModelWrapper, *, q: float = 0.25, **kwargs):
+        self.q = q
+        super().__init__(model, **kwargs)
+
+    def _validate(self) -> None:
+        super()._validate()
+        check_fraction("q", self.q)
+
+    def config(self) -> dict:
+        return {**super().config(), "q": float(self.q)}
+
+    @classmethod
+    def from_config(cls, model, base, cfg):
+        return cls(model, base=base, accept_rate=cfg["accept_rate"], q=cfg["q"], **_smoothing_args(cfg))
+
+    def _score(self, feats: torch.Tensor) -> torch.Tensor:
+        return lower_quantile(feats, float(self.q))
 
 
 class _Components(dict):

@@ -110,7 +110,7 @@ def build_detectors(st: Settings, model, sigma: float | None = None, n_samples: 
                  "noise_space": st.noise_space, "seed": st.seed, "chunk_size": st.chunk_size,
                  "noise_device": st.noise_device}
     return {name: make_detector(name, model, lam=st.lam_for(base), tau_quantile=st.tau_quantile,
-                                accept_rate=st.accept_rate, **smoothing)
+                                accept_rate=st.accept_rate, q=st.quantile, **smoothing)
             for name, (_, base) in st.kinds.items()}
 
 
