@@ -90,9 +90,10 @@ def _l2_project(delta, eps):
     return delta * (eps / n).clamp(max=1.0).view(-1, 1, 1, 1)
 
 
-def test_monte_carlo_coverage_on_a_real_model():
+@pytest.mark.parametrize("q", [0.5, 0.25])
+def test_monte_carlo_coverage_on_a_real_model(q):
     """Random and PGD-found L2 perturbations within eps never move the empirical smoothed
-    median (large n) outside the certified bounds (beyond the failure rate alpha)."""
+    median / q-quantile (large n) outside the certified bounds (beyond the failure rate alpha)."""
     need_data("mnist", "t10k-images-idx3-ubyte.gz")
     from ross_ood.data import IdxImageSet
     from ross_ood.models import load_model
@@ -102,7 +103,7 @@ def test_monte_carlo_coverage_on_a_real_model():
     score = get_score("energy")
     sigma, eps, alpha, n, n_check = 0.25, 0.25, 0.01, 1000, 2000
     s = noisy_scores(model, x, [score], Smoothing(n, sigma, "pixel", 0, chunk_size=512))["energy"].detach().numpy()
-    lo, hi = median_bounds(s, eps, sigma, alpha)
+    lo, hi = median_bounds(s, eps, sigma, alpha, p=q)
     assert np.isfinite(lo).all() and np.isfinite(hi).all()
     g = torch.Generator().manual_seed(0)
     candidates = []
@@ -119,11 +120,11 @@ def test_monte_carlo_coverage_on_a_real_model():
         candidates.append(xa.detach())
     violations, moved = 0, []
     with torch.no_grad():
-        m0 = np.median(s, axis=1)
+        m0 = np.quantile(s, q, axis=1)
         for xc in candidates:
             assert (xc - x).flatten(1).norm(dim=1).max() <= eps + 1e-5
             sc = noisy_scores(model, xc, [score], Smoothing(n_check, sigma, "pixel", 7))["energy"].numpy()
-            mc = np.median(sc, axis=1)
+            mc = np.quantile(sc, q, axis=1)
             violations += int(((mc < lo) | (mc > hi)).sum())
             moved.append(np.abs(mc - m0).max())
     assert max(moved) > 0.05  # the perturbations do move the smoothed score
@@ -143,3 +144,31 @@ def test_certify_command_writes_table_and_curve(tmp_path):
         assert means[(det, 0.1)]["auroc"] <= means[(det, 0.0)]["auroc"] + 1e-12  # larger radius, weaker
     assert (tmp_path / "certified_auroc.png").stat().st_size > 1000
     assert "eps=0.1" in (tmp_path / "results.md").read_text()
+
+
+def test_quantile_detector_score_and_certificate(cnn, images):
+    """QuantileSmoothing scores the numpy 'lower' q-quantile of the noisy scores, its
+    certificate is the pair of order statistics that the brute-force binomial search picks at
+    the shifted percentiles q-+ (section 5b of docs/certification.md), and at q = 1/2 it is
+    median smoothing."""
+    from ross_ood import MedianSmoothing, QuantileSmoothing
+    det = QuantileSmoothing(cnn, base="energy", n_samples=101, sigma=0.25, q=0.2).fit(images)
+    with torch.no_grad():
+        feats = det.features(images).numpy()
+    want = np.quantile(feats.astype(np.float64), 0.2, axis=1, method="lower")
+    assert np.array_equal(det.score(images).numpy(), want)
+    eps, alpha = 0.1, 0.01
+    lo, hi = det.certified_bounds(feats, eps, alpha)
+    srt = np.sort(feats.astype(np.float64), axis=1)
+    kl = brute_lower(101, stats.norm.cdf(stats.norm.ppf(0.2) - eps / 0.25), alpha / 2)
+    ku = brute_upper(101, stats.norm.cdf(stats.norm.ppf(0.2) + eps / 0.25), alpha / 2)
+    assert np.array_equal(lo, srt[:, kl - 1]) and np.array_equal(hi, srt[:, ku - 1])
+    assert (lo <= want).all() and (want <= hi).all()
+    med = MedianSmoothing(cnn, base="energy", n_samples=101, sigma=0.25).fit(images)
+    half = det.with_params(q=0.5).fit(images)
+    assert torch.equal(half.score(images), med.score(images))
+    for a, b in zip(half.certified_bounds(feats, eps, alpha), med.certified_bounds(feats, eps, alpha)):
+        assert np.array_equal(a, b)
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ValueError, match="q must be a number in"):
+            QuantileSmoothing(cnn, base="energy", q=bad)

@@ -9,14 +9,14 @@ Public API::
     ross_ood.base_score("energy", model, x)
     ross_ood.ood_metrics(id_scores, ood_scores)
 """
-from .detectors import (BaseScoreDetector, Detector, MedianSmoothing, NotFittedError, ROSS, StaleFitError,
-                        load_detector)
+from .detectors import (BaseScoreDetector, Detector, MedianSmoothing, NotFittedError, QuantileSmoothing, ROSS,
+                        StaleFitError, load_detector)
 from .metrics import accuracy, ood_metrics
 from .model import ModelWrapper, wrap
 from .scores import SCORE_NAMES, base_score, get_score
 
 __version__ = "0.1.0"
 
-__all__ = ["ROSS", "MedianSmoothing", "BaseScoreDetector", "Detector", "NotFittedError", "StaleFitError",
+__all__ = ["ROSS", "MedianSmoothing", "QuantileSmoothing", "BaseScoreDetector", "Detector", "NotFittedError", "StaleFitError",
            "load_detector", "ood_metrics", "accuracy", "wrap", "ModelWrapper", "base_score", "get_score",
            "SCORE_NAMES", "__version__"]

@@ -61,8 +61,6 @@ class MedianSmoothing(Detector):
     """
 
     kind = "median"
-    #: the percentile of the noisy scores that this detector reports (and certifies)
-    q = 0.5
 
     def __init__(self, model: ModelWrapper, *, base: str | Score = "fdbd", n_samples: int = 25,
                  sigma: float = 0.05, noise_space: str = "pixel", seed: int = 0, chunk_size: int = 128,
@@ -72,6 +70,10 @@ class MedianSmoothing(Detector):
         self.n_samples, self.sigma, self.noise_space = n_samples, sigma, noise_space
         self.seed, self.chunk_size, self.noise_device = seed, chunk_size, noise_device
         self._validate()
+
+    def percentile(self) -> float:
+        """The percentile of the noisy scores that this detector reports and certifies."""
+        return 0.5
 
     def smoothing(self, n_samples: int | None = None) -> Smoothing:
         """The noise settings (validated), optionally with another number of copies."""
@@ -118,7 +120,7 @@ class MedianSmoothing(Detector):
             raise ValueError(f"{type(self).__name__} has no attack surrogate {what!r}; it has "
                              f"{', '.join(('base',) + allowed)}")
         stat = {"median": self._score, "mean": lambda s: s.double().mean(1),
-                "softmedian": lambda s: soft_median(s.double(), q=self.q), "ross": self._score}[what]
+                "softmedian": lambda s: soft_median(s.double(), q=self.percentile()), "ross": self._score}[what]
         return lambda x, draw: stat(self.noisy(x, n_samples=attack_n, salt=1 + draw))
 
     def certified_bounds(self, samples, radius: float, alpha: float = 0.001,
@@ -126,7 +128,7 @@ class MedianSmoothing(Detector):
         """Certified (lower, upper) bounds of the score at L2 radius ``radius`` (pixel units)
         from (B, n) noise samples at the clean input (percentile smoothing; ``certify``)."""
         self._check_certifiable()
-        return certify.median_bounds(np.asarray(samples), radius, float(self.sigma), alpha, p=float(self.q),
+        return certify.median_bounds(np.asarray(samples), radius, float(self.sigma), alpha, p=self.percentile(),
                                      value_range=self.base.value_range)
 
     def _check_certifiable(self) -> None:
@@ -172,8 +174,11 @@ class QuantileSmoothing(MedianSmoothing):
     def from_config(cls, model, base, cfg):
         return cls(model, base=base, accept_rate=cfg["accept_rate"], q=cfg["q"], **_smoothing_args(cfg))
 
+    def percentile(self) -> float:
+        return float(self.q)
+
     def _score(self, feats: torch.Tensor) -> torch.Tensor:
-        return lower_quantile(feats, float(self.q))
+        return lower_quantile(feats, self.percentile())
 
 
 class _Components(dict):

@@ -1,0 +1,154 @@
+"""The robustness leaderboard (``docs/robustness.md``), rendered from stored results only.
+
+    python -m ross_ood.leaderboard docs/robustness/leaderboard.yaml
+
+The spec (YAML, read with ``safe_load``) names ``ross attack`` and ``ross certify`` results
+files (``results.json``, paths relative to the spec) and the rows; every number in the table
+is read from those files, so the page is re-rendered, never re-typed. Columns: clean AUROC;
+worst-case AUROC (per input, the worst over the transfer and the adaptive attacks) for every
+(eps, objective) of the attack file; certified AUROC at the L2 radii of the spec where the row
+has a certificate; images per set; wall time of the runs. Each AUROC carries its 95%
+bootstrap interval. Spec keys::
+
+    title: ...
+    intro: ...                 # markdown above the table
+    attack: {name: path, ...}  # ross attack results
+    certify: {name: path, ...} # ross certify results
+    radii: [0.12, 0.25, 0.5]
+    rows:
+      - {label: ..., attack: name, detector: msp, certify: name, sigma: 0.12}
+    anchors: markdown          # published numbers, their own protocols (quoted, not computed)
+    notes: markdown            # below the table
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from .tables import CI_NOTE
+
+__all__ = ["load_spec", "render_leaderboard", "main"]
+
+_OBJ = {"min": "Min", "max": "Max", "both": "Both"}
+
+
+def load_spec(path: str | Path) -> dict:
+    p = Path(path)
+    spec = yaml.safe_load(p.read_text())
+    if not isinstance(spec, dict) or "rows" not in spec:
+        raise ValueError(f"{p}: a leaderboard spec needs a mapping with 'rows'")
+    spec["_dir"] = p.parent
+    return spec
+
+
+def _auroc(rec: dict | None) -> str:
+    if rec is None:
+        return "-"
+    lo, hi = rec.get("auroc_lo"), rec.get("auroc_hi")
+    ci = "" if lo is None or hi is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return f"{100 * rec['auroc']:.2f}{ci}"
+
+
+def _eps_label(eps: float) -> str:
+    return f"{eps * 255:.3g}/255"
+
+
+def _read(spec: dict, kind: str) -> dict:
+    docs = {}
+    for name, rel in (spec.get(kind) or {}).items():
+        path = spec["_dir"] / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"leaderboard: {kind} results {name!r} not found at {path}")
+        docs[name] = json.loads(path.read_text())
+        if docs[name].get("command") != kind:
+            raise ValueError(f"leaderboard: {path} holds {docs[name].get('command')!r} results, not {kind!r}")
+    return docs
+
+
+def _cert_record(doc: dict, det: str, row: dict, radius) -> dict | None:
+    """The mean record of ``det`` at the row's sigma and ``radius`` ("clean" or a number)."""
+    sigma = float(row.get("sigma", -1))
+
+    def match(m):
+        same_r = m["radius"] == "clean" if radius == "clean" else (
+            m["radius"] != "clean" and abs(float(m["radius"]) - float(radius)) < 1e-12)
+        return m["detector"] == det and same_r and abs(float(m["sigma"]) - sigma) < 1e-12
+    return next((m for m in doc["means"] if match(m)), None)
+
+
+def render_leaderboard(spec: dict) -> str:
+    """The leaderboard page as markdown."""
+    attacks, certs = _read(spec, "attack"), _read(spec, "certify")
+    radii = [float(r) for r in spec.get("radii", [])]
+    cols = []  # (eps, objective) over every attack file, in order
+    for doc in attacks.values():
+        for eps in doc["eps_list"]:
+            for obj in ("min", "max", "both"):
+                if any(m["objective"] == obj and m["eps"] == eps for m in doc["means"]) and (eps, obj) not in cols:
+                    cols.append((eps, obj))
+    spaces = {doc["eps_space"] for doc in attacks.values()}
+    head = (["detector", "clean"] + [f"{_eps_label(e)} PGD-{_OBJ[o]}" for e, o in cols]
+            + [f"cert. L2 {r:g}" for r in radii] + ["images/set", "run"])
+    lines = [f"# {spec.get('title', 'Robustness leaderboard')}", ""]
+    if spec.get("intro"):
+        lines += [spec["intro"].strip(), ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in spec["rows"]:
+        cells = [row["label"]]
+        doc = attacks.get(row.get("attack"))
+        if row.get("attack") and doc is None:
+            raise ValueError(f"leaderboard row {row['label']!r}: no attack results named {row['attack']!r}")
+        det = row["detector"]
+        clean = None
+        if doc is not None:
+            clean = next((m for m in doc["clean_means"] if m["detector"] == det and m["ood_set"] == "all-mean"), None)
+            if clean is None:
+                raise ValueError(f"leaderboard row {row['label']!r}: detector {det!r} not in attack results "
+                                 f"{row['attack']!r}")
+        cdoc = certs.get(row.get("certify"))
+        if clean is None and cdoc is not None:  # a certificate-only row: the clean metric of that run
+            clean = _cert_record(cdoc, det, row, "clean")
+        cells.append(_auroc(clean))
+        for eps, obj in cols:
+            rec = None if doc is None else next(
+                (m for m in doc["means"] if m["detector"] == det and m["target"] == "worst" and m["eps"] == eps
+                 and m["objective"] == obj), None)
+            cells.append(_auroc(rec))
+        if row.get("certify") and cdoc is None:
+            raise ValueError(f"leaderboard row {row['label']!r}: no certify results named {row['certify']!r}")
+        cells += [_auroc(None if cdoc is None else _cert_record(cdoc, det, row, r)) for r in radii]
+        sizes = (doc or cdoc or {}).get("set_sizes", {})
+        cells.append(str(sizes.get("id_test", "-")))
+        cells.append(", ".join(x for x in (row.get("attack"), row.get("certify")) if x) or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Attack columns: worst case per input over the transfer and adaptive attacks, eps in "
+              f"{', '.join(sorted(spaces)) or '-'} units, AUROC % (mean over the OOD sets). {CI_NOTE}", ""]
+    lines += ["Runs (stored results; wall time on the machine that ran them):", ""]
+    for name, d in {**attacks, **certs}.items():
+        sizes = ", ".join(f"{k} {v}" for k, v in d.get("set_sizes", {}).items())
+        lines.append(f"- `{name}`: `ross {d['command']}` on {d.get('model') or d.get('models')}, {sizes}; "
+                     f"{d['wall_time_s'] / 60:.1f} min")
+    for key in ("anchors", "notes"):
+        if spec.get(key):
+            lines += ["", spec[key].strip()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) not in (1, 2):
+        print("usage: python -m ross_ood.leaderboard SPEC.yaml [OUT.md]  (default OUT: the spec's 'out')",
+              file=sys.stderr)
+        return 2
+    spec = load_spec(args[0])
+    out = Path(args[1]) if len(args) == 2 else spec["_dir"] / spec.get("out", "../robustness.md")
+    out.write_text(render_leaderboard(spec))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""The robustness leaderboard is rendered from stored results only, and the committed page
+is exactly what its spec renders."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ross_ood.leaderboard import load_spec, main, render_leaderboard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _spec(tmp_path, rows, **extra):
+    spec = {"title": "t", "attack": {"a": str(ROOT / "docs/attacks/readme-robustness.results.json")},
+            "certify": {"c": str(ROOT / "docs/reproduce/certify-results.json")}, "radii": [0.1, 0.3], "rows": rows,
+            **extra}
+    p = tmp_path / "lb.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+def test_cells_are_the_stored_records(tmp_path):
+    p = _spec(tmp_path, [{"label": "MSP", "attack": "a", "detector": "msp"},
+                         {"label": "median", "certify": "c", "detector": "median-fdbd", "sigma": 0.12}],
+              anchors="ATD: 69.3 (their protocol)")
+    md = render_leaderboard(load_spec(p))
+    att = json.loads((ROOT / "docs/attacks/readme-robustness.results.json").read_text())
+    worst = next(m for m in att["means"] if m["detector"] == "msp" and m["target"] == "worst"
+                 and m["objective"] == "both")
+    cert = json.loads((ROOT / "docs/reproduce/certify-results.json").read_text())
+    c03 = next(m for m in cert["means"] if m["detector"] == "median-fdbd" and m["sigma"] == 0.12
+               and m["radius"] == 0.3)
+    msp_row = next(line for line in md.splitlines() if line.startswith("| MSP |")).split(" | ")
+    med_row = next(line for line in md.splitlines() if line.startswith("| median |")).split(" | ")
+    head = next(line for line in md.splitlines() if line.startswith("| detector |")).split(" | ")
+    col = head.index("8/255 PGD-Both")
+    assert msp_row[col] == f"{100 * worst['auroc']:.2f} [{100 * worst['auroc_lo']:.1f}, {100 * worst['auroc_hi']:.1f}]"
+    assert med_row[head.index("cert. L2 0.3")] == f"{100 * c03['auroc']:.2f}"  # that file predates intervals
+    assert msp_row[head.index("cert. L2 0.3")] == "-" and med_row[col] == "-"
+    assert "ATD: 69.3" in md
+
+
+def test_bad_specs_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="detector 'nope' not in attack results"):
+        render_leaderboard(load_spec(_spec(tmp_path, [{"label": "x", "attack": "a", "detector": "nope"}])))
+    with pytest.raises(ValueError, match="no attack results named 'b'"):
+        render_leaderboard(load_spec(_spec(tmp_path, [{"label": "x", "attack": "b", "detector": "msp"}])))
+    p = tmp_path / "bad.yaml"
+    p.write_text("attack: {}\n")
+    with pytest.raises(ValueError, match="needs a mapping with 'rows'"):
+        load_spec(p)
+    spec = load_spec(_spec(tmp_path, [{"label": "x", "attack": "a", "detector": "msp"}]))
+    spec["attack"]["a"] = str(tmp_path / "missing.json")
+    with pytest.raises(FileNotFoundError, match="attack results 'a' not found"):
+        render_leaderboard(spec)
+
+
+def test_committed_leaderboard_is_its_render():
+    spec_path = ROOT / "docs" / "robustness" / "leaderboard.yaml"
+    if not spec_path.exists():
+        pytest.skip("no committed leaderboard")
+    spec = load_spec(spec_path)
+    assert (ROOT / "docs" / "robustness.md").read_text() == render_leaderboard(spec)
+
+
+def test_main_writes_the_page(tmp_path):
+    p = _spec(tmp_path, [{"label": "MSP", "attack": "a", "detector": "msp"}])
+    assert main([str(p), str(tmp_path / "out.md")]) == 0
+    assert (tmp_path / "out.md").read_text() == render_leaderboard(load_spec(p))
+    assert main([]) == 2
