@@ -19,7 +19,10 @@ Configurations:
 - ``default``: ``AttackBudget()``, the current default;
 - ``steps20``, ``n4``, ``r1``, ``n4r1``, ``s20r1``: ``exact`` with 20 APGD steps, 4 noisy
   copies per draw, one restart, or two of these (candidates that do change the attack, to be
-  judged on their AUROC).
+  judged on their AUROC);
+- ``warm20``, ``warm40``: early stopping, one restart, and each adaptive plan warm-started at the
+  detector's worst input of the earlier plans (the transfer attack's, then the earlier
+  surrogates'), with 20 or 40 APGD steps.
 Target (issue 12): ``default`` needs >= 3x fewer forward+backward passes per attacked image
 than ``today`` at a worst-case AUROC no more than 0.5 points above today's, per detector.
 """
@@ -49,6 +52,8 @@ CONFIGS = {
     "r1": dataclasses.replace(TODAY, early_stop=True, adaptive_restarts=1),
     "n4r1": dataclasses.replace(TODAY, early_stop=True, attack_n=4, adaptive_restarts=1),
     "s20r1": dataclasses.replace(TODAY, early_stop=True, adaptive_steps=20, adaptive_restarts=1),
+    "warm20": dataclasses.replace(TODAY, early_stop=True, warm_start=True, adaptive_steps=20, adaptive_restarts=1),
+    "warm40": dataclasses.replace(TODAY, early_stop=True, warm_start=True, adaptive_restarts=1),
 }
 
 

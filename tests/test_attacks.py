@@ -251,3 +251,21 @@ def test_early_stopping_keeps_worst_case_auroc(tmp_path):
     for obj in ("min", "max"):
         assert steps[True][1][obj] <= steps[False][1][obj] + 1e-12, steps
     assert steps[True][0] < steps[False][0], steps
+
+
+def test_warm_start_never_ends_worse_than_its_start(cnn, images):
+    """APGD keeps its best iterate, and a warm start is its first iterate: the result is at
+    least as bad for the defender as the start point, which is projected into the ball."""
+    msp = get_score("msp")
+    fn = lambda v, d: msp(cnn, v)  # noqa: E731
+    cfg = AttackConfig(4 / 255, "min", "pixel", "apgd", steps=3, restarts=1, seed=0)
+    start, _ = run_attack(fn, images, cnn, AttackConfig(8 / 255, "min", "pixel", "apgd", steps=6, seed=1))
+    x_adv, _ = run_attack(fn, images, cnn, cfg, x_init=start)
+    eps = 4 / 255
+    assert (x_adv - images).abs().max() <= eps + 1e-6  # the 8/255 start was projected into the 4/255 ball
+    with torch.no_grad():
+        s_start = msp(cnn, (images + (start - images).clamp(-eps, eps)).clamp(0, 1))
+        s_adv = msp(cnn, x_adv)
+    assert (s_adv <= s_start + 1e-6).all()
+    cold, _ = run_attack(fn, images, cnn, cfg)
+    assert not torch.allclose(cold, x_adv)

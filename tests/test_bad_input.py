@@ -63,6 +63,8 @@ def _tiny():
     (["--surrogates", "median,gate"], "surrogate must be one of"),
     (["--eps", "8,x"], "eps 'x' is not a number"),
     (["--target", "transfer,best"], "target must be one of"),
+    (["--check-every", "0"], "check_every must be an integer >= 1, got 0"),
+    (["--detectors", "quantile-msp", "--quantile", "1"], "quantile must be a number in (0, 1), got 1.0"),
 ])
 def test_attack_flags_checked_at_start(tmp_path, capsys, argv, match):
     out = tmp_path / "o"

@@ -73,6 +73,7 @@ class AttackBudget:
     surrogates: tuple = ("median", "mean", "ross")
     early_stop: bool = True  # stop attacking inputs that already cross the other side (exact; module doc)
     check_every: int = 10  # APGD steps between early-stopping checks
+    warm_start: bool = False  # start each adaptive plan at the detector's worst input of the earlier plans
 
     def __post_init__(self):
         check_int("transfer_steps", self.transfer_steps, minimum=0)
@@ -159,18 +160,25 @@ def _stop_fn(model, det: Detector, stop: Stop):
 
 
 def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: AttackBudget, batch_size: int,
-                        stop: Stop | None = None, skip: np.ndarray | None = None,
-                        prior: np.ndarray | None = None) -> np.ndarray:
-    """The plan's adversarial version of ``xs``; inputs flagged in ``skip`` are not attacked
-    and keep ``prior`` (an earlier plan's result that is already done)."""
+                        stop: Stop | None = None, prior: np.ndarray | None = None,
+                        prior_scores: np.ndarray | None = None) -> np.ndarray:
+    """The plan's adversarial version of ``xs``. ``prior``: the detector's worst inputs of the
+    earlier plans (with their scores ``prior_scores``); with ``stop``, inputs whose prior is
+    already done are not attacked and keep it; with ``budget.warm_start`` the attack starts
+    from it."""
     fn = plan.det.surrogate(plan.what, budget.attack_n)
     stop_fn = _stop_fn(model, plan.det, stop) if stop is not None else None
-    out = prior.copy() if prior is not None else xs.float().numpy().copy()
-    run = np.flatnonzero(~skip) if skip is not None else np.arange(len(xs))
+    out = xs.float().numpy().copy()
+    run = np.arange(len(xs))
+    if stop is not None and prior is not None:
+        done = stop.done(prior_scores)
+        out[done], run = prior[done], np.flatnonzero(~done)
+    warm = torch.from_numpy(prior) if budget.warm_start and prior is not None else None
     for i in range(0, len(run), batch_size):
         rows = run[i:i + batch_size]
         x_adv, _ = run_attack(fn, xs[rows].to(model.device), model, plan.cfg, stop_fn=stop_fn,
-                              check_every=budget.check_every)
+                              check_every=budget.check_every,
+                              x_init=None if warm is None else warm[rows].to(model.device))
         out[rows] = x_adv.float().cpu().numpy()
     return out
 
@@ -181,21 +189,23 @@ def _score_inputs(model, x_adv: np.ndarray, u: FeatureUnit, batch_size: int) -> 
                           for i in range(0, len(t), batch_size)])
 
 
-def _done_before(plan: AttackPlan, stop: Stop, earlier: list[AttackPlan], block: dict, advs: dict):
-    """Inputs of this block that an earlier plan already drove past ``stop`` for this plan's
-    detector (scored by its unit), and the earliest such plan's inputs for them."""
-    uname = plan.det.unit().name
-    skip, prior = None, None
+def _worst_before(plan: AttackPlan, earlier: list[AttackPlan], block: dict, advs: dict):
+    """Per input of this block, the earlier plans' adversarial input that is worst for this
+    plan's detector (scored by its unit; the first one on ties) and its score; (None, None)
+    when no earlier plan is scored by that unit."""
+    uname, side = plan.det.unit().name, plan.cfg.objective
+    best_x, best_s = None, None
     for q in earlier:
         feats = block[q.name].get(uname)
         if feats is None:
             continue
-        hit = stop.done(plan.det.score_features(feats["features"]).double().numpy())
-        if skip is None:
-            skip, prior = np.zeros(len(hit), bool), advs[q.name].copy()
-        new = hit & ~skip
-        prior[new], skip = advs[q.name][new], skip | hit
-    return skip, prior
+        s = plan.det.score_features(feats["features"]).double().numpy()
+        if best_x is None:
+            best_x, best_s = advs[q.name].copy(), s
+            continue
+        worse = s < best_s if side == "min" else s > best_s
+        best_x[worse], best_s = advs[q.name][worse], np.where(worse, s, best_s)
+    return best_x, best_s
 
 
 def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPlan], dets: dict[str, Detector],
@@ -213,17 +223,19 @@ def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPl
         for k, plan in enumerate(plans):
             spec = plan.spec(budget.attack_n)
             st = stops.get(plan.name)
+            warm = budget.warm_start and plan.target == "adaptive"
             if st is not None:  # the early-stopped result depends on the threshold and the earlier plans
-                spec.update(stop={"threshold": st.threshold, "side": st.side, "check_every": budget.check_every,
-                                  "after": [keys[q.name] for q in plans[:k]]})
+                spec["stop"] = {"threshold": st.threshold, "side": st.side, "check_every": budget.check_every}
+            if st is not None or warm:
+                spec.update(warm_start=warm, after=[keys[q.name] for q in plans[:k]])
             akey = keys[plan.name] = stable_key({**base_key, "block": [start, stop], **spec})
             adv = cache.load(set_name, "adv-" + plan.name, akey)
             if adv is None:
                 if xs is None:
                     sub = SubsetView(ds, np.arange(start, stop))
                     xs = torch.stack([sub[i][0] for i in range(len(sub))])
-                skip, prior = _done_before(plan, st, plans[:k], block, advs) if st is not None else (None, None)
-                adv = {"x_adv": _adversarial_inputs(model, xs, plan, budget, batch_size, st, skip, prior)}
+                prior, prior_s = _worst_before(plan, plans[:k], block, advs) if st is not None or warm else (None, None)
+                adv = {"x_adv": _adversarial_inputs(model, xs, plan, budget, batch_size, st, prior, prior_s)}
                 cache.save(set_name, "adv-" + plan.name, akey, adv)
             advs[plan.name] = adv["x_adv"]
             res = {}

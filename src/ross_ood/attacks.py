@@ -132,11 +132,13 @@ def pgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig
 
 
 def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
-         restart: int = 0, stop_fn: StopFn | None = None, check_every: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+         restart: int = 0, stop_fn: StopFn | None = None, check_every: int = 10,
+         x_init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD (Croce & Hein, ICML 2020, Alg. 1) on the gain: step size 2 eps halved at
     checkpoints when progress stalls, momentum 0.75, best iterate returned. Per input.
     With ``stop_fn``, every ``check_every`` steps the best iterates of the running inputs are
-    checked and the done ones leave the batch (they return that best iterate)."""
+    checked and the done ones leave the batch (they return that best iterate). ``x_init``
+    (projected into the ball) replaces the random start: a warm start from an earlier attack."""
     sign = 1.0 if cfg.objective == "max" else -1.0
     n_iter = max(cfg.steps, 1)
     # checkpoints p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)
@@ -148,7 +150,7 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
     view = (b,) + (1,) * (x.dim() - 1)
     eta = torch.full(view, 2.0, device=x.device, dtype=x.dtype) * eps  # per input and channel
     draw = restart * (n_iter + 1) * cfg.eot
-    x0 = _start(x, eps, clip, cfg, restart)
+    x0 = _start(x, eps, clip, cfg, restart) if x_init is None else project(x_init.to(x.dtype), x, eps, clip)
     f0, g = _gain_and_grad(score_fn, x0, sign, cfg.eot, draw)
     draw += cfg.eot
     x_best, f_best = x0.clone(), f0.clone()
@@ -205,11 +207,12 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
 
 def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: AttackConfig,
                eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, stop_fn: StopFn | None = None,
-               check_every: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+               check_every: int = 10, x_init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All restarts of one attack; per input, keep the restart whose ``eval_fn`` score is
     worst for the defender (lowest for ``min``, highest for ``max``). Returns (x_adv, score).
     With ``stop_fn`` (APGD only; PGD is the paper's fixed protocol) inputs stop early inside a
-    run (see ``apgd``), and a restart runs only on the inputs whose result is not done."""
+    run (see ``apgd``), and a restart runs only on the inputs whose result is not done.
+    ``x_init`` warm-starts the first APGD run (later restarts start at random)."""
     if stop_fn is not None and cfg.algorithm != "apgd":
         raise ValueError("early stopping is implemented for APGD only (PGD is the paper's fixed protocol)")
     eps = eps_tensor(model, cfg.eps, cfg.eps_space).to(x.device, x.dtype)
@@ -221,7 +224,8 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
         if cfg.algorithm == "pgd":
             x_adv, gain = pgd(score_fn, x[todo], eps, cfg, clip, restart=r)
         else:
-            x_adv, gain = apgd(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn, check_every=check_every)
+            x_adv, gain = apgd(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn, check_every=check_every,
+                               x_init=x_init[todo] if x_init is not None and r == 0 else None)
         with torch.no_grad():
             s = eval_fn(x_adv) if eval_fn is not None else sign * gain
         if best_x is None:

@@ -126,6 +126,8 @@ class AttackSettings(Settings):
     early_stop: bool = opt(_BUDGET.early_stop, "stop attacking an input once its defended score crosses every clean "
                            "score of the other side (exact for PGD-Min/Max; see ross_ood.adversarial)")
     check_every: int = opt(_BUDGET.check_every, "APGD steps between early-stopping checks")
+    warm_start: bool = opt(_BUDGET.warm_start, "start each adaptive attack of a detector at its worst input of the "
+                           "earlier attacks (transfer, earlier surrogates) instead of a random point")
     attack_batch: int = opt(64, "images per attack batch")
 
     def validate(self) -> None:
@@ -139,7 +141,8 @@ class AttackSettings(Settings):
             check_choice("target", t, TARGETS)
         check_int("attack_batch", self.attack_batch)
         self.budget = AttackBudget(self.transfer_steps, _BUDGET.transfer_step_size, self.adaptive_steps, self.restarts,
-                                   self.eot, self.attack_n, tuple(self.surrogates), self.early_stop, self.check_every)
+                                   self.eot, self.attack_n, tuple(self.surrogates), self.early_stop, self.check_every,
+                                   self.warm_start)
 
 
 @dataclass
