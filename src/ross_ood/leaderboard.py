@@ -91,7 +91,7 @@ def render_leaderboard(spec: dict) -> str:
                     cols.append((eps, obj))
     spaces = {doc["eps_space"] for doc in attacks.values()}
     head = (["detector", "clean"] + [f"{_eps_label(e)} PGD-{_OBJ[o]}" for e, o in cols]
-            + [f"cert. L2 {r:g}" for r in radii] + ["images/set", "run"])
+            + [f"cert. L2 {r:g}" for r in radii] + ["images/set (attack / cert.)", "run"])
     lines = [f"# {spec.get('title', 'Robustness leaderboard')}", ""]
     if spec.get("intro"):
         lines += [spec["intro"].strip(), ""]
@@ -120,8 +120,8 @@ def render_leaderboard(spec: dict) -> str:
         if row.get("certify") and cdoc is None:
             raise ValueError(f"leaderboard row {row['label']!r}: no certify results named {row['certify']!r}")
         cells += [_auroc(None if cdoc is None else _cert_record(cdoc, det, row, r)) for r in radii]
-        sizes = (doc or cdoc or {}).get("set_sizes", {})
-        cells.append(str(sizes.get("id_test", "-")))
+        counts = [str(d["set_sizes"].get("id_test", "-")) for d in (doc, cdoc) if d is not None]
+        cells.append(" / ".join(counts) or "-")
         cells.append(", ".join(x for x in (row.get("attack"), row.get("certify")) if x) or "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Attack columns: worst case per input over the transfer and adaptive attacks, eps in "
