@@ -17,6 +17,6 @@ from .scores import SCORE_NAMES, base_score, get_score
 
 __version__ = "0.1.0"
 
-__all__ = ["ROSS", "MedianSmoothing", "QuantileSmoothing", "BaseScoreDetector", "Detector", "NotFittedError", "StaleFitError",
-           "load_detector", "ood_metrics", "accuracy", "wrap", "ModelWrapper", "base_score", "get_score",
-           "SCORE_NAMES", "__version__"]
+__all__ = ["ROSS", "MedianSmoothing", "QuantileSmoothing", "BaseScoreDetector", "Detector", "NotFittedError",
+           "StaleFitError", "load_detector", "ood_metrics", "accuracy", "wrap", "ModelWrapper", "base_score",
+           "get_score", "SCORE_NAMES", "__version__"]

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .attacks import AttackConfig, run_attack
+from .attacks import CHECK_EVERY, AttackConfig, run_attack
 from .data.sets import SubsetView
 from .detectors import SURROGATES, BaseScoreDetector, Detector, FeatureUnit
 from .evaluate import plan_units, set_fingerprint, unit_arrays
@@ -72,7 +72,7 @@ class AttackBudget:
     attack_n: int = 8  # noisy copies per EOT draw in adaptive attacks on smoothed detectors
     surrogates: tuple = ("median", "mean", "ross")
     early_stop: bool = True  # stop attacking inputs that already cross the other side (exact; module doc)
-    check_every: int = 10  # APGD steps between early-stopping checks
+    check_every: int = CHECK_EVERY  # APGD steps between early-stopping checks
     warm_start: bool = False  # start each adaptive plan at the detector's worst input of the earlier plans
 
     def __post_init__(self):

@@ -33,6 +33,7 @@ ALGORITHMS = ("pgd", "apgd")
 _START_SALT = 1 << 20  # keeps start points apart from the smoothing noise streams
 #: bumped whenever the attack code changes what it computes: part of every cache key
 ATTACK_VERSION = 2
+CHECK_EVERY = 10  # default APGD steps between early-stopping checks
 ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
 StopFn = Callable[[torch.Tensor], torch.Tensor]  # (B, ...) inputs -> (B,) bool: "done, stop attacking"
 
@@ -132,7 +133,7 @@ def pgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig
 
 
 def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
-         restart: int = 0, stop_fn: StopFn | None = None, check_every: int = 10,
+         restart: int = 0, stop_fn: StopFn | None = None, check_every: int = CHECK_EVERY,
          x_init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD (Croce & Hein, ICML 2020, Alg. 1) on the gain: step size 2 eps halved at
     checkpoints when progress stalls, momentum 0.75, best iterate returned. Per input.
@@ -207,7 +208,8 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
 
 def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: AttackConfig,
                eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, stop_fn: StopFn | None = None,
-               check_every: int = 10, x_init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               check_every: int = CHECK_EVERY, x_init: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """All restarts of one attack; per input, keep the restart whose ``eval_fn`` score is
     worst for the defender (lowest for ``min``, highest for ``max``). Returns (x_adv, score).
     With ``stop_fn`` (APGD only; PGD is the paper's fixed protocol) inputs stop early inside a
@@ -224,8 +226,8 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
         if cfg.algorithm == "pgd":
             x_adv, gain = pgd(score_fn, x[todo], eps, cfg, clip, restart=r)
         else:
-            x_adv, gain = apgd(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn, check_every=check_every,
-                               x_init=x_init[todo] if x_init is not None and r == 0 else None)
+            x_adv, gain = apgd(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn,
+                               check_every=check_every, x_init=x_init[todo] if x_init is not None and r == 0 else None)
         with torch.no_grad():
             s = eval_fn(x_adv) if eval_fn is not None else sign * gain
         if best_x is None:

@@ -27,8 +27,8 @@ _DESCRIPTIONS = {
                "the base score), adaptive (APGD/EOT on the detector's own score, incl. the ROSS gate), worst "
                "(per-input worst case). Adversarial inputs are cached under OUT/cache and a killed run resumes."),
     "certify": ("certified AUROC / FPR@95 vs L2 radius for smoothed detectors",
-                "Percentile-smoothing certificates (Chiang et al. 2020) for median-<score>, quantile-<score> and ross-<score> "
-                "detectors at several sigma (pixel space), from n_samples noise samples per input; writes "
+                "Percentile-smoothing certificates (Chiang et al. 2020) for median-<score>, quantile-<score> and "
+                "ross-<score> detectors at several sigma (pixel space), from n_samples noise samples per input; writes "
                 "OUT/results.{json,csv,md} and OUT/certified_auroc.png. Resumable like eval."),
     "train": ("noise-augmented fine-tuning of a zoo classifier (for smoothing and certificates)",
               "Fine-tunes (or trains, --scratch) a zoo model on the benchmark's ID training set with Gaussian noise "

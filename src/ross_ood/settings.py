@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .adversarial import OBJECTIVES, TARGETS, AttackBudget
 from .config import FieldSettings, field_kind, load_config_file, opt
+from .detectors import DEFAULT_Q
 from .validate import (NOISE_DEVICES, SPACES, check_choice, check_device, check_fraction, check_int, check_number,
                        check_ood_names, check_out_dir, parse_eps, parse_lam)
 
@@ -43,7 +44,7 @@ class Settings(FieldSettings):
     sigma: float = opt(0.05, "noise std in noise_space units")
     lam: str = opt("0.01", "ROSS lambda (base score units): a number, or per base score e.g. fdbd=0.01,msp=0.002")
     tau_quantile: float = opt(0.05, "quantile of the ID validation medians that sets ROSS's tau")
-    quantile: float = opt(0.25, "percentile q of quantile-<score> detectors (the certifiable stability score)")
+    quantile: float = opt(DEFAULT_Q, "percentile q of quantile-<score> detectors (the certifiable stability score)")
     accept_rate: float = opt(0.95, "share of ID validation inputs that predict() accepts")
     noise_space: str = opt("pixel", "pixel (clipped to [0,1]) or normalized (sigma*std per channel, the paper's)",
                            choices=SPACES)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from ..model import ModelWrapper
 from ..scores import Score, get_score
 from .base import BaseScoreDetector, Detector, FeatureUnit, NotFittedError, StaleFitError, iter_batches
-from .smoothed import ROSS, SURROGATES, MedianSmoothing, QuantileSmoothing
+from .smoothed import DEFAULT_Q, ROSS, SURROGATES, MedianSmoothing, QuantileSmoothing
 
-__all__ = ["Detector", "BaseScoreDetector", "MedianSmoothing", "QuantileSmoothing", "ROSS", "NotFittedError", "StaleFitError",
-           "FeatureUnit", "iter_batches", "load_detector", "parse_detector_name", "make_detector", "KINDS",
-           "SURROGATES"]
+__all__ = ["Detector", "BaseScoreDetector", "MedianSmoothing", "QuantileSmoothing", "ROSS", "NotFittedError",
+           "StaleFitError", "FeatureUnit", "iter_batches", "load_detector", "parse_detector_name", "make_detector",
+           "KINDS", "SURROGATES", "DEFAULT_Q"]
 
 #: detector name prefix -> class
 KINDS = {"base": BaseScoreDetector, "median": MedianSmoothing, "quantile": QuantileSmoothing, "ross": ROSS}
@@ -35,7 +35,7 @@ def parse_detector_name(name: str) -> tuple[str, str]:
 
 
 def make_detector(name: str, model: ModelWrapper, *, base: Score | None = None, lam: float = 0.01,
-                  tau_quantile: float = 0.05, accept_rate: float = 0.95, q: float = 0.25,
+                  tau_quantile: float = 0.05, accept_rate: float = 0.95, q: float = DEFAULT_Q,
                   **smoothing) -> Detector:
     """The detector ``name`` (``msp``, ``median-energy``, ``quantile-msp``, ``ross-fdbd``, ...) on
     ``model``; ``q`` is the percentile of ``quantile-`` detectors;

@@ -21,10 +21,12 @@ from ..smoothing import Smoothing, calibrate_tau, lower_quantile, median_stats, 
 from ..validate import check_fraction, check_number
 from .base import Detector, FeatureUnit, NotFittedError, register
 
-__all__ = ["MedianSmoothing", "QuantileSmoothing", "ROSS", "SURROGATES"]
+__all__ = ["MedianSmoothing", "QuantileSmoothing", "ROSS", "SURROGATES", "DEFAULT_Q"]
 
 #: the statistics an adaptive attack on a smoothed detector can climb
 SURROGATES = ("median", "mean", "softmedian", "ross")
+#: the default percentile q of ``QuantileSmoothing`` (``quantile-<score>``)
+DEFAULT_Q = 0.25
 
 
 @register
@@ -104,7 +106,7 @@ class MedianSmoothing(Detector):
         return noisy_scores(self.model, x, [self.base], self.smoothing(n_samples), keys, salt)[self.base.name]
 
     def _score(self, feats: torch.Tensor) -> torch.Tensor:
-        return median_stats(feats)["median"]
+        return lower_quantile(feats, self.percentile())
 
     def surrogate(self, what: str, attack_n: int | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """``f(x, draw)`` over ``attack_n`` noisy copies drawn afresh for every draw:
@@ -159,7 +161,7 @@ class QuantileSmoothing(MedianSmoothing):
 
     kind = "quantile"
 
-    def __init__(self, model: ModelWrapper, *, q: float = 0.25, **kwargs):
+    def __init__(self, model: ModelWrapper, *, q: float = DEFAULT_Q, **kwargs):
         self.q = q
         super().__init__(model, **kwargs)
 
@@ -176,9 +178,6 @@ class QuantileSmoothing(MedianSmoothing):
 
     def percentile(self) -> float:
         return float(self.q)
-
-    def _score(self, feats: torch.Tensor) -> torch.Tensor:
-        return lower_quantile(feats, self.percentile())
 
 
 class _Components(dict):
