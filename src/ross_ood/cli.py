@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     prp.add_argument("dir", help="a results folder")
     prp.add_argument("--no-figures", dest="figures", action="store_false", help="tables only")
     prp.set_defaults(func=_cmd_report)
+    plb = sub.add_parser("leaderboard", help="docs/robustness.md from stored attack and certify results",
+                         description="Renders a leaderboard spec (YAML: the results files and the rows; see "
+                                     "ross_ood.leaderboard) into markdown; no recomputation.")
+    plb.add_argument("spec", help="the spec, e.g. docs/robustness/leaderboard.yaml")
+    plb.add_argument("out", nargs="?", default=None, help="output file (default: the spec's 'out')")
+    plb.set_defaults(func=_cmd_leaderboard)
     prr = sub.add_parser("reproduce", help="the paper's tables from one command (presets offline, openood)",
                          description="offline: reduced-scale tables on the data root's offline benchmark (eval x 3 "
                                      "seeds, attack, sweeps, certificates), then one report (about an hour on 2 CPU "
@@ -123,6 +129,11 @@ def _run_job(args) -> None:
 def _cmd_report(args) -> None:
     from .report import write_report
     print(f"wrote {write_report(args.dir, figures=args.figures)}")
+
+
+def _cmd_leaderboard(args) -> None:
+    from .leaderboard import write_leaderboard
+    print(f"wrote {write_leaderboard(args.spec, args.out)}")
 
 
 def _cmd_reproduce(args) -> None:

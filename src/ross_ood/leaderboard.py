@@ -1,6 +1,6 @@
 """The robustness leaderboard (``docs/robustness.md``), rendered from stored results only.
 
-    python -m ross_ood.leaderboard docs/robustness/leaderboard.yaml
+    ross leaderboard docs/robustness/leaderboard.yaml     (or: python -m ross_ood.leaderboard ...)
 
 The spec (YAML, read with ``safe_load``) names ``ross attack`` and ``ross certify`` results
 files (``results.json``, paths relative to the spec) and the rows; every number in the table
@@ -30,7 +30,7 @@ import yaml
 
 from .tables import CI_NOTE
 
-__all__ = ["load_spec", "render_leaderboard", "main"]
+__all__ = ["load_spec", "render_leaderboard", "write_leaderboard", "main"]
 
 _OBJ = {"min": "Min", "max": "Max", "both": "Both"}
 
@@ -137,17 +137,22 @@ def render_leaderboard(spec: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_leaderboard(spec_path: str | Path, out: str | Path | None = None) -> Path:
+    """Render the spec and write the page to ``out`` (default: the spec's ``out``, relative to
+    the spec); returns the path written."""
+    spec = load_spec(spec_path)
+    path = Path(out) if out is not None else spec["_dir"] / spec.get("out", "../robustness.md")
+    path.write_text(render_leaderboard(spec))
+    return path
+
+
 def main(argv=None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) not in (1, 2):
-        print("usage: python -m ross_ood.leaderboard SPEC.yaml [OUT.md]  (default OUT: the spec's 'out')",
-              file=sys.stderr)
-        return 2
-    spec = load_spec(args[0])
-    out = Path(args[1]) if len(args) == 2 else spec["_dir"] / spec.get("out", "../robustness.md")
-    out.write_text(render_leaderboard(spec))
-    print(f"wrote {out}")
-    return 0
+    """``python -m ross_ood.leaderboard SPEC [OUT]``: the ``ross leaderboard`` command."""
+    from .cli import main as cli_main
+    try:
+        return cli_main(["leaderboard", *(sys.argv[1:] if argv is None else argv)])
+    except SystemExit as e:  # argparse's usage errors
+        return int(e.code or 0)
 
 
 if __name__ == "__main__":
