@@ -54,6 +54,10 @@ CONFIGS = {
     "s20r1": dataclasses.replace(TODAY, early_stop=True, adaptive_steps=20, adaptive_restarts=1),
     "warm20": dataclasses.replace(TODAY, early_stop=True, warm_start=True, adaptive_steps=20, adaptive_restarts=1),
     "warm40": dataclasses.replace(TODAY, early_stop=True, warm_start=True, adaptive_restarts=1),
+    "mr2": dataclasses.replace(TODAY, early_stop=True, surrogates=("mean", "ross")),
+    "mr1": dataclasses.replace(TODAY, early_stop=True, surrogates=("mean", "ross"), adaptive_restarts=1),
+    "mr1s20": dataclasses.replace(TODAY, early_stop=True, surrogates=("mean", "ross"), adaptive_restarts=1,
+                                  adaptive_steps=20),
 }
 
 
@@ -89,13 +93,21 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--sigma", type=float, default=0.05, help="smoothing noise of the smoothed detectors")
+    ap.add_argument("--noise-space", default="normalized")
+    ap.add_argument("--split-seed", type=int, default=0, help="another seed draws other images")
+    ap.add_argument("--ablate", action="store_true",
+                    help="also print, per detector, the worst-case AUROC of every subset of its attack plans "
+                         "(meaningful for configs without early stopping, whose plans are independent)")
     args = ap.parse_args(argv)
 
     from ross_ood.jobs.common import clean_run
     from ross_ood.settings import AttackSettings
     bench_sets = args.ood.split(",")
     st = AttackSettings(data_root=args.data_root, out="runs/bench-attack", limit=args.limit,
-                        detectors=args.detectors, eps=args.eps, eps_space=args.eps_space, noise_space="normalized",
+                        detectors=args.detectors, eps=args.eps, eps_space=args.eps_space, noise_space=args.noise_space,
+                        model=args.model, sigma=args.sigma, split_seed=args.split_seed,
                         objective=args.objective, progress=False, bootstrap=1000, device=args.device,
                         ood=[], only_extra=False)
     run = clean_run(st)
@@ -106,22 +118,26 @@ def main(argv=None):
     n_att = {"min": len(run.bench.id), "max": sum(len(run.bench.ood[s]) for s in bench_sets)}
     objectives = st.objective
     attacked = sum(n_att[o] for o in objectives)
-    print(f"model {run.model_name}, {args.limit} images per set (ID test + {', '.join(bench_sets)}), eps "
+    print(f"model {run.model_name} (sigma {args.sigma} {args.noise_space}, split seed {args.split_seed}), "
+          f"{args.limit} images per set (ID test + {', '.join(bench_sets)}), eps "
           f"{args.eps}/255 {args.eps_space}, objectives {', '.join(objectives)}: {attacked} attacked images "
           f"per detector; torch threads {torch.get_num_threads()}\n")
-    rows = {}
+    rows, ablations = {}, []
     for cname in args.configs.split(","):
         budget = CONFIGS[cname]
         for det_name, det in run.dets.items():
             counter = PassCounter(run.model.net)
             t0 = time.perf_counter()
+            per_plan: dict = {}
             try:
                 _, means, _ = attack_benchmark(run.model, run.bench, {det_name: det},
                                                {det_name: run.result.scores[det_name]}, st.eps_values, objectives,
                                                st.eps_space, ["transfer", "adaptive", "worst"], budget, st.seed,
-                                               BlockCache(None), args.batch, 512, None, st.bootstrap)
+                                               BlockCache(None), args.batch, 512, None, st.bootstrap, per_plan)
             finally:
                 counter.close()
+            if args.ablate:
+                ablations.append(ablate(cname, det_name, per_plan, run, objectives))
             wall = time.perf_counter() - t0
             worst = {m["objective"]: m for m in means if m["target"] == "worst"}
             rows[(cname, det_name)] = (counter.forward / attacked, counter.backward / attacked, attacked / wall, worst)
@@ -135,7 +151,46 @@ def main(argv=None):
         cells = [f"{worst[o]['auroc'] * 100:.2f} [{worst[o]['auroc_lo'] * 100:.1f}, {worst[o]['auroc_hi'] * 100:.1f}]"
                  for o in objectives]
         print(f"| {cname} | {det_name} | {f:.0f} | {b:.0f} | {ips:.3f} | " + " | ".join(cells) + f" | {ratio} |")
+    for table in ablations:
+        print("\n" + table)
     return rows
+
+
+def ablate(cname: str, det_name: str, per_plan: dict, run, objectives) -> str:
+    """Worst-case AUROC (mean over the OOD sets) of every non-empty subset of one detector's
+    attack plans: which plans carry the worst case. Each plan's scores are its own run, so
+    this is exact for configurations without early stopping (later plans do not depend on
+    earlier ones); with early stopping a later plan may have skipped inputs an earlier one
+    had already done."""
+    import itertools
+
+    import numpy as np
+
+    from ross_ood.metrics import ood_metrics
+    plans = sorted({k[4] for k in per_plan})
+    clean = {s: np.asarray(v["score"], np.float64) for s, v in run.result.scores[det_name].items()}
+    ood_sets = list(run.bench.ood)
+    lines = [f"plan ablation: {cname} / {det_name} (worst-case AUROC, mean over {', '.join(ood_sets)})",
+             "| plans | " + " | ".join(f"PGD-{o.capitalize()}" for o in objectives) + " |",
+             "|---|" + "---|" * len(objectives)]
+    for r in range(1, len(plans) + 1):
+        for subset in itertools.combinations(plans, r):
+            cells = []
+            for o in objectives:
+                vals = []
+                for eps in sorted({k[0] for k in per_plan}):
+                    side_sets = ["id_test"] if o == "min" else ood_sets
+                    worst = {}
+                    for s in side_sets:
+                        c = np.stack([per_plan[(eps, o, s, det_name, p)] for p in subset])
+                        worst[s] = c.min(0) if o == "min" else c.max(0)
+                    for s in ood_sets:
+                        id_s = worst["id_test"] if o == "min" else clean["id_test"]
+                        ood_s = clean[s] if o == "min" else worst[s]
+                        vals.append(ood_metrics(id_s, ood_s)["auroc"] * 100)
+                cells.append(f"{np.mean(vals):.2f}")
+            lines.append("| " + " + ".join(subset) + " | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

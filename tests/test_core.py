@@ -68,6 +68,60 @@ def test_attack_surrogate_is_the_detectors_gate(cnn, images):
         ross_ood.MedianSmoothing(cnn, base="msp").surrogate("ross")
 
 
+@pytest.mark.parametrize("kind", ["median", "quantile", "ross"])
+def test_order_statistic_surrogate_is_the_order_statistic(cnn, images, kind):
+    """The 'median' surrogate is the detector's percentile of ``attack_n`` fresh noisy
+    copies: the median for median smoothing *and for ROSS* (not the gate: until attack
+    version 3 ROSS's 'median' plan attacked the gate, a duplicate of its 'ross' plan), the
+    q-quantile for quantile smoothing. Its value and input gradient equal autograd through
+    ``lower_quantile`` of all copies, while the backward pass runs through one copy per input."""
+    from ross_ood.smoothing import lower_quantile
+    cls = {"median": ross_ood.MedianSmoothing, "quantile": ross_ood.QuantileSmoothing, "ross": ross_ood.ROSS}[kind]
+    det = cls(cnn, base="energy", n_samples=5, sigma=0.2, **({"q": 0.25} if kind == "quantile" else {}))
+    det.fit(images)
+    x = images[:6]
+    counted = {"fwd": 0, "bwd": 0}
+
+    def hook(module, inputs, output):
+        counted["fwd"] += output.shape[0]
+        if output.requires_grad:
+            output.register_hook(lambda g, n=output.shape[0]: counted.__setitem__("bwd", counted["bwd"] + n))
+    h = cnn.net.register_forward_hook(hook)
+    try:
+        xa = x.clone().requires_grad_(True)
+        got = det.surrogate("median", attack_n=7)(xa, 2)
+        (g_got,) = torch.autograd.grad(got.sum(), xa)
+    finally:
+        h.remove()
+    assert counted == {"fwd": 6 * 7 + 6, "bwd": 6}
+    xb = x.clone().requires_grad_(True)
+    feats = det.noisy(xb, n_samples=7, salt=3)
+    want = lower_quantile(feats, 0.25 if kind == "quantile" else 0.5)
+    (g_want,) = torch.autograd.grad(want.sum(), xb)
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+    assert g_want.abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(det.surrogate("median", attack_n=7)(x, 2), want.detach(), rtol=0, atol=1e-6)
+    if kind == "ross":  # the gate differs from the median on these inputs, so the two plans differ
+        with torch.no_grad():
+            gate = det.surrogate("ross", attack_n=7)(x, 2)
+        assert not torch.allclose(gate, want.detach())
+
+
+def test_noisy_scores_of_chosen_draws_are_columns_of_the_full_matrix(cnn, images):
+    from ross_ood.smoothing import Smoothing, noisy_scores
+    from ross_ood.scores import get_score
+    sm = Smoothing(n_samples=6, sigma=0.1, chunk_size=4)
+    base = get_score("msp")
+    full = noisy_scores(cnn, images[:5], [base], sm, salt=2)["msp"]
+    draws = torch.tensor([[0, 5], [3, 3], [1, 2], [4, 0], [5, 5]])
+    some = noisy_scores(cnn, images[:5], [base], sm, salt=2, draws=draws)["msp"]
+    torch.testing.assert_close(some, full.gather(1, draws), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="draws must be"):
+        noisy_scores(cnn, images[:5], [base], sm, draws=torch.tensor([[6]] * 5))
+
+
 def test_certified_gate_is_the_scoring_gate(cnn, images):
     """At radius 0 with alpha near 1 the certified ROSS bounds pass through ``ROSS.gate``:
     changing lam after fitting changes scores and bounds alike (after refitting)."""

@@ -260,10 +260,11 @@ def _worst(candidates: list[np.ndarray], objective: str) -> np.ndarray:
 
 
 def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, seed, cache, batch_size, block_size,
-              progress_factory, thresholds: dict[str, float]) -> dict:
+              progress_factory, thresholds: dict[str, float], plan_scores: dict | None = None) -> dict:
     """detector -> attacked set -> target -> per-input worst attacked scores. ``thresholds``:
     per detector, the clean score of the other side that an attacked input must cross to be
-    done (early stopping)."""
+    done (early stopping). ``plan_scores``, when given, receives every plan's own scores,
+    keyed (eps, objective, set, detector, plan name)."""
     sets = ["id_test"] if objective == "min" else list(bench.ood)
     out = {n: {} for n in dets}
     for s in sets:
@@ -284,6 +285,8 @@ def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, se
             for p in owned[n]:
                 feats = arrays[p.name][d.unit().name]["features"]
                 cand.setdefault(p.target, []).append(d.score_features(feats).double().numpy())
+                if plan_scores is not None:
+                    plan_scores[(eps, objective, s, n, p.name)] = cand[p.target][-1]
             per = {t: _worst(cand[t], objective) for t in targets if t != "worst"}
             if "worst" in targets:
                 per["worst"] = _worst([c for v in cand.values() for c in v], objective)
@@ -302,16 +305,17 @@ def _thresholds(clean: dict, side: str, ood_sets: list[str]) -> dict[str, float]
 def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_scores: dict, eps_list,
                      objectives, eps_space: str, targets, budget: AttackBudget, seed: int, cache: BlockCache,
                      batch_size=64, block_size=256, progress_factory=None,
-                     n_resamples: int = 1000) -> tuple[list, list, float]:
+                     n_resamples: int = 1000, plan_scores: dict | None = None) -> tuple[list, list, float]:
     """Records per (detector, OOD set, eps, objective, target) of fitted detectors ``dets``,
     their means over the OOD sets (with bootstrap intervals), and the wall time.
-    ``clean_scores`` is ``EvalResult.scores`` of the clean evaluation that fitted them."""
+    ``clean_scores`` is ``EvalResult.scores`` of the clean evaluation that fitted them.
+    ``plan_scores`` (a dict) receives each attack plan's per-input scores (see ``_attacked``)."""
     t0 = time.time()
     clean = {n: {s: v["score"] for s, v in per.items()} for n, per in clean_scores.items()}
     records, means = [], []
     for eps in eps_list:
         att = {side: _attacked(model, bench, dets, eps, side, eps_space, targets, budget, seed, cache, batch_size,
-                               block_size, progress_factory, _thresholds(clean, side, list(bench.ood)))
+                               block_size, progress_factory, _thresholds(clean, side, list(bench.ood)), plan_scores)
                for side in ("min", "max") if any(side in SIDES[o] for o in objectives)}
         for objective in objectives:
             for n in dets:

@@ -32,7 +32,7 @@ OBJECTIVES = ("min", "max")  # per attacked input: lower (ID) or raise (OOD) its
 ALGORITHMS = ("pgd", "apgd")
 _START_SALT = 1 << 20  # keeps start points apart from the smoothing noise streams
 #: bumped whenever the attack code changes what it computes: part of every cache key
-ATTACK_VERSION = 2
+ATTACK_VERSION = 3
 CHECK_EVERY = 10  # default APGD steps between early-stopping checks
 ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
 StopFn = Callable[[torch.Tensor], torch.Tensor]  # (B, ...) inputs -> (B,) bool: "done, stop attacking"

@@ -55,14 +55,17 @@ class Smoothing:
 
 
 def noisy_scores(model: ModelWrapper, x: torch.Tensor, scores: Sequence[Score], smoothing: Smoothing,
-                 keys: Sequence[int] | None = None, salt: int = 0) -> dict[str, torch.Tensor]:
+                 keys: Sequence[int] | None = None, salt: int = 0,
+                 draws: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Scores of ``smoothing.n_samples`` noisy copies of every input: ``{score.name: (B, N)}``.
 
     The ``B * N`` noisy images are evaluated ``chunk_size`` at a time, so peak memory does
     not grow with N. Pass-level scores share one forward pass per chunk. In ``pixel`` space
     the noisy images are clipped to [0, 1]; in ``normalized`` space they are not (as the
     ROSS authors). Differentiable in ``x`` when called with gradients enabled. ``salt``
-    selects an independent noise stream (attacks use one per EOT draw).
+    selects an independent noise stream (attacks use one per EOT draw). ``draws`` (B, M)
+    integers in [0, N) picks which copies to score per input (default: all N): column c of
+    the result is then the copy ``draws[:, c]`` of the full matrix, the same noisy image.
     """
     sm, b, n = smoothing, x.shape[0], smoothing.n_samples
     gen_device = "cpu" if sm.noise_device == "cpu" else x.device
@@ -74,7 +77,14 @@ def noisy_scores(model: ModelWrapper, x: torch.Tensor, scores: Sequence[Score], 
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate score names {names}")
     scale = channel_scale(model.std, sm.sigma, sm.noise_space).to(x.device, x.dtype)
-    pairs_i, pairs_j = np.repeat(np.arange(b), n), np.tile(np.arange(n), b)
+    if draws is None:
+        pairs_i, pairs_j = np.repeat(np.arange(b), n), np.tile(np.arange(n), b)
+    else:
+        draws = np.asarray(torch.as_tensor(draws).cpu(), np.int64)
+        if draws.ndim != 2 or len(draws) != b or draws.size and not (0 <= draws.min() and draws.max() < n):
+            raise ValueError(f"draws must be (B, M) = ({b}, M) integers in [0, {n}), got shape {draws.shape}")
+        n = draws.shape[1]
+        pairs_i, pairs_j = np.repeat(np.arange(b), n), draws.reshape(-1)
     shared = [s for s in scores if s.pass_level]
     own = [s for s in scores if not s.pass_level]
     need_feats = any(s.needs_features for s in shared)
