@@ -12,8 +12,11 @@ hook counts images through ``model.net``; a gradient hook on its output counts i
 backward pass ran), not by a formula. Clean scoring and fitting are done once, before.
 
 Configurations:
-- ``today``: the adaptive attack as it was before issue 12: APGD 40 steps x 2 restarts, EOT
-  over 8 noisy copies on the median, mean and ROSS surrogates, no early stopping;
+- ``today``: the adaptive attack's budget as it was before issue 12: APGD 40 steps x 2
+  restarts, EOT over 8 noisy copies on the median, mean and ROSS surrogates, no early stopping
+  (run by today's code: since attack version 3 ROSS's median plan attacks the median, and
+  order-statistic plans back-propagate through one copy; pass counts of the version-2 code are
+  in ``docs/robustness/bench-attack-*.log``);
 - ``exact``: the same with early stopping (exact for PGD-Min / PGD-Max, see
   ``ross_ood.adversarial``): same strength by construction;
 - ``default``: ``AttackBudget()``, the current default;
@@ -22,7 +25,11 @@ Configurations:
   judged on their AUROC);
 - ``warm20``, ``warm40``: early stopping, one restart, and each adaptive plan warm-started at the
   detector's worst input of the earlier plans (the transfer attack's, then the earlier
-  surrogates'), with 20 or 40 APGD steps.
+  surrogates'), with 20 or 40 APGD steps;
+- ``mr2``, ``mr1``, ``mr1s20``: early stopping, the mean and ROSS surrogates only (no median
+  plan), with 2 or 1 restarts, 40 or 20 steps.
+``--ablate`` adds, per configuration and detector, the worst-case AUROC of every subset of the
+attack plans (transfer and each surrogate), which shows which plans carry the worst case.
 Target (issue 12): ``default`` needs >= 3x fewer forward+backward passes per attacked image
 than ``today`` at a worst-case AUROC no more than 0.5 points above today's, per detector.
 """

@@ -269,3 +269,39 @@ def test_warm_start_never_ends_worse_than_its_start(cnn, images):
     assert (s_adv <= s_start + 1e-6).all()
     cold, _ = run_attack(fn, images, cnn, cfg)
     assert not torch.allclose(cold, x_adv)
+
+
+def test_plan_scores_make_the_worst_case():
+    """``attack_benchmark(..., plan_scores=d)`` hands out every plan's own per-input scores:
+    the per-input worst over them reproduces the 'worst' target's AUROC on every set (the
+    plan ablation of ``benchmarks/bench_attack.py`` rests on this)."""
+    need_data("cifar10", "test.zip")
+    from ross_ood.adversarial import AttackBudget, attack_benchmark
+    from ross_ood.data import build_benchmark
+    from ross_ood.detectors import BaseScoreDetector
+    from ross_ood.metrics import ood_metrics
+    from ross_ood.models import load_model
+    from ross_ood.store import BlockCache
+    model = load_model("resnet20", DATA_ROOT)
+    bench = build_benchmark("cifar10", DATA_ROOT, 3, 32, limit=6)
+    stack = lambda ds: torch.stack([ds[i][0] for i in range(len(ds))])  # noqa: E731
+    det = BaseScoreDetector(model, base="msp").fit(stack(bench.val))
+    with torch.no_grad():
+        clean = {s: {"score": det.score(stack(ds)).double().numpy()}
+                 for s, ds in [("id_test", bench.id), *bench.ood.items()]}
+    budget = AttackBudget(transfer_steps=3, adaptive_steps=3, adaptive_restarts=1, early_stop=False)
+    plans: dict = {}
+    records, _, _ = attack_benchmark(model, bench, {"msp": det}, {"msp": clean}, [8 / 255], ["min", "max"],
+                                     "normalized", ["transfer", "adaptive", "worst"], budget, 0, BlockCache(None),
+                                     8, 64, None, 0, plans)
+    assert {k[4] for k in plans} == {"transfer/msp", "adaptive/msp/base"}
+    for obj in ("min", "max"):
+        for s in bench.ood:
+            def worst(set_name):
+                c = np.stack([v for k, v in plans.items() if k[1] == obj and k[2] == set_name])
+                return c.min(0) if obj == "min" else c.max(0)
+            id_s = worst("id_test") if obj == "min" else clean["id_test"]["score"]
+            ood_s = clean[s]["score"] if obj == "min" else worst(s)
+            rec = [r for r in records if r["target"] == "worst" and r["objective"] == obj and r["ood_set"] == s]
+            assert len(rec) == 1
+            assert ood_metrics(id_s, ood_s)["auroc"] == pytest.approx(rec[0]["auroc"], abs=1e-12)
