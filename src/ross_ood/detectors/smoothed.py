@@ -103,9 +103,12 @@ class MedianSmoothing(Detector):
         """The (B, N) matrix of noisy base scores."""
         return self.noisy(x, keys)
 
-    def noisy(self, x: torch.Tensor, keys=None, n_samples: int | None = None, salt: int = 0) -> torch.Tensor:
-        """Base scores of noisy copies (B, N); ``salt`` picks an independent noise stream."""
-        return noisy_scores(self.model, x, [self.base], self.smoothing(n_samples), keys, salt)[self.base.name]
+    def noisy(self, x: torch.Tensor, keys=None, n_samples: int | None = None, salt: int = 0,
+              draws: torch.Tensor | None = None) -> torch.Tensor:
+        """Base scores of noisy copies (B, N); ``salt`` picks an independent noise stream,
+        ``draws`` (B, M) only those copies (see ``smoothing.noisy_scores``)."""
+        return noisy_scores(self.model, x, [self.base], self.smoothing(n_samples), keys, salt,
+                            draws)[self.base.name]
 
     def _score(self, feats: torch.Tensor) -> torch.Tensor:
         return lower_quantile(feats, self.percentile())
@@ -140,18 +143,15 @@ class MedianSmoothing(Detector):
         and gradient are those of autograd through ``lower_quantile`` of all copies (up to
         float rounding of a different batch), for 1 backward pass per input instead of
         ``attack_n``, and 1 extra forward."""
-        sm = self.smoothing(attack_n)
-        k = quantile_index(sm.n_samples, self.percentile())
+        k = quantile_index(self.smoothing(attack_n).n_samples, self.percentile())
 
         def f(x: torch.Tensor, draw: int) -> torch.Tensor:
             keys = content_keys(x)
             with torch.no_grad():
-                s = noisy_scores(self.model, x, [self.base], sm, keys, 1 + draw)[self.base.name].double()
-            val = s.kthvalue(k + 1, dim=1)
+                val = self.noisy(x, keys, attack_n, 1 + draw).double().kthvalue(k + 1, dim=1)
             if not (torch.is_grad_enabled() and x.requires_grad):
                 return val.values
-            sel = noisy_scores(self.model, x, [self.base], sm, keys, 1 + draw, draws=val.indices[:, None])
-            return sel[self.base.name][:, 0].double()
+            return self.noisy(x, keys, attack_n, 1 + draw, draws=val.indices[:, None])[:, 0].double()
         return f
 
     def certified_bounds(self, samples, radius: float, alpha: float = 0.001,
