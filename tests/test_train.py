@@ -14,7 +14,7 @@ from .conftest import DATA_ROOT, need_data
 
 
 def _st(out, **kw):
-    args = dict(data_root=str(DATA_ROOT), out=str(out), limit=48, val_limit=20, epochs=2, batch_size=16,
+    args = dict(data_root=str(DATA_ROOT), out=str(out), limit=48, val_limit=20, test_limit=40, epochs=2, batch_size=16,
                 sigma=0.1, progress=False, device="cpu")
     args.update(kw)
     return TrainSettings(**args)
@@ -112,3 +112,42 @@ def test_consistency_loss_by_hand():
     loss2, _ = _loss(model, x, y, cfg2, torch.Generator().manual_seed(1))
     ce_only, _ = _loss(model, x, y, TrainConfig(sigma=0.3, n_noise=3), torch.Generator().manual_seed(1))
     assert loss2.item() > ce_only.item()  # noisy copies disagree: KL > 0 adds to the loss
+
+
+def test_resume_with_other_settings_refused(tmp_path, capsys):
+    need_data("cifar10", "train.zip")
+    run_train(_st(tmp_path / "b", epochs=1, test_limit=20))
+    state = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
+    assert state["recipe"]["lr"] == 0.02 and state["epoch"] == 1
+    (tmp_path / "b" / "model.pt").unlink()
+    with pytest.raises(ValueError, match=r"started with other settings \(lr 0.02 -> 0.05\)"):
+        run_train(_st(tmp_path / "b", epochs=1, lr=0.05, resume=True, test_limit=20))
+
+
+def test_augment_is_the_per_image_crop_and_flip():
+    """The one-gather crop equals cropping each padded image by hand at the drawn offsets."""
+    from ross_ood.train import augment
+    x = torch.rand(6, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    out = augment(x, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    dy, dx = torch.randint(0, 9, (6,), generator=g), torch.randint(0, 9, (6,), generator=g)
+    flip = torch.rand(6, generator=g) < 0.5
+    padded = F.pad(x, (4, 4, 4, 4))
+    for i in range(6):
+        want = padded[i, :, dy[i]:dy[i] + 5, dx[i]:dx[i] + 7]
+        assert torch.equal(out[i], want.flip(2) if flip[i] else want)
+
+
+def test_fp16_refused_on_cpu(tmp_path):
+    with pytest.raises(ValueError, match="precision 'fp16' needs a CUDA device"):
+        _st(tmp_path, precision="fp16")
+
+
+def test_bf16_training_runs_and_records_test_accuracy(tmp_path):
+    need_data("cifar10", "train.zip")
+    doc = run_train(_st(tmp_path, epochs=1, precision="bf16", test_limit=30))
+    assert doc["test_images"] == 30 and 0 <= doc["test_acc"] <= 1 and 0 <= doc["test_acc_noisy"] <= 1
+    assert "--precision bf16" in doc["command"]
+    # the bf16 step moved the weights away from the fp32 run's (autocast changed the arithmetic)
+    fp32 = run_train(_st(tmp_path / "f", epochs=1, test_limit=30))
+    assert fp32["sha256"] != doc["sha256"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from .adversarial import OBJECTIVES, TARGETS, AttackBudget
 from .config import FieldSettings, field_kind, load_config_file, opt
 from .detectors import DEFAULT_Q
+from .precision import PRECISIONS, check_precision
 from .validate import (NOISE_DEVICES, SPACES, check_choice, check_device, check_fraction, check_int, check_number,
                        check_ood_names, check_out_dir, parse_eps, parse_lam)
 
@@ -232,6 +233,9 @@ class TrainSettings(FieldSettings):
     entropy: float = opt(0.5, "entropy weight eta of the consistency loss")
     limit: int | None = opt(None, "seeded class-stratified subset of the training images")
     val_limit: int = opt(1000, "images of the ID validation split for per-epoch accuracy")
+    test_limit: int | None = opt(None, "images of the ID test archive for the final accuracy (default: all)")
+    precision: str = opt("fp32", "fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, with a loss scale)",
+                         choices=PRECISIONS)
     seed: int = opt(0, "seed of order, crops, flips, noise and initialisation")
     resume: bool = opt(False, "continue the run in --out from its last finished epoch")
     device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
@@ -254,8 +258,11 @@ class TrainSettings(FieldSettings):
         if self.limit is not None:
             check_int("limit", self.limit)
         check_int("val_limit", self.val_limit)
+        if self.test_limit is not None:
+            check_int("test_limit", self.test_limit)
         check_int("seed", self.seed, minimum=0)
         check_device(self.device)
+        check_precision(self.precision, None if self.device == "auto" else self.device)
         check_out_dir(self.out)
         if not self.resume and any((Path(self.out) / f).exists() for f in ("state.pt", "model.pt")):
             raise ValueError(f"out {self.out!r} already holds a training run: pass --resume to continue it, "

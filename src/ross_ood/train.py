@@ -8,8 +8,11 @@ the batch; the loss is the mean cross-entropy over the copies plus, with ``consi
 lambda > 0, lambda * mean_i KL(p_bar || p_i) + eta * H(p_bar), p_bar the mean softmax of the
 copies (Jeong & Shin's consistency loss).
 
-Every random draw of epoch e (order, crops, flips, noise) comes from a generator seeded by
-(seed, e) alone, so a run resumed after epoch e gives the same weights as an uninterrupted run.
+Every random draw of epoch e comes from generators seeded by (seed, e) alone: order, crops and
+flips from a CPU generator, the noise from a generator on the training device (so a GPU draws
+its noise where it trains). A run resumed after epoch e gives the same weights as an
+uninterrupted run on the same device. The training images can live on the device: crops and
+flips are one gather, not a Python loop, so a GPU is not starved by the data.
 """
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ import torch.nn.functional as F
 
 from .model import ModelWrapper
 from .noise import pair_seed
+from .precision import autocast
 
-__all__ = ["TrainConfig", "train_epoch", "evaluate_accuracy", "epoch_generator", "augment", "lr_at", "load_images"]
+__all__ = ["TrainConfig", "train_epoch", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
+           "load_images"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class TrainConfig:
     consistency: float = 0.0
     entropy: float = 0.5
     seed: int = 0
+    precision: str = "fp32"
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -47,14 +53,23 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(pair_seed(seed, 0x7A1, epoch, 0))
 
 
+def noise_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The generator of the training noise of ``epoch``, on ``device``: (seed, epoch) only."""
+    return torch.Generator(device=device).manual_seed(pair_seed(seed, 0x7A2, epoch, 0))
+
+
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random crop (zero padding 4) and horizontal flip, one draw per image."""
-    b, _, h, w = x.shape
+    """Random crop (zero padding 4) and horizontal flip, one draw per image from the CPU
+    generator ``gen``; the crop is one gather on ``x``'s device."""
+    b, c, h, w = x.shape
     padded = F.pad(x, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (b,), generator=gen)
-    dx = torch.randint(0, 9, (b,), generator=gen)
-    flip = torch.rand(b, generator=gen) < 0.5
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    dy = torch.randint(0, 9, (b,), generator=gen).to(x.device)
+    dx = torch.randint(0, 9, (b,), generator=gen).to(x.device)
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    out = padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
+                 rows, cols]
     return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
 
 
@@ -69,8 +84,10 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
 def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
     m = cfg.n_noise
     xs = x.repeat(m, 1, 1, 1)
-    noise = torch.randn(xs.shape, generator=gen).to(x.device)
-    logits = model((xs + cfg.sigma * noise).clamp(0.0, 1.0))
+    noise = torch.randn(xs.shape, generator=gen, device=gen.device).to(x.device)
+    with autocast(cfg.precision, x.device):
+        logits = model((xs + cfg.sigma * noise).clamp(0.0, 1.0))
+    logits = logits.float()
     ce = F.cross_entropy(logits, y.repeat(m))
     if cfg.consistency <= 0 or m < 2:
         return ce, logits[: len(x)]
@@ -82,10 +99,12 @@ def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
 
 
 def train_epoch(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor, opt: torch.optim.Optimizer,
-                cfg: TrainConfig, epoch: int, progress=None) -> dict:
-    """One epoch over ``images`` (N, C, H, W in [0, 1]) in an order drawn from (seed, epoch)."""
+                cfg: TrainConfig, epoch: int, progress=None, scaler=None) -> dict:
+    """One epoch over ``images`` (N, C, H, W in [0, 1], on any device) in an order drawn from
+    (seed, epoch). ``scaler``: the fp16 loss scale (``precision.grad_scaler``), else None."""
     gen = epoch_generator(cfg.seed, epoch)
-    order = torch.randperm(len(images), generator=gen)
+    noise_gen = noise_generator(cfg.seed, epoch, model.device)
+    order = torch.randperm(len(images), generator=gen).to(images.device)
     steps = math.ceil(len(images) / cfg.batch_size)
     model.train()
     total, correct, loss_sum = 0, 0, 0.0
@@ -95,31 +114,38 @@ def train_epoch(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor,
         y = labels[idx].to(model.device)
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch * steps + k, cfg.epochs * steps)
-        loss, logits = _loss(model, x, y, cfg, gen)
+        loss, logits = _loss(model, x, y, cfg, noise_gen)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         total += len(idx)
-        correct += int((logits.argmax(1) == y).sum())
-        loss_sum += float(loss.detach()) * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+        loss_sum += loss.detach() * len(idx)
         if progress:
             progress(len(idx))
     model.eval()
-    return {"epoch": epoch + 1, "loss": loss_sum / total, "train_acc_noisy": correct / total}
+    # the sums stay on the device during the epoch (no synchronisation per step)
+    return {"epoch": epoch + 1, "loss": float(loss_sum) / total, "train_acc_noisy": int(correct) / total}
 
 
 @torch.no_grad()
 def evaluate_accuracy(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor, sigma: float = 0.0,
                       seed: int = 0, batch_size: int = 256) -> float:
-    """Accuracy on clean images, or under one draw of N(0, sigma^2) pixel noise (clipped)."""
+    """Accuracy (float32 network) on clean images, or under one draw of N(0, sigma^2) pixel
+    noise (clipped; drawn on the CPU, so the same on every device)."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     correct = 0
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size]
         if sigma > 0:
-            x = (x + sigma * torch.randn(x.shape, generator=gen)).clamp(0.0, 1.0)
-        correct += int((model(x.to(model.device)).argmax(1).cpu() == labels[i:i + batch_size]).sum())
+            x = (x + sigma * torch.randn(x.shape, generator=gen).to(x.device)).clamp(0.0, 1.0)
+        correct += int((model(x.to(model.device)).argmax(1).cpu() == labels[i:i + batch_size].cpu()).sum())
     return correct / len(images)
 
 

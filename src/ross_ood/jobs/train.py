@@ -4,7 +4,10 @@ training set, resumable per epoch (see ``ross_ood.train`` for the method).
 Writes into ``--out``: ``state.pt`` after every epoch (weights, optimizer, history; read with
 ``weights_only=True``), and at the end ``model.pt`` (the state dict, loadable through the zoo:
 ``--model resnet20 --checkpoint OUT/model.pt``) with ``model.json`` beside it (sha256, the
-exact command, settings, per-epoch accuracies), ``config.yaml`` and ``results.md``.
+exact command, settings, per-epoch accuracies, and the accuracy clean and under one draw of
+the training noise on the whole ID test archive, the figures of the data README), ``config.yaml``
+and ``results.md``. A resumed run must have the settings it was started with (the learning-rate
+schedule depends on them): another setting is refused by name, never mixed in.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import yaml
 from ..config import command_line
 from ..settings import TrainSettings
 from ..store import atomic_write_bytes, atomic_write_text
+from ..precision import grad_scaler
 from ..train import TrainConfig, evaluate_accuracy, load_images, train_epoch
 from .common import prepare_out, progress_factory, setup_runtime
 
@@ -41,7 +45,11 @@ def _data(st: TrainSettings, root: Path, model, prog):
     finally:
         if bar:
             bar.close()
-    return (x, y), load_images(bench.val), train.describe()
+    test = ZipImageSet(root / spec.id)
+    if st.test_limit is not None and st.test_limit < len(test):
+        test = SubsetView(test, stratified_subset(len(test), st.test_limit, test.labels, st.seed))
+    test.prepare(model.channels, model.input_size)
+    return (x, y), load_images(bench.val), load_images(test), train.describe()
 
 
 def _save(path: Path, obj) -> str:
@@ -49,6 +57,14 @@ def _save(path: Path, obj) -> str:
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
     return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+#: settings that do not change the trained weights: a resumed run may differ in these
+_RUN_ONLY = ("resume", "progress", "device", "out", "data_root")
+
+
+def _recipe(st: TrainSettings) -> dict:
+    return {k: v for k, v in st.to_dict().items() if k not in _RUN_ONLY}
 
 
 def _start(st: TrainSettings, model, out: Path):
@@ -60,9 +76,18 @@ def _start(st: TrainSettings, model, out: Path):
     from ..models import CheckpointError
     try:
         saved = torch.load(state, map_location="cpu", weights_only=True)
+    except (RuntimeError, KeyError, ValueError, EOFError) as e:
+        raise CheckpointError(f"cannot resume from {state}: {str(e).splitlines()[0]}") from None
+    recipe, now = saved.get("recipe"), _recipe(st)
+    if recipe is not None and recipe != now:
+        diff = ", ".join(f"{k} {recipe.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(recipe) | set(now))
+                         if recipe.get(k) != now.get(k))
+        raise ValueError(f"cannot resume {out}: it was started with other settings ({diff}); "
+                         "resume with the same settings, or train into another folder")
+    try:
         model.net.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
-    except (RuntimeError, KeyError, ValueError, EOFError) as e:
+    except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"cannot resume from {state}: {str(e).splitlines()[0]}") from None
     return opt, int(saved["epoch"]), list(saved["history"])
 
@@ -80,16 +105,18 @@ def run_train(st: TrainSettings) -> dict:
         for m in model.net.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-    (x, y), (xv, yv), train_desc = _data(st, root, model, prog)
+    (x, y), (xv, yv), (xt, yt), train_desc = _data(st, root, model, prog)
+    x, y = x.to(dev), y.to(dev)  # on a GPU the whole training set lives there (600 MB for CIFAR-10)
     cfg = TrainConfig(st.sigma, st.epochs, st.lr, st.batch_size, st.momentum, st.weight_decay, st.n_noise,
-                      st.consistency, st.entropy, st.seed)
+                      st.consistency, st.entropy, st.seed, st.precision)
     opt, start, history = _start(st, model, out)
+    scaler = grad_scaler(st.precision, dev)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
     t0 = time.time()
     for epoch in range(start, st.epochs):
         bar = prog(f"epoch {epoch + 1}/{st.epochs}", len(x)) if prog else None
         try:
-            rec = train_epoch(model, x, y, opt, cfg, epoch, bar.update if bar else None)
+            rec = train_epoch(model, x, y, opt, cfg, epoch, bar.update if bar else None, scaler)
         finally:
             if bar:
                 bar.close()
@@ -97,11 +124,14 @@ def run_train(st: TrainSettings) -> dict:
                    val_acc_noisy=evaluate_accuracy(model, xv, yv, st.sigma, seed=st.seed), wall_s=time.time() - t0)
         history.append(rec)
         _save(out / "state.pt", {"model": model.net.state_dict(), "optimizer": opt.state_dict(),
-                                 "epoch": epoch + 1, "history": history})
+                                 "epoch": epoch + 1, "history": history, "recipe": _recipe(st)})
     sha = _save(out / "model.pt", {"state_dict": model.net.state_dict()})
+    test = {"test_images": len(xt), "test_acc": evaluate_accuracy(model, xt, yt),
+            "test_acc_noisy": evaluate_accuracy(model, xt, yt, st.sigma, seed=st.seed)}
     doc = {"file": "model.pt", "sha256": sha, "command": command_line("train", st), "base": st.model,
            "arch": model.name, "noise_sigma": st.sigma, "train_set": train_desc, "train_images": len(x),
-           "val_images": len(xv), "history": history, "settings": st.to_dict(),
+           "val_images": len(xv), **test, "wall_s": time.time() - t0, "device": str(dev), "history": history,
+           "settings": st.to_dict(),
            "load_with": f"--model {st.model} --checkpoint {out / 'model.pt'}"}
     atomic_write_text(out / "model.json", json.dumps(doc, indent=1))
     rows = ["| epoch | loss | train acc (noisy) | val acc | val acc under sigma |", "|---|---|---|---|---|"]
@@ -109,5 +139,7 @@ def run_train(st: TrainSettings) -> dict:
              f"{100 * h['val_acc_noisy']:.2f} |" for h in history]
     atomic_write_text(out / "results.md", f"## ross train: {st.model}, sigma {st.sigma:g} (pixel units)\n\n"
                       f"{len(x)} training images ({train_desc}); validation: {len(xv)} images of the ID "
-                      f"validation split.\n\n" + "\n".join(rows) + f"\n\n`{doc['command']}`; sha256 {sha}\n")
+                      f"validation split.\n\n" + "\n".join(rows) + f"\n\nWhole ID test archive ({len(xt)} images): "
+                      f"{100 * test['test_acc']:.2f}% clean, {100 * test['test_acc_noisy']:.2f}% under sigma "
+                      f"{st.sigma:g}.\n\n`{doc['command']}`; sha256 {sha}\n")
     return doc
