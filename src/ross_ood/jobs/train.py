@@ -99,6 +99,8 @@ def run_train(st: TrainSettings) -> dict:
     out, root, prog = Path(st.out), default_data_root(st.data_root), progress_factory(st.progress)
     prepare_out(out)
     dev = setup_runtime(st.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     model = load_model(st.model, root, checkpoint=st.checkpoint, device=dev)
     if st.scratch:
         torch.manual_seed(st.seed)

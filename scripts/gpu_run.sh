@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The prepared GPU run (issues 18 and 19): one script, stages run in the order given.
+#
+#   scripts/gpu_run.sh [--tiny] [--out DIR] STAGE...
+#
+# Stages:
+#   train   the training recipes of configs/train/*.yaml (RECIPES, space-separated names, picks
+#           some), one process each, all at once on the one device; logs and model files in
+#           OUT/train/NAME/ (model.json: sha256, command, accuracies, wall time).
+#   check   CPU-vs-GPU agreement of scores on the same noise, and eval / attack / certify timings
+#           on the GPU against the CPU (OUT/check/).
+#   attack  the leaderboard and README robustness configs (ATTACK_CONFIGS) at LIMIT images per set
+#           (default 500) on the GPU (OUT/attack/NAME/).
+# Data: $ROSS_DATA, else ../shared/data; where .gpu/data holds the xz pack of scripts/pack_data.sh
+# (a machine that cannot reach the data), it is unpacked into OUT/data first.
+# --tiny: a few images and one epoch, so that the whole script runs on a CPU as a test.
+# At the end everything but caches and data is packed into OUT/gpu-results.tar.gz.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TINY=0
+OUTDIR="${OUT:-runs/gpu}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tiny) TINY=1; shift ;;
+    --out) OUTDIR="$2"; shift 2 ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "usage: $0 [--tiny] [--out DIR] train|check|attack ..." >&2; exit 2; }
+mkdir -p "$OUTDIR"
+OUTDIR="$(cd "$OUTDIR" && pwd)"
+PY="${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+ross() { "$PY" -m ross_ood.cli "$@"; }
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUTDIR/gpu_run.log"; }
+
+if [ -d .gpu/data ] && [ -z "${ROSS_DATA:-}" ]; then
+  log "unpacking .gpu/data into $OUTDIR/data"
+  (cd .gpu/data && find . -name '*.xz') | while read -r f; do
+    mkdir -p "$OUTDIR/data/$(dirname "$f")"
+    [ -f "$OUTDIR/data/${f%.xz}" ] || "$PY" -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" ".gpu/data/$f" "$OUTDIR/data/${f%.xz}"
+  done
+  export ROSS_DATA="$OUTDIR/data"
+fi
+export ROSS_DATA="${ROSS_DATA:-$(cd .. && pwd)/shared/data}"
+"$PY" - <<'PY' | tee -a "$OUTDIR/gpu_run.log"
+import torch
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+PY
+
+stage_train() {
+  local recipes="${RECIPES:-$(cd configs/train && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')}"
+  local extra=()
+  [ "$TINY" = 1 ] && extra=(--epochs 1 --limit 64 --val-limit 20 --test-limit 40 --batch-size 32)
+  mkdir -p "$OUTDIR/train"
+  local pids=()
+  for r in $recipes; do
+    log "train $r"
+    OMP_NUM_THREADS=2 timeout "${TRAIN_TIMEOUT:-420}" "$PY" -m ross_ood.cli train --config "configs/train/$r.yaml" --out "$OUTDIR/train/$r" --no-progress \
+      --data-root "$ROSS_DATA" "${extra[@]}" > "$OUTDIR/train/$r.log" 2>&1 &
+    pids+=($!)
+  done
+  local fail=0
+  for p in "${pids[@]}"; do wait "$p" || fail=1; done
+  for r in $recipes; do
+    "$PY" - "$OUTDIR/train/$r" "$r" <<'PY' | tee -a "$OUTDIR/gpu_run.log" || true
+import json, pathlib, sys
+d, name = pathlib.Path(sys.argv[1]), sys.argv[2]
+if (d / "model.json").is_file():
+    m = json.loads((d / "model.json").read_text())
+    print(f"{name}: {m['test_images']} test images, {100*m['test_acc']:.2f}% clean, "
+          f"{100*m['test_acc_noisy']:.2f}% under sigma {m['noise_sigma']}, {m['wall_s']:.0f} s, sha256 {m['sha256'][:16]}")
+elif (d / "state.pt").is_file():  # stopped by the timeout: keep its per-epoch history
+    import torch
+    h = torch.load(d / "state.pt", map_location="cpu", weights_only=True)["history"]
+    (d / "history.json").write_text(json.dumps(h, indent=1))
+    print(f"{name}: NOT FINISHED, {len(h)} epochs in {h[-1]['wall_s']:.0f} s, last val acc under noise "
+          f"{100*h[-1]['val_acc_noisy']:.2f}%")
+else:
+    print(f"{name}: no epoch finished")
+PY
+  done
+  return $fail
+}
+
+status=0
+for stage in "$@"; do
+  case "$stage" in
+    train) stage_train || status=1 ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+done
+tmp="$(mktemp)"
+tar -czf "$tmp" -C "$OUTDIR" --exclude=./cache --exclude='*/cache' --exclude=./data --exclude=gpu-results.tar.gz \
+  --exclude=state.pt --exclude='*.npz' .
+mv "$tmp" "$OUTDIR/gpu-results.tar.gz"
+log "packed $OUTDIR/gpu-results.tar.gz ($(du -h "$OUTDIR/gpu-results.tar.gz" | cut -f1)); status $status"
+exit $status
