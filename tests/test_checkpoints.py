@@ -1,5 +1,6 @@
 """Checkpoint loading: good files, wrong keys, truncated files, and a pickle that runs code."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,3 +112,20 @@ def test_real_accuracy_on_a_subset():
     with torch.no_grad():
         acc = (m(x).argmax(1) == y).float().mean().item()
     assert 0.84 <= acc <= 0.93
+
+
+@pytest.mark.parametrize("name,sigma,want", [("resnet20-noise012-e36", 0.12, 0.8295),
+                                              ("resnet20-noise025-e36", 0.25, 0.7509)])
+def test_packaged_noise_models_load_and_classify(name, sigma, want):
+    """The packaged weights load by zoo name (sha256-checked) with no data root, and classify
+    the first 500 test images about as the training record says for all 10,000 (within 4 points)."""
+    from ross_ood.models import ZOO, PACKAGED_WEIGHTS, load_model, sha256_file
+    assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
+    m = load_model(name)
+    need_data("cifar10", "test.zip")
+    from ross_ood.data import ZipImageSet
+    from ross_ood.train import evaluate_accuracy, load_images
+    from ross_ood.data.image import SubsetView
+    ds = ZipImageSet(DATA_ROOT / "cifar10" / "test.zip").prepare(3, 32)
+    x, y = load_images(SubsetView(ds, np.arange(0, 10000, 20)))
+    assert abs(evaluate_accuracy(m, x, y) - want) < 0.04
