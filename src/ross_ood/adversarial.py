@@ -46,6 +46,7 @@ from .evaluate import plan_units, set_fingerprint, unit_arrays
 from .metrics import ood_records
 from .model import ModelWrapper, model_fingerprint
 from .store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
+from .precision import autocast, check_precision
 from .validate import check_choice, check_int, check_number
 
 __all__ = ["AttackBudget", "AttackPlan", "Stop", "plans_for", "compute_adv_set", "attack_benchmark", "TARGETS",
@@ -62,7 +63,14 @@ OBJECTIVES = tuple(SIDES)
 
 @dataclass(frozen=True)
 class AttackBudget:
-    """Attack strengths. ``transfer_*`` are the paper's; ``adaptive_*`` ours."""
+    """Attack strengths. ``transfer_*`` are the paper's; ``adaptive_*`` and ``eotpgd_*`` ours.
+
+    Adaptive plans per detector: APGD (``adaptive_steps`` x ``adaptive_restarts``, first step
+    ``apgd_eta0`` x eps) on each of ``surrogates``, and a fixed-schedule EOT-PGD
+    (``eotpgd_steps``) on each of ``eotpgd_surrogates``. On smoothed detectors both judge their
+    iterates on common random numbers with ``judge_n`` copies (default: the detector's N) when
+    ``judge`` is on. ``precision`` drives the gradient steps only: judges, early-stopping checks
+    and every reported score are float32."""
 
     transfer_steps: int = 40
     transfer_step_size: float = 1 / 30
@@ -74,6 +82,12 @@ class AttackBudget:
     early_stop: bool = True  # stop attacking inputs that already cross the other side (exact; module doc)
     check_every: int = CHECK_EVERY  # APGD steps between early-stopping checks
     warm_start: bool = False  # start each adaptive plan at the detector's worst input of the earlier plans
+    judge: bool = True  # compare iterates on common random numbers (attacks module doc)
+    judge_n: int | None = None  # noisy copies of the judge (None: the detector's n_samples)
+    apgd_eta0: float = 2.0  # APGD's first step, in eps
+    eotpgd_steps: int = 0  # steps of the fixed-schedule EOT-PGD plan (0: no such plan)
+    eotpgd_surrogates: tuple = ("mean",)
+    precision: str = "fp32"  # of the gradient steps (precision.PRECISIONS)
 
     def __post_init__(self):
         check_int("transfer_steps", self.transfer_steps, minimum=0)
@@ -83,10 +97,19 @@ class AttackBudget:
         check_int("eot", self.eot)
         check_int("attack_n", self.attack_n)
         check_int("check_every", self.check_every)
-        if not self.surrogates:
-            raise ValueError("surrogates: name at least one of " + ", ".join(SURROGATES))
-        for s in self.surrogates:
+        if not self.surrogates and not self.eotpgd_steps:
+            raise ValueError("surrogates: name at least one of " + ", ".join(SURROGATES) + " (or give eotpgd_steps)")
+        for s in (*self.surrogates, *self.eotpgd_surrogates):
             check_choice("surrogate", s, SURROGATES)
+        if self.judge_n is not None:
+            check_int("judge_n", self.judge_n)
+        check_number("apgd_eta0", self.apgd_eta0, strict=True)
+        check_int("eotpgd_steps", self.eotpgd_steps, minimum=0)
+        check_precision(self.precision)
+
+    def gradient_spec(self) -> dict:
+        """What, beyond the attack config, determines an adaptive plan's adversarial inputs."""
+        return {"attack_n": self.attack_n, "judge": self.judge, "judge_n": self.judge_n, "precision": self.precision}
 
 
 @dataclass(frozen=True)
@@ -99,10 +122,10 @@ class AttackPlan:
     det: Detector
     cfg: AttackConfig
 
-    def spec(self, attack_n: int) -> dict:
+    def spec(self, budget: AttackBudget) -> dict:
         d = {"what": self.what, "base": self.det.base.spec(), "attack": self.cfg.spec()}
-        if self.what != "base":
-            d.update(detector=self.det.config(), attack_n=attack_n)
+        if self.target == "adaptive":
+            d.update(detector=self.det.config(), **budget.gradient_spec())
         if self.what == "ross":
             d["tau"] = self.det.tau_
         return d
@@ -119,11 +142,18 @@ def plans_for(name: str, det: Detector, eps: float, objective: str, eps_space: s
                            True, 1, "last", seed)
         out.append(AttackPlan(f"transfer/{det.base.name}", "transfer", "base", det, cfg))
     if "adaptive" in want:
+        plain = isinstance(det, BaseScoreDetector)
+
+        def whats(names):
+            return ["base"] if plain else [w for w in names if w != "ross" or det.kind == "ross"]
         cfg = AttackConfig(eps, objective, eps_space, "apgd", budget.adaptive_steps, 1 / 30,
-                           budget.adaptive_restarts, True, budget.eot, "best", seed)
-        whats = ["base"] if isinstance(det, BaseScoreDetector) else [
-            w for w in budget.surrogates if w != "ross" or det.kind == "ross"]
-        out += [AttackPlan(f"adaptive/{name}/{w}", "adaptive", w, det, cfg) for w in whats]
+                           budget.adaptive_restarts, True, budget.eot, "best", seed, eta0=budget.apgd_eta0)
+        out += [AttackPlan(f"adaptive/{name}/{w}", "adaptive", w, det, cfg) for w in whats(budget.surrogates)]
+        if budget.eotpgd_steps:
+            cfg = AttackConfig(eps, objective, eps_space, "eotpgd", budget.eotpgd_steps, 1 / 4, 1, True, budget.eot,
+                               "best", seed)
+            out += [AttackPlan(f"adaptive/{name}/eotpgd-{w}", "adaptive", w, det, cfg)
+                    for w in whats(budget.eotpgd_surrogates)]
     return out
 
 
@@ -159,6 +189,18 @@ def _stop_fn(model, det: Detector, stop: Stop):
     return fn
 
 
+def _at_precision(fn, precision: str, device):
+    """``fn`` with the network's forward under autocast at ``precision`` (the gradient steps);
+    its values come back in float64 like the float32 path's."""
+    if precision == "fp32":
+        return fn
+
+    def f(x, draw):
+        with autocast(precision, device):
+            return fn(x, draw).double()
+    return f
+
+
 def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: AttackBudget, batch_size: int,
                         stop: Stop | None = None, prior: np.ndarray | None = None,
                         prior_scores: np.ndarray | None = None) -> np.ndarray:
@@ -166,7 +208,8 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
     earlier plans (with their scores ``prior_scores``); with ``stop``, inputs whose prior is
     already done are not attacked and keep it; with ``budget.warm_start`` the attack starts
     from it."""
-    fn = plan.det.surrogate(plan.what, budget.attack_n)
+    fn = _at_precision(plan.det.surrogate(plan.what, budget.attack_n), budget.precision, model.device)
+    judge = plan.det.judge(budget.judge_n) if budget.judge and plan.target == "adaptive" else None
     stop_fn = _stop_fn(model, plan.det, stop) if stop is not None else None
     out = xs.float().numpy().copy()
     run = np.arange(len(xs))
@@ -177,7 +220,7 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
     for i in range(0, len(run), batch_size):
         rows = run[i:i + batch_size]
         x_adv, _ = run_attack(fn, xs[rows].to(model.device), model, plan.cfg, stop_fn=stop_fn,
-                              check_every=budget.check_every,
+                              check_every=budget.check_every, judge=judge,
                               x_init=None if warm is None else warm[rows].to(model.device))
         out[rows] = x_adv.float().cpu().numpy()
     return out
@@ -221,7 +264,7 @@ def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPl
     for start, stop in shard_blocks(len(ds), block_size, rank, world):
         block, xs, advs, keys = {}, None, {}, {}
         for k, plan in enumerate(plans):
-            spec = plan.spec(budget.attack_n)
+            spec = plan.spec(budget)
             st = stops.get(plan.name)
             warm = budget.warm_start and plan.target == "adaptive"
             if st is not None:  # the early-stopped result depends on the threshold and the earlier plans
@@ -322,7 +365,8 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
                 for tgt in targets:
                     id_s = att["min"][n]["id_test"][tgt] if "min" in SIDES[objective] else clean[n]["id_test"]
                     ood = {o: att["max"][n][o][tgt] if "max" in SIDES[objective] else clean[n][o] for o in bench.ood}
-                    extra = {"detector": n, "attack": {"transfer": "pgd", "adaptive": "apgd"}.get(tgt, "worst-of"),
+                    extra = {"detector": n, "attack": {"transfer": "pgd", "adaptive": "apgd+eotpgd" if budget.eotpgd_steps
+                                                           else "apgd"}.get(tgt, "worst-of"),
                              "target": tgt, "eps": eps, "eps_space": eps_space, "objective": objective}
                     recs = ood_records(id_s, ood, bench.groups, {"mean": ("all", list(bench.ood))}, extra,
                                        n_resamples, seed)

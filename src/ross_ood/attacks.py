@@ -8,6 +8,19 @@ no clipping, as the ROSS paper). All randomness (start points, EOT noise) is see
 ``score_fn(x, draw)`` returns (B,) scores; ``draw`` numbers the EOT draw so that a
 randomised defence can use fresh noise for each draw and step.
 
+Randomised defences: the score an attack climbs is random, so two iterates scored on different
+draws cannot be compared. ``judge(x, keys)`` (optional) is the defence's own statistic on
+*common random numbers*: noise keyed by the clean inputs' ``keys`` and fixed for the whole
+attack. Given a judge, every comparison between iterates (the best iterate, APGD's progress
+checks and step-size halving, the choice between restarts) is made on it; without one (a
+deterministic score) the attack's own value of the score is exact and is used.
+
+Algorithms: ``pgd`` (the paper's fixed step, last or best iterate), ``apgd`` (Croce & Hein 2020,
+first step ``eta0`` x eps) and ``eotpgd``, a fixed-schedule EOT-PGD: sign steps of cosine-decaying
+size from ``step_size`` x eps to ``step_min`` x eps, the best iterate by the judge every
+``judge_every`` steps. The last needs no progress signal from the noisy objective at all, which
+is what makes it hard to fool on a randomised score.
+
 Early stopping (APGD and restarts): ``stop_fn(x)`` says per input whether attacking it
 further is wasted (the caller decides; ``adversarial`` stops an input once the defended
 score of its best iterate has crossed every clean score of the other side, which is exact
@@ -17,6 +30,7 @@ content and draw number: the result of an input never depends on which others ar
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,21 +40,24 @@ from .model import ModelWrapper
 from .noise import channel_scale, content_keys, draw_noise
 from .validate import SPACES, check_choice, check_int, check_number
 
-__all__ = ["AttackConfig", "StopFn", "pgd", "apgd", "eps_tensor", "project", "run_attack", "OBJECTIVES", "ALGORITHMS"]
+__all__ = ["AttackConfig", "StopFn", "JudgeFn", "pgd", "apgd", "eotpgd", "eps_tensor", "project", "run_attack", "OBJECTIVES", "ALGORITHMS"]
 
 OBJECTIVES = ("min", "max")  # per attacked input: lower (ID) or raise (OOD) its score
-ALGORITHMS = ("pgd", "apgd")
+ALGORITHMS = ("pgd", "apgd", "eotpgd")
 _START_SALT = 1 << 20  # keeps start points apart from the smoothing noise streams
 #: bumped whenever the attack code changes what it computes: part of every cache key
-ATTACK_VERSION = 3
+ATTACK_VERSION = 4
 CHECK_EVERY = 10  # default APGD steps between early-stopping checks
 ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
 StopFn = Callable[[torch.Tensor], torch.Tensor]  # (B, ...) inputs -> (B,) bool: "done, stop attacking"
+JudgeFn = Callable[[torch.Tensor, list], torch.Tensor]  # (x, clean inputs' keys) -> (B,) the defence's score
 
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """One attack. ``algorithm``: pgd or apgd. ``step_size`` as a fraction of eps (PGD)."""
+    """One attack. ``algorithm``: pgd, apgd or eotpgd. ``step_size``: PGD's step, or EOT-PGD's
+    first step, as a fraction of eps; ``step_min``: EOT-PGD's last step; ``eta0``: APGD's first
+    step; ``judge_every``: EOT-PGD's steps between judgements of the iterate."""
 
     eps: float
     objective: str  # "min" or "max"
@@ -53,6 +70,9 @@ class AttackConfig:
     eot: int = 1
     keep: str = "last"  # "last" iterate (the paper's PGD) or "best"
     seed: int = 0
+    eta0: float = 2.0
+    step_min: float = 1 / 40
+    judge_every: int = 10
 
     def __post_init__(self):
         check_choice("objective", self.objective, OBJECTIVES)
@@ -64,6 +84,9 @@ class AttackConfig:
         check_int("eot", self.eot)
         check_number("step_size", self.step_size, strict=True)
         check_choice("keep", self.keep, ("last", "best"))
+        check_number("eta0", self.eta0, strict=True)
+        check_number("step_min", self.step_min, strict=True)
+        check_int("judge_every", self.judge_every)
 
     def spec(self) -> dict:
         return {"version": ATTACK_VERSION, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
@@ -132,14 +155,47 @@ def pgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig
     return x_adv, gain
 
 
+class _Running:
+    """The rows of a batch still being attacked, and the finished results of the others:
+    ``drop(done)`` files the done rows' best iterates and removes them from every tensor in
+    ``state`` (and from ``keys``)."""
+
+    def __init__(self, x_best: torch.Tensor, f_best: torch.Tensor, keys):
+        self.out_x, self.out_f = x_best.clone(), f_best.clone()
+        self.idx = torch.arange(len(x_best), device=x_best.device)
+        self.keys = keys
+
+    def drop(self, done: torch.Tensor, state: dict) -> dict:
+        self.out_x[self.idx[done]], self.out_f[self.idx[done]] = state["x_best"][done], state["f_best"][done]
+        keep = ~done
+        self.idx = self.idx[keep]
+        if self.keys is not None:
+            self.keys = [k for k, d in zip(self.keys, done.tolist()) if not d]
+        return {k: v[keep] for k, v in state.items()}
+
+    def finish(self, x_best: torch.Tensor, f_best: torch.Tensor):
+        self.out_x[self.idx], self.out_f[self.idx] = x_best, f_best
+        return self.out_x.detach(), self.out_f
+
+
+def _judged(judge: JudgeFn | None, sign: float, x: torch.Tensor, keys, gain: torch.Tensor | None = None):
+    """The attacker's value of iterates ``x``: sign x the judge's score, or, without a judge,
+    ``gain`` (the attack's own exact value of a deterministic score)."""
+    if judge is None:
+        return gain
+    return sign * judge(x, keys).to(x.device, torch.float64)
+
+
 def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
          restart: int = 0, stop_fn: StopFn | None = None, check_every: int = CHECK_EVERY,
-         x_init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """APGD (Croce & Hein, ICML 2020, Alg. 1) on the gain: step size 2 eps halved at
-    checkpoints when progress stalls, momentum 0.75, best iterate returned. Per input.
-    With ``stop_fn``, every ``check_every`` steps the best iterates of the running inputs are
-    checked and the done ones leave the batch (they return that best iterate). ``x_init``
-    (projected into the ball) replaces the random start: a warm start from an earlier attack."""
+         x_init: torch.Tensor | None = None, judge: JudgeFn | None = None,
+         keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """APGD (Croce & Hein, ICML 2020, Alg. 1) on the gain: first step ``cfg.eta0`` x eps, halved
+    at checkpoints when progress stalls, momentum 0.75, best iterate returned. Per input.
+    With a ``judge`` (and the clean inputs' ``keys``), progress, halving and the best iterate are
+    judged on common random numbers (module doc). With ``stop_fn``, every ``check_every`` steps
+    the best iterates of the running inputs are checked and the done ones leave the batch (they
+    return that best iterate). ``x_init`` (projected into the ball) replaces the random start."""
     sign = 1.0 if cfg.objective == "max" else -1.0
     n_iter = max(cfg.steps, 1)
     # checkpoints p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)
@@ -149,85 +205,128 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
     checks = sorted({int(round(q * n_iter)) for q in p[1:] if q * n_iter <= n_iter})
     b = x.shape[0]
     view = (b,) + (1,) * (x.dim() - 1)
-    eta = torch.full(view, 2.0, device=x.device, dtype=x.dtype) * eps  # per input and channel
+    eta = torch.full(view, float(cfg.eta0), device=x.device, dtype=x.dtype) * eps  # per input and channel
     draw = restart * (n_iter + 1) * cfg.eot
     x0 = _start(x, eps, clip, cfg, restart) if x_init is None else project(x_init.to(x.dtype), x, eps, clip)
-    f0, g = _gain_and_grad(score_fn, x0, sign, cfg.eot, draw)
+    gain0, g = _gain_and_grad(score_fn, x0, sign, cfg.eot, draw)
     draw += cfg.eot
+    f0 = _judged(judge, sign, x0, keys, gain0)
     x_best, f_best = x0.clone(), f0.clone()
     x1 = project(x0 + eta * g.sign(), x, eps, clip)
-    f1, g = _gain_and_grad(score_fn, x1, sign, cfg.eot, draw)
+    gain1, g = _gain_and_grad(score_fn, x1, sign, cfg.eot, draw)
     draw += cfg.eot
+    f1 = _judged(judge, sign, x1, keys, gain1)
     better = f1 > f_best
     x_best[better], f_best = x1[better], torch.where(better, f1, f_best)
-    x_prev, x_k, f_k = x0, x1, f1
-    increases = (f1 > f0).float()
-    last_check, f_best_at_check = 0, f_best.clone()
-    eta_reduced_at_check = torch.zeros(b, dtype=torch.bool, device=x.device)
-    out_x, out_f = x_best.clone(), f_best.clone()  # results of the inputs that stop early
-    idx = torch.arange(b, device=x.device)  # the running inputs' rows in the output
+    st = {"x": x, "eta": eta, "x_best": x_best, "f_best": f_best, "x_prev": x0, "x_k": x1, "f_k": f1, "g": g,
+          "increases": (f1 > f0).float(), "f_best_at_check": f_best.clone(),
+          "eta_reduced_at_check": torch.zeros(b, dtype=torch.bool, device=x.device)}
+    run = _Running(x_best, f_best, keys)
+    last_check = 0
     for k in range(1, n_iter):
         if stop_fn is not None and k % check_every == 0:
-            done = stop_fn(x_best).to(x.device)
+            done = stop_fn(st["x_best"]).to(x.device)
             if done.any():
-                out_x[idx[done]], out_f[idx[done]] = x_best[done], f_best[done]
-                keep = ~done
-                idx, x, eta, x_best, f_best = idx[keep], x[keep], eta[keep], x_best[keep], f_best[keep]
-                x_prev, x_k, f_k, g = x_prev[keep], x_k[keep], f_k[keep], g[keep]
-                increases, f_best_at_check = increases[keep], f_best_at_check[keep]
-                eta_reduced_at_check = eta_reduced_at_check[keep]
-                view = (len(idx),) + (1,) * (x.dim() - 1)
-                if not len(idx):
+                st = run.drop(done, st)
+                view = (len(run.idx),) + (1,) * (x.dim() - 1)
+                if not len(run.idx):
                     break
-        z = project(x_k + eta * g.sign(), x, eps, clip)
-        x_new = project(x_k + 0.75 * (z - x_k) + 0.25 * (x_k - x_prev), x, eps, clip)
-        f_new, g_new = _gain_and_grad(score_fn, x_new, sign, cfg.eot, draw)
+        xc, x_k, eps_k = st["x"], st["x_k"], eps
+        z = project(x_k + st["eta"] * st["g"].sign(), xc, eps_k, clip)
+        x_new = project(x_k + 0.75 * (z - x_k) + 0.25 * (x_k - st["x_prev"]), xc, eps_k, clip)
+        gain_new, g_new = _gain_and_grad(score_fn, x_new, sign, cfg.eot, draw)
         draw += cfg.eot
-        increases = increases + (f_new > f_k).float()
-        better = f_new > f_best
-        x_best[better], f_best = x_new[better], torch.where(better, f_new, f_best)
-        x_prev, x_k, f_k, g = x_k, x_new, f_new, g_new
+        f_new = _judged(judge, sign, x_new, run.keys, gain_new)
+        st["increases"] = st["increases"] + (f_new > st["f_k"]).float()
+        better = f_new > st["f_best"]
+        st["x_best"][better], st["f_best"] = x_new[better], torch.where(better, f_new, st["f_best"])
+        st["x_prev"], st["x_k"], st["f_k"], st["g"] = x_k, x_new, f_new, g_new
         if k + 1 in checks:
             span = k + 1 - last_check
-            cond1 = increases < 0.75 * span
-            cond2 = (~eta_reduced_at_check) & (f_best <= f_best_at_check)
+            cond1 = st["increases"] < 0.75 * span
+            cond2 = (~st["eta_reduced_at_check"]) & (st["f_best"] <= st["f_best_at_check"])
             halve = cond1 | cond2
-            eta = torch.where(halve.view(view), eta / 2, eta)
-            x_k = torch.where(halve.view(view), x_best, x_k)
+            st["eta"] = torch.where(halve.view(view), st["eta"] / 2, st["eta"])
+            st["x_k"] = torch.where(halve.view(view), st["x_best"], st["x_k"])
             if halve.any():
-                f_k = torch.where(halve, f_best, f_k)
-                _, g_h = _gain_and_grad(score_fn, x_k, sign, cfg.eot, draw)
+                st["f_k"] = torch.where(halve, st["f_best"], st["f_k"])
+                _, g_h = _gain_and_grad(score_fn, st["x_k"], sign, cfg.eot, draw)
                 draw += cfg.eot
-                g = torch.where(halve.view(view), g_h, g)
-            eta_reduced_at_check = halve
-            increases = torch.zeros_like(increases)
-            last_check, f_best_at_check = k + 1, f_best.clone()
-    out_x[idx], out_f[idx] = x_best, f_best
-    return out_x.detach(), out_f
+                st["g"] = torch.where(halve.view(view), g_h, st["g"])
+            st["eta_reduced_at_check"] = halve
+            st["increases"] = torch.zeros_like(st["increases"])
+            last_check, st["f_best_at_check"] = k + 1, st["f_best"].clone()
+    return run.finish(st["x_best"], st["f_best"])
+
+
+def eotpgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
+           restart: int = 0, stop_fn: StopFn | None = None, check_every: int = CHECK_EVERY,
+           x_init: torch.Tensor | None = None, judge: JudgeFn | None = None,
+           keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed-schedule EOT-PGD: ``cfg.steps`` sign steps of size eps x (m + (M - m)(1 + cos(pi t / T)) / 2),
+    M = ``step_size``, m = ``step_min`` (large first, small last, no dependence on the noisy
+    objective), each on the gradient of ``cfg.eot`` draws of ``score_fn``. The start and every
+    ``judge_every``-th iterate are judged (on common random numbers with a ``judge``; else by the
+    exact deterministic score) and the best is returned, per input. Early stopping as in ``apgd``,
+    at the judgements."""
+    sign = 1.0 if cfg.objective == "max" else -1.0
+    steps = cfg.steps
+    draw = restart * (steps + 1) * cfg.eot
+    x_adv = _start(x, eps, clip, cfg, restart) if x_init is None else project(x_init.to(x.dtype), x, eps, clip)
+
+    def value(xv, keys_now):
+        if judge is not None:
+            return _judged(judge, sign, xv, keys_now)
+        with torch.no_grad():
+            return sign * score_fn(xv, 0).to(torch.float64)
+    f_best = value(x_adv, keys)
+    st = {"x": x, "x_adv": x_adv, "x_best": x_adv.clone(), "f_best": f_best}
+    run = _Running(st["x_best"], f_best, keys)
+    for t in range(steps):
+        frac = cfg.step_min + (cfg.step_size - cfg.step_min) * 0.5 * (1 + math.cos(math.pi * t / steps))
+        _, g = _gain_and_grad(score_fn, st["x_adv"], sign, cfg.eot, draw)
+        draw += cfg.eot
+        st["x_adv"] = project(st["x_adv"] + frac * eps * g.sign(), st["x"], eps, clip).detach()
+        if (t + 1) % cfg.judge_every == 0 or t + 1 == steps:
+            f = value(st["x_adv"], run.keys)
+            better = f > st["f_best"]
+            st["x_best"][better], st["f_best"] = st["x_adv"][better], torch.where(better, f, st["f_best"])
+        if stop_fn is not None and (t + 1) % check_every == 0 and t + 1 < steps:
+            done = stop_fn(st["x_best"]).to(x.device)
+            if done.any():
+                st = run.drop(done, st)
+                if not len(run.idx):
+                    break
+    return run.finish(st["x_best"], st["f_best"])
 
 
 def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: AttackConfig,
                eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, stop_fn: StopFn | None = None,
-               check_every: int = CHECK_EVERY, x_init: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All restarts of one attack; per input, keep the restart whose ``eval_fn`` score is
-    worst for the defender (lowest for ``min``, highest for ``max``). Returns (x_adv, score).
-    With ``stop_fn`` (APGD only; PGD is the paper's fixed protocol) inputs stop early inside a
-    run (see ``apgd``), and a restart runs only on the inputs whose result is not done.
-    ``x_init`` warm-starts the first APGD run (later restarts start at random)."""
-    if stop_fn is not None and cfg.algorithm != "apgd":
-        raise ValueError("early stopping is implemented for APGD only (PGD is the paper's fixed protocol)")
+               check_every: int = CHECK_EVERY, x_init: torch.Tensor | None = None,
+               judge: JudgeFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All restarts of one attack; per input, keep the restart that is worst for the defender
+    (lowest score for ``min``, highest for ``max``) by ``eval_fn``, else by the ``judge`` (common
+    random numbers keyed by the clean inputs ``x``), else by the attack's own value. Returns
+    (x_adv, score). With ``stop_fn`` (APGD and EOT-PGD; PGD is the paper's fixed protocol) inputs
+    stop early inside a run, and a restart runs only on the inputs whose result is not done.
+    ``x_init`` warm-starts the first run (later restarts start at random)."""
+    if stop_fn is not None and cfg.algorithm == "pgd":
+        raise ValueError("early stopping is implemented for APGD and EOT-PGD only (PGD is the paper's fixed protocol)")
     eps = eps_tensor(model, cfg.eps, cfg.eps_space).to(x.device, x.dtype)
     clip = cfg.eps_space == "pixel"
     sign = 1.0 if cfg.objective == "max" else -1.0
+    keys = content_keys(x) if judge is not None else None
     best_x, best_s = None, None
     todo = torch.arange(len(x), device=x.device)  # inputs the next restart runs on
     for r in range(cfg.restarts):
+        sub_keys = None if keys is None else [keys[i] for i in todo.tolist()]
         if cfg.algorithm == "pgd":
             x_adv, gain = pgd(score_fn, x[todo], eps, cfg, clip, restart=r)
         else:
-            x_adv, gain = apgd(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn,
-                               check_every=check_every, x_init=x_init[todo] if x_init is not None and r == 0 else None)
+            algo = apgd if cfg.algorithm == "apgd" else eotpgd
+            x_adv, gain = algo(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn,
+                               check_every=check_every, judge=judge, keys=sub_keys,
+                               x_init=x_init[todo] if x_init is not None and r == 0 else None)
         with torch.no_grad():
             s = eval_fn(x_adv) if eval_fn is not None else sign * gain
         if best_x is None:

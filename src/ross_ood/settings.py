@@ -130,6 +130,16 @@ class AttackSettings(Settings):
     check_every: int = opt(_BUDGET.check_every, "APGD steps between early-stopping checks")
     warm_start: bool = opt(_BUDGET.warm_start, "start each adaptive attack of a detector at its worst input of the "
                            "earlier attacks (transfer, earlier surrogates) instead of a random point")
+    judge: bool = opt(_BUDGET.judge, "compare attack iterates (best iterate, APGD's step control, restarts) on "
+                      "common random numbers: the detector's own score of judge_n noisy copies keyed by the clean input")
+    judge_n: int | None = opt(_BUDGET.judge_n, "noisy copies of the judge (default: n_samples)")
+    apgd_eta0: float = opt(_BUDGET.apgd_eta0, "APGD's first step size, in eps")
+    eotpgd_steps: int = opt(_BUDGET.eotpgd_steps, "steps of the fixed-schedule EOT-PGD plan (cosine step eps/4 -> "
+                            "eps/40, best iterate by the judge every 10 steps; 0: none)")
+    eotpgd_surrogates: list[str] = opt(list(_BUDGET.eotpgd_surrogates), "attacked statistics of the EOT-PGD plan "
+                                       "on smoothed detectors")
+    precision: str = opt(_BUDGET.precision, "precision of the attacks' gradient steps: fp32, bf16 or fp16 (CUDA); "
+                         "judges, stopping checks and reported scores are float32", choices=PRECISIONS)
     attack_batch: int = opt(64, "images per attack batch")
 
     def validate(self) -> None:
@@ -142,9 +152,11 @@ class AttackSettings(Settings):
         for t in self.target or [None]:
             check_choice("target", t, TARGETS)
         check_int("attack_batch", self.attack_batch)
+        check_precision(self.precision, None if self.device == "auto" else self.device)
         self.budget = AttackBudget(self.transfer_steps, _BUDGET.transfer_step_size, self.adaptive_steps, self.restarts,
                                    self.eot, self.attack_n, tuple(self.surrogates), self.early_stop, self.check_every,
-                                   self.warm_start)
+                                   self.warm_start, self.judge, self.judge_n, self.apgd_eta0, self.eotpgd_steps,
+                                   tuple(self.eotpgd_surrogates), self.precision)
 
 
 @dataclass

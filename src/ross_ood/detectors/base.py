@@ -209,6 +209,12 @@ class Detector:
             raise ValueError(f"{type(self).__name__} has no attack surrogate {what!r}; it has 'base'")
         return lambda x, draw: self.base(self.model, x)
 
+    def judge(self, judge_n: int | None = None):
+        """The attack's judge ``f(x, keys) -> (B,)`` that compares iterates: None for a
+        deterministic score (the attack's own value of the score is exact); smoothed detectors
+        judge on common random numbers (see there)."""
+        return None
+
     # --------------------------------------------------------------- persist
     def _state(self) -> dict:
         return {"threshold_": self.threshold_}

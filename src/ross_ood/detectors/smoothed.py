@@ -23,10 +23,13 @@ from ..smoothing import (Smoothing, calibrate_tau, lower_quantile, median_stats,
 from ..validate import check_fraction, check_number
 from .base import Detector, FeatureUnit, NotFittedError, register
 
-__all__ = ["MedianSmoothing", "QuantileSmoothing", "ROSS", "SURROGATES", "DEFAULT_Q"]
+__all__ = ["MedianSmoothing", "QuantileSmoothing", "ROSS", "SURROGATES", "DEFAULT_Q", "JUDGE_SALT"]
 
 #: the statistics an adaptive attack on a smoothed detector can climb
 SURROGATES = ("median", "mean", "softmedian", "ross")
+#: the noise stream of the attack judge (``MedianSmoothing.judge``): apart from the evaluation's
+#: (salt 0) and from the attack's gradient draws (salts 1, 2, ...)
+JUDGE_SALT = 1 << 30
 #: the default percentile q of ``QuantileSmoothing`` (``quantile-<score>``)
 DEFAULT_Q = 0.25
 
@@ -132,6 +135,19 @@ class MedianSmoothing(Detector):
         stat = {"mean": lambda s: s.double().mean(1),
                 "softmedian": lambda s: soft_median(s.double(), q=self.percentile()), "ross": self._score}[what]
         return lambda x, draw: stat(self.noisy(x, n_samples=attack_n, salt=1 + draw))
+
+    def judge(self, judge_n: int | None = None) -> Callable[[torch.Tensor, Sequence[int]], torch.Tensor]:
+        """The attack's judge ``f(x, keys) -> (B,)``: this detector's own score (``_score``: the
+        median, the q-quantile or the ROSS gate) of ``judge_n`` noisy copies (default: the
+        detector's N) drawn on *common random numbers*: noise keyed by ``keys``, the keys of the
+        clean inputs, in a stream of its own (``JUDGE_SALT``). Every iterate of one input is
+        judged on the same noise, so two iterates are compared by their inputs, not by their
+        draws; and the judge's noise is independent of the evaluation's (keyed by the
+        adversarial image, salt 0), so selecting on it does not overfit the reported score."""
+        def f(x: torch.Tensor, keys: Sequence[int]) -> torch.Tensor:
+            with torch.no_grad():
+                return self._score(self.noisy(x, list(keys), judge_n, JUDGE_SALT)).double()
+        return f
 
     def _order_statistic(self, attack_n: int | None) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """The ``percentile()`` order statistic of ``attack_n`` noisy copies (the median for
