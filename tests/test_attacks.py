@@ -1,5 +1,6 @@
 """Attacks: the budget is respected, PGD matches an independent reference, attacks hurt an
 undefended score monotonically in eps, and adaptive attacks beat the transfer protocol on ROSS."""
+import json
 import numpy as np
 import pytest
 import torch
@@ -305,3 +306,33 @@ def test_plan_scores_make_the_worst_case():
             rec = [r for r in records if r["target"] == "worst" and r["objective"] == obj and r["ood_set"] == s]
             assert len(rec) == 1
             assert ood_metrics(id_s, ood_s)["auroc"] == pytest.approx(rec[0]["auroc"], abs=1e-12)
+
+
+def test_diagnose_reports_convergence_unbounded_plans_and_curves(tmp_path):
+    """``ross attack --diagnose`` on a tiny real run: the unbounded budget drives PGD-Both to
+    ~0 (plain MSP, 6 + 6 images), every plan's AUROC alone is at least the worst case over all
+    plans, wins add up to the inputs, and the curves start at the start."""
+    need_data("cifar10", "test.zip")
+    from ross_ood import cli
+    out = tmp_path / "d"
+    argv = ["attack", "--data-root", str(DATA_ROOT), "--out", str(out), "--limit", "6", "--detectors", "msp",
+            "--eps", "2", "--target", "transfer,adaptive,worst", "--transfer-steps", "5", "--adaptive-steps", "6",
+            "--restarts", "1", "--eotpgd-steps", "6", "--ood", "tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip"),
+            "--only-extra", "--no-progress", "--device", "cpu", "--bootstrap", "100", "--diagnose"]
+    assert cli.main(argv) == 0
+    doc = json.loads((out / "diagnosis.json").read_text())
+    assert (out / "diagnosis.md").is_file() and (out / "objective-curves.png").stat().st_size > 1000
+    (u,) = doc["unbounded"]
+    assert u["ok"] and u["auroc"] <= 0.02
+    conv = {r["objective"]: r for r in doc["convergence"]}
+    results = json.loads((out / "results.json").read_text())
+    worst = {m["objective"]: m["auroc"] for m in results["means"] if m["target"] == "worst"}
+    for o in ("min", "max", "both"):
+        assert conv[o]["auroc_1x"] == pytest.approx(worst[o], abs=1e-9)  # the diagnosis reads the table's numbers
+    for side in ("min", "max"):
+        rows = [r for r in doc["plans"] if r["objective"] == side]
+        assert sum(r["wins"] for r in rows) == rows[0]["inputs"] == 6
+        assert min(r["auroc"] for r in rows) >= conv[side]["auroc_1x"] - 1e-9
+    for key, c in doc["curves"]["msp"].items():
+        c = np.asarray(c, float)
+        assert c.shape[2] == 6 and np.isfinite(c[0, 0]).all()

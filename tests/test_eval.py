@@ -97,3 +97,28 @@ def test_cli_errors_are_clear(capsys, tmp_path):
     assert "benchmark must be one of" in capsys.readouterr().err
     assert cli.main(["eval", "--detectors", "msp,foo", "--out", str(tmp_path), "--limit", "4"]) == 2
     assert "unknown score name 'foo'" in capsys.readouterr().err
+
+
+def test_compare_cli_pairs_two_detectors_and_refuses_other_images(tmp_path, capsys):
+    """``ross compare`` on an eval run: A - B equals the difference of the two rows' mean AUROCs
+    in results.json, its interval contains it; a run on other images is refused by name."""
+    need_data("cifar10", "test.zip")
+    import json
+    from ross_ood import cli
+    from ross_ood.compare import compare_runs
+    common = ["--data-root", str(DATA_ROOT), "--detectors", "msp,energy", "--no-progress", "--device", "cpu",
+              "--ood", "tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip"), "--only-extra", "--bootstrap", "100"]
+    assert cli.main(["eval", "--out", str(tmp_path / "a"), "--limit", "30", *common]) == 0
+    assert cli.main(["eval", "--out", str(tmp_path / "b"), "--limit", "40", *common]) == 0
+    capsys.readouterr()
+    doc = compare_runs(tmp_path / "a", None, "energy", "msp")
+    (row,) = doc["rows"]
+    means = {m["detector"]: m["auroc"] for m in json.loads((tmp_path / "a" / "results.json").read_text())["means"]}
+    assert row["diff"]["mean"]["diff"] == pytest.approx(means["energy"] - means["msp"], abs=1e-12)
+    assert row["diff"]["mean"]["lo"] <= row["diff"]["mean"]["diff"] <= row["diff"]["mean"]["hi"]
+    assert cli.main(["compare", str(tmp_path / "a"), "--a", "energy", "--b", "msp"]) == 0
+    assert "| energy | msp | clean | clean |" in capsys.readouterr().out
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "not run on the same images" in capsys.readouterr().err
+    assert cli.main(["compare", str(tmp_path / "a"), "--a", "odin", "--b", "msp"]) == 2
+    assert "detector 'odin' is not in" in capsys.readouterr().err

@@ -118,3 +118,55 @@ def test_bootstrap_interval_covers_the_true_auroc():
         ci = bootstrap_intervals(rng.normal(1, 1, 100), {"o": rng.normal(0, 1, 100)}, {}, n_resamples=300, seed=k)
         hits += ci["o"][0] <= truth <= ci["o"][1]
     assert hits >= 51  # 60 trials at 95% coverage: P(50 or fewer hits) < 0.1%
+
+
+# ------------------------------------------------------------------ paired comparisons
+def test_paired_difference_matches_the_exact_bootstrap_distribution():
+    """3 ID and 3 OOD images: all 27 x 27 resamples enumerated by hand give the exact bootstrap
+    distribution of AUROC(a) - AUROC(b); the sampled interval's ends must be its quantiles."""
+    import itertools
+    from ross_ood.metrics import paired_auroc_difference
+    ia, oa = np.array([0.9, 0.5, 0.3]), np.array([0.4, 0.6, 0.1])
+    ib, ob = np.array([0.8, 0.2, 0.35]), np.array([0.45, 0.1, 0.3])
+
+    def auc(i, o):
+        return np.mean([(x > y) + 0.5 * (x == y) for x in i for y in o])
+    exact = []
+    for r_id in itertools.product(range(3), repeat=3):
+        for r_o in itertools.product(range(3), repeat=3):
+            r_id, r_o = list(r_id), list(r_o)
+            exact.append(auc(ia[r_id], oa[r_o]) - auc(ib[r_id], ob[r_o]))
+    got = paired_auroc_difference((ia, {"o": oa}), (ib, {"o": ob}), n_resamples=20000, seed=3)
+    assert got["o"]["diff"] == pytest.approx(auc(ia, oa) - auc(ib, ob))
+    lo, hi = np.percentile(exact, [2.5, 97.5])
+    # the exact distribution is discrete (steps of 1/9): the sampled ends land on its quantiles
+    assert got["o"]["lo"] == pytest.approx(lo, abs=1 / 9 + 1e-9) and got["o"]["hi"] == pytest.approx(hi, abs=1 / 9 + 1e-9)
+    assert got["mean"]["diff"] == got["o"]["diff"]
+
+
+def test_paired_interval_is_exact_when_the_difference_cannot_vary():
+    """a separates perfectly and b is a reversed: every resample gives AUROC 1 - 0 = 1."""
+    from ross_ood.metrics import paired_auroc_difference
+    i, o = np.array([5.0, 6.0, 7.0]), np.array([1.0, 2.0])
+    d = paired_auroc_difference((i, {"x": o}), (-i, {"x": -o}), n_resamples=200)
+    assert (d["x"]["diff"], d["x"]["lo"], d["x"]["hi"]) == (1.0, 1.0, 1.0)
+
+
+def test_paired_interval_narrower_than_unpaired_on_correlated_scores():
+    from ross_ood.metrics import bootstrap_intervals, paired_auroc_difference
+    rng = np.random.default_rng(0)
+    ia, oa = rng.normal(1, 1, 150), rng.normal(0, 1, 150)
+    ib, ob = ia + rng.normal(0, 0.2, 150), oa + rng.normal(0, 0.2, 150)  # the same images, a little noise
+    d = paired_auroc_difference((ia, {"o": oa}), (ib, {"o": ob}))["o"]
+    wa = np.subtract(*bootstrap_intervals(ia, {"o": oa}, {})["o"][1::-1])
+    wb = np.subtract(*bootstrap_intervals(ib, {"o": ob}, {})["o"][1::-1])
+    assert d["lo"] <= d["diff"] <= d["hi"]
+    assert d["hi"] - d["lo"] < 0.5 * min(wa, wb), (d, wa, wb)
+
+
+def test_paired_difference_refuses_other_images():
+    from ross_ood.metrics import paired_auroc_difference
+    with pytest.raises(ValueError, match="same images"):
+        paired_auroc_difference((np.ones(3), {"o": np.zeros(2)}), (np.ones(4), {"o": np.zeros(2)}))
+    with pytest.raises(ValueError, match="set o has 2 scores in a and 3 in b"):
+        paired_auroc_difference((np.ones(3), {"o": np.zeros(2)}), (np.ones(3), {"o": np.zeros(3)}))

@@ -348,11 +348,13 @@ def _thresholds(clean: dict, side: str, ood_sets: list[str]) -> dict[str, float]
 def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_scores: dict, eps_list,
                      objectives, eps_space: str, targets, budget: AttackBudget, seed: int, cache: BlockCache,
                      batch_size=64, block_size=256, progress_factory=None,
-                     n_resamples: int = 1000, plan_scores: dict | None = None) -> tuple[list, list, float]:
+                     n_resamples: int = 1000, plan_scores: dict | None = None,
+                     attacked_scores: dict | None = None) -> tuple[list, list, float]:
     """Records per (detector, OOD set, eps, objective, target) of fitted detectors ``dets``,
     their means over the OOD sets (with bootstrap intervals), and the wall time.
     ``clean_scores`` is ``EvalResult.scores`` of the clean evaluation that fitted them.
-    ``plan_scores`` (a dict) receives each attack plan's per-input scores (see ``_attacked``)."""
+    ``plan_scores`` (a dict) receives each attack plan's per-input scores (see ``_attacked``);
+    ``attacked_scores`` the per-input scores of every target, keyed (detector, eps, side, set, target)."""
     t0 = time.time()
     clean = {n: {s: v["score"] for s, v in per.items()} for n, per in clean_scores.items()}
     records, means = [], []
@@ -360,6 +362,12 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
         att = {side: _attacked(model, bench, dets, eps, side, eps_space, targets, budget, seed, cache, batch_size,
                                block_size, progress_factory, _thresholds(clean, side, list(bench.ood)), plan_scores)
                for side in ("min", "max") if any(side in SIDES[o] for o in objectives)}
+        if attacked_scores is not None:
+            for side, per_det in att.items():
+                for n, per_set in per_det.items():
+                    for s, per_t in per_set.items():
+                        for tgt, v in per_t.items():
+                            attacked_scores[(n, eps, side, s, tgt)] = np.asarray(v, np.float64)
         for objective in objectives:
             for n in dets:
                 for tgt in targets:

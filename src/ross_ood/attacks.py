@@ -189,7 +189,7 @@ def _judged(judge: JudgeFn | None, sign: float, x: torch.Tensor, keys, gain: tor
 def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
          restart: int = 0, stop_fn: StopFn | None = None, check_every: int = CHECK_EVERY,
          x_init: torch.Tensor | None = None, judge: JudgeFn | None = None,
-         keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+         keys: list | None = None, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD (Croce & Hein, ICML 2020, Alg. 1) on the gain: first step ``cfg.eta0`` x eps, halved
     at checkpoints when progress stalls, momentum 0.75, best iterate returned. Per input.
     With a ``judge`` (and the clean inputs' ``keys``), progress, halving and the best iterate are
@@ -222,6 +222,8 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
           "increases": (f1 > f0).float(), "f_best_at_check": f_best.clone(),
           "eta_reduced_at_check": torch.zeros(b, dtype=torch.bool, device=x.device)}
     run = _Running(x_best, f_best, keys)
+    _trace(trace, restart, 0, run.idx, f0)
+    _trace(trace, restart, 1, run.idx, f1)
     last_check = 0
     for k in range(1, n_iter):
         if stop_fn is not None and k % check_every == 0:
@@ -256,13 +258,20 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
             st["eta_reduced_at_check"] = halve
             st["increases"] = torch.zeros_like(st["increases"])
             last_check, st["f_best_at_check"] = k + 1, st["f_best"].clone()
+        _trace(trace, restart, k + 1, run.idx, f_new)
     return run.finish(st["x_best"], st["f_best"])
+
+
+def _trace(trace: list | None, restart: int, step: int, idx: torch.Tensor, f: torch.Tensor) -> None:
+    """Diagnostics: the attacker's value (judged) of the current iterate of each running input."""
+    if trace is not None:
+        trace.append((restart, step, idx.cpu().numpy().copy(), f.detach().double().cpu().numpy().copy()))
 
 
 def eotpgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
            restart: int = 0, stop_fn: StopFn | None = None, check_every: int = CHECK_EVERY,
            x_init: torch.Tensor | None = None, judge: JudgeFn | None = None,
-           keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           keys: list | None = None, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed-schedule EOT-PGD: ``cfg.steps`` sign steps of size eps x (m + (M - m)(1 + cos(pi t / T)) / 2),
     M = ``step_size``, m = ``step_min`` (large first, small last, no dependence on the noisy
     objective), each on the gradient of ``cfg.eot`` draws of ``score_fn``. The start and every
@@ -282,6 +291,7 @@ def eotpgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackCon
     f_best = value(x_adv, keys)
     st = {"x": x, "x_adv": x_adv, "x_best": x_adv.clone(), "f_best": f_best}
     run = _Running(st["x_best"], f_best, keys)
+    _trace(trace, restart, 0, run.idx, f_best)
     for t in range(steps):
         frac = cfg.step_min + (cfg.step_size - cfg.step_min) * 0.5 * (1 + math.cos(math.pi * t / steps))
         _, g = _gain_and_grad(score_fn, st["x_adv"], sign, cfg.eot, draw)
@@ -289,6 +299,7 @@ def eotpgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackCon
         st["x_adv"] = project(st["x_adv"] + frac * eps * g.sign(), st["x"], eps, clip).detach()
         if (t + 1) % cfg.judge_every == 0 or t + 1 == steps:
             f = value(st["x_adv"], run.keys)
+            _trace(trace, restart, t + 1, run.idx, f)
             better = f > st["f_best"]
             st["x_best"][better], st["f_best"] = st["x_adv"][better], torch.where(better, f, st["f_best"])
         if stop_fn is not None and (t + 1) % check_every == 0 and t + 1 < steps:
@@ -303,13 +314,14 @@ def eotpgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackCon
 def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: AttackConfig,
                eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, stop_fn: StopFn | None = None,
                check_every: int = CHECK_EVERY, x_init: torch.Tensor | None = None,
-               judge: JudgeFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               judge: JudgeFn | None = None, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All restarts of one attack; per input, keep the restart that is worst for the defender
     (lowest score for ``min``, highest for ``max``) by ``eval_fn``, else by the ``judge`` (common
     random numbers keyed by the clean inputs ``x``), else by the attack's own value. Returns
     (x_adv, score). With ``stop_fn`` (APGD and EOT-PGD; PGD is the paper's fixed protocol) inputs
     stop early inside a run, and a restart runs only on the inputs whose result is not done.
-    ``x_init`` warm-starts the first run (later restarts start at random)."""
+    ``x_init`` warm-starts the first run (later restarts start at random). ``trace`` (a list, APGD
+    and EOT-PGD) receives (restart, step, rows, attacker's value) of every judged iterate."""
     if stop_fn is not None and cfg.algorithm == "pgd":
         raise ValueError("early stopping is implemented for APGD and EOT-PGD only (PGD is the paper's fixed protocol)")
     eps = eps_tensor(model, cfg.eps, cfg.eps_space).to(x.device, x.dtype)
@@ -325,7 +337,7 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
         else:
             algo = apgd if cfg.algorithm == "apgd" else eotpgd
             x_adv, gain = algo(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn,
-                               check_every=check_every, judge=judge, keys=sub_keys,
+                               check_every=check_every, judge=judge, keys=sub_keys, trace=trace,
                                x_init=x_init[todo] if x_init is not None and r == 0 else None)
         with torch.no_grad():
             s = eval_fn(x_adv) if eval_fn is not None else sign * gain

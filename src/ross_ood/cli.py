@@ -1,4 +1,5 @@
-"""The ``ross`` command line: ``eval``, ``attack``, ``certify``, ``sweep``, ``report``, ``reproduce``.
+"""The ``ross`` command line: ``eval``, ``attack``, ``certify``, ``sweep``, ``train``, ``report``, ``leaderboard``,
+``compare``, ``reproduce``.
 
 The flags of the four jobs are generated from their typed settings (``settings``): one flag
 per field, help texts with the defaults. Flags override a ``--config`` YAML file, which
@@ -89,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     plb.add_argument("spec", help="the spec, e.g. docs/robustness/leaderboard.yaml")
     plb.add_argument("out", nargs="?", default=None, help="output file (default: the spec's 'out')")
     plb.set_defaults(func=_cmd_leaderboard)
+    pcm = sub.add_parser("compare", help="paired AUROC differences of two stored runs (or two detectors of one)",
+                         description="A - B per eps, objective and target, with 95%% paired bootstrap intervals over "
+                                     "the images (the same images in both: runs on other images are refused). "
+                                     "RUN_B defaults to RUN_A, then --a and --b name two of its detectors.")
+    pcm.add_argument("run_a")
+    pcm.add_argument("run_b", nargs="?", default=None)
+    pcm.add_argument("--a", dest="det_a", default=None, help="detector of run A (default: every shared detector)")
+    pcm.add_argument("--b", dest="det_b", default=None, help="detector of run B")
+    pcm.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    pcm.set_defaults(func=_cmd_compare)
     prr = sub.add_parser("reproduce", help="the paper's tables from one command (presets offline, openood)",
                          description="offline: reduced-scale tables on the data root's offline benchmark (eval x 3 "
                                      "seeds, attack, sweeps, certificates), then one report (about an hour on 2 CPU "
@@ -121,6 +132,8 @@ def _run_job(args) -> None:
         return
     out = Path(st.out)
     print((out / "results.md").read_text())
+    if getattr(st, "diagnose", False):
+        print((out / "diagnosis.md").read_text())
     if "wall_time_s" in doc:
         print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'results.md'} "
               f"({doc['wall_time_s']:.1f} s)")
@@ -134,6 +147,11 @@ def _cmd_report(args) -> None:
 def _cmd_leaderboard(args) -> None:
     from .leaderboard import write_leaderboard
     print(f"wrote {write_leaderboard(args.spec, args.out)}")
+
+
+def _cmd_compare(args) -> None:
+    from .compare import compare_runs, render_comparison
+    print(render_comparison(compare_runs(args.run_a, args.run_b, args.det_a, args.det_b, args.bootstrap)))
 
 
 def _cmd_reproduce(args) -> None:

@@ -141,6 +141,8 @@ class AttackSettings(Settings):
     precision: str = opt(_BUDGET.precision, "precision of the attacks' gradient steps: fp32, bf16 or fp16 (CUDA); "
                          "judges, stopping checks and reported scores are float32", choices=PRECISIONS)
     attack_batch: int = opt(64, "images per attack batch")
+    diagnose: bool = opt(False, "also diagnose the attack (2x steps, 2x copies, unbounded eps, plans, silent "
+                         "failures, objective curves): OUT/diagnosis.md; about 4x the attack's cost")
 
     def validate(self) -> None:
         super().validate()

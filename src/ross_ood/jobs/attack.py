@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 from ..adversarial import attack_benchmark
 from ..settings import AttackSettings
-from .common import base_doc, clean_run, finish
+from .common import base_doc, clean_run, finish, save_attack_scores, set_fingerprints
 
 __all__ = ["run_attack"]
 
@@ -14,15 +14,34 @@ def run_attack(st: AttackSettings) -> dict | None:
     """Run ``ross attack``; returns the results document (rank 0) or None (other ranks)."""
     run = clean_run(st)
     clean, job = run.result, run.job
+    attacked: dict = {}
     records, means, wall = attack_benchmark(run.model, run.bench, run.dets, clean.scores, st.eps_values,
                                             st.objective, st.eps_space, st.target, st.budget, st.seed, job.cache,
-                                            st.attack_batch, st.block_size, job.prog, st.bootstrap)
+                                            st.attack_batch, st.block_size, job.prog, st.bootstrap,
+                                            attacked_scores=attacked)
     if job.rank != 0:
         return None
+    save_attack_scores(job.out, clean.scores, attacked)
     doc = base_doc("attack", job, run.root, model=run.model_name, id_accuracy=clean.id_accuracy,
                    clean=clean.records, clean_means=clean.means, results=records, means=means,
-                   taus=clean.taus, set_sizes=clean.sizes, groups=run.bench.groups, notes=clean.notes,
+                   taus=clean.taus, set_sizes=clean.sizes, set_fingerprints=set_fingerprints(run.bench),
+                   groups=run.bench.groups, notes=clean.notes,
                    eps_space=st.eps_space, attack_settings=asdict(st.budget), eps_list=st.eps_values,
                    targets=st.target, detectors=[{"name": n, **d.config()} for n, d in run.dets.items()],
                    wall_time_s=clean.wall_time_s + wall)
-    return finish(job, doc)
+    doc = finish(job, doc)
+    if st.diagnose:
+        _diagnose(st, run)
+    return doc
+
+
+def _diagnose(st: AttackSettings, run) -> None:
+    import json
+    from ..diagnose import diagnose_attack, plot_curves, render_diagnosis
+    from ..store import atomic_write_text
+    d = diagnose_attack(run.model, run.bench, run.dets, run.result.scores, st.eps_values, st.eps_space, st.budget,
+                        st.seed, run.job.cache, st.attack_batch, st.block_size, run.job.prog,
+                        n_resamples=st.bootstrap or 1000)
+    atomic_write_text(run.job.out / "diagnosis.json", json.dumps(d))
+    atomic_write_text(run.job.out / "diagnosis.md", render_diagnosis(d))
+    plot_curves(d, run.job.out / "objective-curves.png")

@@ -24,7 +24,7 @@ from ..store import BlockCache, atomic_write_bytes, atomic_write_text, dist_info
 
 __all__ = ["setup_runtime", "progress_factory", "prepare_out", "Job", "start_job", "open_model", "open_benchmark",
            "build_detectors", "finish",
-           "save_scores", "base_doc", "CleanRun", "clean_run"]
+           "save_scores", "save_attack_scores", "set_fingerprints", "base_doc", "CleanRun", "clean_run"]
 
 
 def setup_runtime(device: str) -> torch.device:
@@ -161,3 +161,21 @@ def save_scores(out: Path, scores: dict) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **flat)
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
+
+
+def save_attack_scores(out: Path, clean_scores: dict, attacked: dict) -> None:
+    """Per-input scores of an attack run, for paired comparisons (``ross compare``):
+    ``attack_scores.npz`` with ``DET|clean|SET`` and ``DET|EPS|SIDE|SET|TARGET`` (EPS as repr of
+    the float, SIDE min (ID attacked) or max (OOD attacked))."""
+    flat = {f"{det}|clean|{s}": np.asarray(v["score"], np.float64) for det, per in clean_scores.items()
+            for s, v in per.items()}
+    flat.update({f"{det}|{eps!r}|{side}|{s}|{tgt}": v for (det, eps, side, s, tgt), v in attacked.items()})
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **flat)
+    atomic_write_bytes(out / "attack_scores.npz", buf.getvalue())
+
+
+def set_fingerprints(bench) -> dict:
+    """What identifies each set's images (``ross compare`` refuses runs on other images)."""
+    from ..evaluate import set_fingerprint
+    return {"id_test": set_fingerprint(bench.id), **{s: set_fingerprint(ds) for s, ds in bench.ood.items()}}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..settings import EvalSettings
-from .common import base_doc, clean_run, finish, save_scores
+from .common import base_doc, clean_run, finish, save_scores, set_fingerprints
 
 __all__ = ["run_eval"]
 
@@ -15,7 +15,7 @@ def run_eval(st: EvalSettings) -> dict | None:
         return None
     doc = base_doc("eval", job, run.root, model=run.model_name, id_accuracy=res.id_accuracy,
                    id_accuracy_val_and_test=res.id_accuracy_val_and_test, results=res.records, means=res.means,
-                   taus=res.taus, set_sizes=res.sizes, groups=run.bench.groups, notes=res.notes,
+                   taus=res.taus, set_sizes=res.sizes, set_fingerprints=set_fingerprints(run.bench), groups=run.bench.groups, notes=res.notes,
                    detectors=[{"name": n, **d.config()} for n, d in run.dets.items()], wall_time_s=res.wall_time_s)
     save_scores(job.out, res.scores)
     return finish(job, doc)

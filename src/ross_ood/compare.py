@@ -1,0 +1,127 @@
+"""Paired comparisons of stored runs (``ross compare``): two detectors, or two attacks, on the
+same images, as AUROC differences with paired bootstrap intervals.
+
+Two rows evaluated on the same images share most of their sampling noise: which images were
+drawn. Resampling the images once and applying the draw to both rows
+(``metrics.paired_auroc_difference``) keeps only the noise of the difference, an interval many
+times narrower than the two separate ones. Runs on other images are refused (their set
+fingerprints differ): such a difference has no paired interval.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import paired_auroc_difference
+from .tables import pct
+
+__all__ = ["load_run_scores", "compare_runs", "render_comparison"]
+
+
+def load_run_scores(run_dir) -> tuple[dict, dict]:
+    """(results document, per-input scores) of an attack or eval run folder. Scores are keyed
+    (detector, eps or "clean", side or "clean", set, target); eval runs give their clean scores."""
+    d = Path(run_dir)
+    res = d / "results.json"
+    if not res.is_file():
+        raise FileNotFoundError(f"{d} holds no results.json: not a finished ross eval / attack run")
+    doc = json.loads(res.read_text())
+    out: dict = {}
+    if (d / "attack_scores.npz").is_file():
+        with np.load(d / "attack_scores.npz") as z:
+            for k in z.files:
+                parts = k.split("|")
+                if parts[1] == "clean":
+                    out[(parts[0], "clean", "clean", parts[2], "clean")] = z[k]
+                else:
+                    out[(parts[0], float(parts[1]), parts[2], parts[3], parts[4])] = z[k]
+    elif (d / "scores.npz").is_file():
+        with np.load(d / "scores.npz") as z:
+            for k in z.files:
+                det, s, what = k.split("|")
+                if what == "score":
+                    out[(det, "clean", "clean", s, "clean")] = z[k]
+    else:
+        raise FileNotFoundError(f"{d} holds no per-input scores (attack_scores.npz or scores.npz); re-run it with "
+                                "this version of ross-ood")
+    return doc, out
+
+
+def _pairs(scores: dict, det: str, eps, objective: str, target: str, ood_sets: list[str]):
+    """(id scores, {set: scores}) of one objective, or None when the run lacks it."""
+    def get(side, s):
+        if eps == "clean" or side not in (("min",) if objective == "min" else ("max",) if objective == "max"
+                                          else ("min", "max")):
+            return scores.get((det, "clean", "clean", s, "clean"))
+        return scores.get((det, eps, side, s, target))
+    id_s = get("min", "id_test")
+    ood = {s: get("max", s) for s in ood_sets}
+    if id_s is None or any(v is None for v in ood.values()):
+        return None
+    return id_s, ood
+
+
+def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None = None,
+                 n_resamples: int = 1000, seed: int = 0) -> dict:
+    """A - B for every (eps, objective, target) both runs hold, per detector pair: the same
+    detector in two runs, or two detectors (``det_a``, ``det_b``) of one run or of two."""
+    doc_a, sa = load_run_scores(dir_a)
+    doc_b, sb = (doc_a, sa) if dir_b is None else load_run_scores(dir_b)
+    fa, fb = doc_a.get("set_fingerprints"), doc_b.get("set_fingerprints")
+    if dir_b is not None and (fa is None or fb is None or fa != fb):
+        raise ValueError(f"{dir_a} and {dir_b} were not run on the same images (their set fingerprints differ or "
+                         "are missing): a paired comparison needs the same images")
+    dets_a = sorted({k[0] for k in sa})
+    dets_b = sorted({k[0] for k in sb})
+    if det_a or det_b:
+        for name, have, run in ((det_a, dets_a, dir_a), (det_b, dets_b, dir_b or dir_a)):
+            if name is not None and name not in have:
+                raise ValueError(f"detector {name!r} is not in {run} (it has {', '.join(have)})")
+        pairs = [(det_a or det_b, det_b or det_a)]
+    else:
+        if dir_b is None:
+            raise ValueError("comparing a run with itself needs two detectors: give --a and --b")
+        pairs = [(d, d) for d in dets_a if d in dets_b]
+        if not pairs:
+            raise ValueError(f"{dir_a} and {dir_b} share no detector; name the two with --a and --b")
+    ood_sets = [s for s in doc_a.get("set_sizes", {}) if s not in ("id_val", "id_test")]
+    keys = sorted({(k[1], k[4]) for k in sa if k[1] != "clean"}, key=str) + [("clean", "clean")]
+    rows = []
+    for da, db in pairs:
+        for eps, target in keys:
+            for objective in (("clean",) if eps == "clean" else ("min", "max", "both")):
+                pa = _pairs(sa, da, eps, objective, target, ood_sets)
+                pb = _pairs(sb, db, eps, objective, target, ood_sets)
+                if pa is None or pb is None:
+                    continue
+                diff = paired_auroc_difference(pa, pb, n_resamples, seed=seed)
+                rows.append({"a": da, "b": db, "eps": eps, "objective": objective, "target": target,
+                             "auroc_a": _mean_auroc(pa), "auroc_b": _mean_auroc(pb), "diff": diff})
+    return {"a": str(dir_a), "b": str(dir_b or dir_a), "ood_sets": ood_sets, "rows": rows}
+
+
+def _mean_auroc(pair) -> float:
+    from .metrics import auroc_by_ranks
+    id_s, ood = pair
+    return float(np.mean([auroc_by_ranks(np.asarray(id_s, float), np.asarray(v, float)) for v in ood.values()]))
+
+
+def render_comparison(doc: dict) -> str:
+    sets = doc["ood_sets"]
+    lines = [f"A = {doc['a']}, B = {doc['b']}: AUROC % (mean over {', '.join(sets)}) and A - B with its 95% "
+             "paired bootstrap interval over the images, per set and for the mean.", "",
+             "| A | B | eps | objective | target | n ID / OOD | A | B | A - B (mean) | "
+             + " | ".join(f"A - B ({s})" for s in sets) + " |",
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(sets)]
+    for r in doc["rows"]:
+        d = r["diff"]
+        eps = "clean" if r["eps"] == "clean" else f"{r['eps'] * 255:.4g}/255"
+
+        def cell(v):
+            return f"{100 * v['diff']:+.2f} [{100 * v['lo']:+.2f}, {100 * v['hi']:+.2f}]"
+        lines.append(f"| {r['a']} | {r['b']} | {eps} | {r['objective']} | {r['target']} | "
+                     f"{d['mean']['n_id']} / {d['mean']['n_ood']} | {pct(r['auroc_a'])} | {pct(r['auroc_b'])} | "
+                     f"{cell(d['mean'])} | " + " | ".join(cell(d[s]) for s in sets) + " |")
+    return "\n".join(lines) + "\n"

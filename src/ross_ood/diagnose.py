@@ -1,0 +1,225 @@
+"""Attack diagnostics: is the attack, not the detector, the weak link?
+
+After the checklists of Carlini et al. 2019 ("On Evaluating Adversarial Robustness"), Tramer et
+al. 2020 ("On Adaptive Attacks to Adversarial Example Defenses") and Pintor et al. 2022
+("Indicators of Attack Failure"). For fitted detectors on one benchmark and attack budget:
+
+- **convergence**: the worst-case AUROC with twice the steps (APGD and EOT-PGD) and with twice the
+  noisy copies per gradient, beside the budget's own, per detector, eps and objective, with the
+  paired difference (2x - 1x) and its 95% bootstrap interval over the images. A converged attack
+  moves by at most about a point; a large negative difference says the budget is too small.
+- **unbounded budget**: PGD-Both at eps = 1 in pixel units (any image in [0, 1] is allowed).
+  The AUROC must reach about 0; if it does not, the attack is failing, not the detector holding.
+- **plans**: the worst case of every attack plan alone, and how often each plan is the one that
+  gives an input its worst case (the first plan on ties).
+- **silent failures**: inputs whose worst-case attacked score is worse for the attacker than
+  their clean score (an attack that made things better for the defender).
+- **objective curves**: the attacker's judged objective along every adaptive plan's iterations
+  for a sample of inputs (a PNG), each curve relative to its start.
+
+Everything is computed through ``attack_benchmark`` (the scores are the evaluation's own), so the
+diagnosis reads exactly the numbers a results table reports.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from .adversarial import SIDES, AttackBudget, attack_benchmark, plans_for
+from .attacks import run_attack
+from .metrics import auroc_by_ranks, paired_auroc_difference
+
+__all__ = ["diagnose_attack", "render_diagnosis", "convergence_budgets"]
+
+UNBOUNDED_EPS = 1.0  # pixel units: the whole image box
+UNBOUNDED_MAX_AUROC = 0.02  # what "about 0" means for the unbounded check
+
+
+def convergence_budgets(budget: AttackBudget) -> dict[str, AttackBudget]:
+    """The budget, the budget with twice the steps, and with twice the noisy copies."""
+    return {"1x": budget,
+            "2x steps": dataclasses.replace(budget, adaptive_steps=2 * budget.adaptive_steps,
+                                            eotpgd_steps=2 * budget.eotpgd_steps),
+            "2x copies": dataclasses.replace(budget, attack_n=2 * budget.attack_n)}
+
+
+def _worst_per_input(per_plan: dict, det: str, eps, side: str, sets: list[str]) -> dict[str, np.ndarray]:
+    out = {}
+    for s in sets:
+        c = [v for k, v in per_plan.items() if k[0] == eps and k[1] == side and k[2] == s and k[3] == det]
+        out[s] = np.min(c, 0) if side == "min" else np.max(c, 0)
+    return out
+
+
+def _objective_pair(per_plan, clean, det, eps, objective, ood_sets):
+    """(id scores, {ood set: scores}) of one objective from per-input worst cases."""
+    id_s = _worst_per_input(per_plan, det, eps, "min", ["id_test"])["id_test"] if "min" in SIDES[objective] \
+        else clean[det]["id_test"]
+    ood = _worst_per_input(per_plan, det, eps, "max", ood_sets) if "max" in SIDES[objective] \
+        else {s: clean[det][s] for s in ood_sets}
+    return id_s, ood
+
+
+def _mean_auroc(pair) -> float:
+    id_s, ood = pair
+    return float(np.mean([auroc_by_ranks(np.asarray(id_s), np.asarray(v)) for v in ood.values()]))
+
+
+def diagnose_attack(model, bench, dets: dict, clean_scores: dict, eps_list, eps_space: str, budget: AttackBudget,
+                    seed: int, cache, batch_size: int = 64, block_size: int = 512, progress_factory=None,
+                    curve_inputs: int = 8, n_resamples: int = 1000) -> dict:
+    """The diagnosis document (see the module doc). ``clean_scores`` is ``EvalResult.scores``."""
+    ood_sets = list(bench.ood)
+    clean = {n: {s: np.asarray(v["score"], np.float64) for s, v in per.items()} for n, per in clean_scores.items()}
+    objectives = ["min", "max", "both"]
+    runs = {}
+    for label, b in convergence_budgets(budget).items():
+        per_plan: dict = {}
+        attack_benchmark(model, bench, dets, clean_scores, eps_list, ["min", "max"], eps_space,
+                         ["transfer", "adaptive", "worst"], b, seed, cache, batch_size, block_size, progress_factory,
+                         0, per_plan)
+        runs[label] = per_plan
+    conv, plans, silent = [], [], []
+    for n in dets:
+        for eps in eps_list:
+            base = {o: _objective_pair(runs["1x"], clean, n, eps, o, ood_sets) for o in objectives}
+            for o in objectives:
+                row = {"detector": n, "eps": eps, "objective": o, "auroc_1x": _mean_auroc(base[o])}
+                for label in ("2x steps", "2x copies"):
+                    other = _objective_pair(runs[label], clean, n, eps, o, ood_sets)
+                    d = paired_auroc_difference(other, base[o], n_resamples, seed=seed)["mean"]
+                    row[f"auroc_{label}"] = _mean_auroc(other)
+                    row[f"diff_{label}"] = (d["diff"], d["lo"], d["hi"])
+                row["n_id"], row["n_ood"] = len(base[o][0]), int(sum(len(v) for v in base[o][1].values()))
+                conv.append(row)
+            plans += _plan_table(runs["1x"], clean, n, eps, ood_sets)
+            silent += _silent(runs["1x"], clean, n, eps, ood_sets)
+    # unbounded budget: PGD-Both at eps = 1 in pixel units
+    per_plan: dict = {}
+    unb = dataclasses.replace(budget)
+    attack_benchmark(model, bench, dets, clean_scores, [UNBOUNDED_EPS], ["min", "max"], "pixel",
+                     ["transfer", "adaptive", "worst"], unb, seed, cache, batch_size, block_size, progress_factory,
+                     0, per_plan)
+    unbounded = []
+    for n in dets:
+        a = _mean_auroc(_objective_pair(per_plan, clean, n, UNBOUNDED_EPS, "both", ood_sets))
+        unbounded.append({"detector": n, "auroc": a, "ok": a <= UNBOUNDED_MAX_AUROC})
+    curves = {n: _curves(model, bench, d, eps_list[0], eps_space, budget, seed, curve_inputs)
+              for n, d in dets.items()}
+    return {"eps_list": list(eps_list), "eps_space": eps_space, "budget": dataclasses.asdict(budget),
+            "convergence": conv, "unbounded": unbounded, "unbounded_eps": UNBOUNDED_EPS, "plans": plans,
+            "silent": silent, "curves": curves, "set_sizes": {"id_test": len(bench.id),
+                                                              **{s: len(bench.ood[s]) for s in ood_sets}}}
+
+
+def _plan_table(per_plan, clean, det, eps, ood_sets) -> list[dict]:
+    """Per plan: its AUROC alone (PGD-Min and PGD-Max, mean over sets) and its share of wins."""
+    out = []
+    for side in ("min", "max"):
+        sets = ["id_test"] if side == "min" else ood_sets
+        names = [k[4] for k in per_plan if k[0] == eps and k[1] == side and k[2] == sets[0] and k[3] == det]
+        stacked = {s: np.stack([per_plan[(eps, side, s, det, p)] for p in names]) for s in sets}
+        pick = {s: (v.argmin(0) if side == "min" else v.argmax(0)) for s, v in stacked.items()}
+        total = sum(len(p) for p in pick.values())
+        for i, p in enumerate(names):
+            alone = {s: stacked[s][i] for s in sets}
+            pair = (alone["id_test"], {s: clean[det][s] for s in ood_sets}) if side == "min" \
+                else (clean[det]["id_test"], alone)
+            wins = sum(int((pk == i).sum()) for pk in pick.values())
+            out.append({"detector": det, "eps": eps, "objective": side, "plan": p, "auroc": _mean_auroc(pair),
+                        "wins": wins, "inputs": total})
+    return out
+
+
+def _silent(per_plan, clean, det, eps, ood_sets) -> list[dict]:
+    """Inputs whose worst case is worse for the attacker than the clean input (per side)."""
+    out = []
+    for side in ("min", "max"):
+        sets = ["id_test"] if side == "min" else ood_sets
+        worst = _worst_per_input(per_plan, det, eps, side, sets)
+        bad = sum(int((worst[s] > clean[det][s]).sum() if side == "min" else (worst[s] < clean[det][s]).sum())
+                  for s in sets)
+        out.append({"detector": det, "eps": eps, "objective": side, "silent_failures": bad,
+                    "inputs": int(sum(len(worst[s]) for s in sets))})
+    return out
+
+
+def _curves(model, bench, det, eps, eps_space, budget, seed, k) -> dict:
+    """The judged objective along every adaptive plan for the first ``k`` ID test inputs
+    (PGD-Min) and the first ``k`` inputs of the first OOD set (PGD-Max), relative to the start."""
+    out = {}
+    first = next(iter(bench.ood))
+    for side, ds in (("min", bench.id), ("max", bench.ood[first])):
+        x = torch.stack([ds[i][0] for i in range(min(k, len(ds)))]).to(model.device)
+        for plan in plans_for("d", det, eps, side, eps_space, ["adaptive"], budget, seed):
+            trace: list = []
+            fn = det.surrogate(plan.what, budget.attack_n)
+            judge = det.judge(budget.judge_n) if budget.judge else None
+            run_attack(fn, x, model, plan.cfg, judge=judge, trace=trace)
+            curves = np.full((plan.cfg.restarts, max(t[1] for t in trace) + 1, len(x)), np.nan)
+            for r, step, idx, f in trace:
+                curves[r, step, idx] = f
+            out[f"{side}/{plan.name.split('/', 2)[2]}"] = curves.tolist()
+    return out
+
+
+def render_diagnosis(doc: dict) -> str:
+    sz = doc["set_sizes"]
+    lines = [f"# Attack diagnosis\n\nImages: {sz['id_test']} ID test, "
+             + ", ".join(f"{v} {k}" for k, v in sz.items() if k != "id_test")
+             + f"; eps {', '.join(f'{e * 255:g}/255' for e in doc['eps_list'])} ({doc['eps_space']}). "
+             "AUROC in percent, mean over the OOD sets; differences paired over the same images with "
+             "95% bootstrap intervals.\n", "## Convergence (worst case over all plans)\n",
+             "| detector | eps | objective | budget | 2x steps | 2x steps - budget | 2x copies | 2x copies - budget |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in doc["convergence"]:
+        def d(label):
+            v = r[f"diff_{label}"]
+            return f"{100 * v[0]:+.2f} [{100 * v[1]:+.2f}, {100 * v[2]:+.2f}]"
+        lines.append(f"| {r['detector']} | {r['eps'] * 255:g}/255 | {r['objective']} | {100 * r['auroc_1x']:.2f} | "
+                     f"{100 * r['auroc_2x steps']:.2f} | {d('2x steps')} | {100 * r['auroc_2x copies']:.2f} | "
+                     f"{d('2x copies')} |")
+    lines += ["", f"## Unbounded budget (PGD-Both at eps = {doc['unbounded_eps']:g}, pixel units)\n",
+              "| detector | AUROC | reaches ~0 (<= 2) |", "|---|---|---|"]
+    lines += [f"| {r['detector']} | {100 * r['auroc']:.2f} | {'yes' if r['ok'] else '**NO: the attack fails**'} |"
+              for r in doc["unbounded"]]
+    lines += ["", "## Each plan alone, and which plan wins\n",
+              "| detector | eps | objective | plan | AUROC alone | inputs it gives the worst case |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['detector']} | {r['eps'] * 255:g}/255 | {r['objective']} | {r['plan']} | {100 * r['auroc']:.2f} | "
+              f"{r['wins']} of {r['inputs']} |" for r in doc["plans"]]
+    lines += ["", "## Silent failures (worst case better for the defender than the clean input)\n",
+              "| detector | eps | objective | inputs |", "|---|---|---|---|"]
+    lines += [f"| {r['detector']} | {r['eps'] * 255:g}/255 | {r['objective']} | {r['silent_failures']} of {r['inputs']} |"
+              for r in doc["silent"]]
+    lines += ["", "Objective curves: `objective-curves.png` (the attacker's judged objective minus its start value, "
+              "per input, along each adaptive plan; restarts dashed)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(doc: dict, path) -> None:
+    from .plots import _plt, _save
+    plt = _plt()
+    dets = list(doc["curves"])
+    panels = [(d, k) for d in dets for k in doc["curves"][d]]
+    cols = 4
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows), squeeze=False)
+    for ax, (d, k) in zip(axes.flat, panels):
+        c = np.asarray(doc["curves"][d][k], float)  # (restarts, steps, inputs)
+        for r in range(c.shape[0]):
+            for i in range(c.shape[2]):
+                v = c[r, :, i]
+                ok = ~np.isnan(v)
+                if ok.any():
+                    steps = np.flatnonzero(ok)
+                    ax.plot(steps, v[ok] - v[ok][0], ls="-" if r == 0 else "--", lw=0.8, color=f"C{i % 10}")
+        ax.set_title(f"{d}: {k}", fontsize=8)
+        ax.set_xlabel("step", fontsize=7)
+        ax.set_ylabel("gain - start", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    _save(fig, path)
