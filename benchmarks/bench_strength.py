@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_attack import PassCounter  # noqa: E402
 from ross_ood.adversarial import AttackBudget, attack_benchmark  # noqa: E402
+from ross_ood.diagnose import worst_per_input  # noqa: E402
 from ross_ood.store import BlockCache  # noqa: E402
 
 V3 = AttackBudget(judge=False, attack_n=8, apgd_eta0=2.0, eotpgd_steps=0)  # the default of attack version 3
@@ -48,14 +49,6 @@ CONFIGS = {
     "new-bf16": dataclasses.replace(NEW, precision="bf16"),
     "new-fp32": dataclasses.replace(NEW, precision="fp32"),
 }
-
-
-def per_input_worst(plan_scores: dict, det: str, objective: str, sets: list[str]) -> dict[str, np.ndarray]:
-    out = {}
-    for s in sets:
-        c = [v for k, v in plan_scores.items() if k[1] == objective and k[2] == s and k[3] == det]
-        out[s] = np.min(c, 0) if objective == "min" else np.max(c, 0)
-    return out
 
 
 def reference_scores(run, det_name, det, eps_px, sets, objective, seed):
@@ -135,10 +128,9 @@ def main(argv=None):
             finally:
                 counter.close()
             wall = time.perf_counter() - t0
-            for k, v in per_input_worst(per_plan, det_name, "min", ["id_test"]).items():
-                arrays[f"{det_name}|{cname}|{k}"] = v
-            for k, v in per_input_worst(per_plan, det_name, "max", sets).items():
-                arrays[f"{det_name}|{cname}|{k}"] = v
+            for side, side_sets in (("min", ["id_test"]), ("max", sets)):
+                for k, v in worst_per_input(per_plan, det_name, st.eps_values[0], side, side_sets).items():
+                    arrays[f"{det_name}|{cname}|{k}"] = v
             for k, v in per_plan.items():
                 arrays[f"{det_name}|{cname}/{k[4]}|{k[2]}"] = v
             arrays[f"{det_name}|{cname}|cost"] = np.array([counter.forward / n_att, counter.backward / n_att, wall])

@@ -84,10 +84,64 @@ PY
   return $fail
 }
 
+DEV="$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
+
+stage_check() {
+  # the same images, detectors and noise (drawn on the CPU) scored on the CPU and on the device:
+  # scores must agree to float rounding; then eval / attack / certify wall times on both
+  local n=$([ "$TINY" = 1 ] && echo 12 || echo 200)
+  local common=(--data-root "$ROSS_DATA" --model resnet20-noise012 --sigma 0.12 --noise-space pixel -N 25
+                --detectors msp,median-msp,ross-msp --limit "$n" --no-progress --noise-device cpu --bootstrap 0)
+  mkdir -p "$OUTDIR/check"
+  for d in cpu "$DEV"; do
+    local t0=$SECONDS
+    OMP_NUM_THREADS=2 ross eval "${common[@]}" --device "$d" --out "$OUTDIR/check/eval-$d" > "$OUTDIR/check/eval-$d.log" 2>&1
+    log "check: eval on $d, $n images per set: $((SECONDS - t0)) s"
+  done
+  "$PY" - "$OUTDIR/check/eval-cpu/scores.npz" "$OUTDIR/check/eval-$DEV/scores.npz" <<'PY' | tee -a "$OUTDIR/gpu_run.log"
+import sys
+import numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a.files)
+print(f"check: CPU vs device scores, {len(a.files)} arrays, largest absolute difference {worst:.3g}")
+PY
+  local steps=$([ "$TINY" = 1 ] && echo 2 || echo 20)
+  for d in cpu "$DEV"; do
+    local t0=$SECONDS
+    OMP_NUM_THREADS=2 ross attack "${common[@]}" --limit "$([ "$TINY" = 1 ] && echo 6 || echo 24)" --device "$d" \
+      --eps 2 --objective both --adaptive-steps "$steps" --eotpgd-steps "$steps" --transfer-steps "$steps" \
+      --detectors median-msp --out "$OUTDIR/check/attack-$d" > "$OUTDIR/check/attack-$d.log" 2>&1
+    log "check: attack on $d: $((SECONDS - t0)) s"
+    t0=$SECONDS
+    OMP_NUM_THREADS=2 ross certify --data-root "$ROSS_DATA" --model resnet20-noise012 --sigma 0.12 \
+      --detectors median-msp --limit "$([ "$TINY" = 1 ] && echo 6 || echo 50)" -N "$([ "$TINY" = 1 ] && echo 50 || echo 1000)" \
+      --no-progress --device "$d" --out "$OUTDIR/check/certify-$d" > "$OUTDIR/check/certify-$d.log" 2>&1
+    log "check: certify on $d: $((SECONDS - t0)) s"
+  done
+}
+
+stage_attack() {
+  # the leaderboard's and the README's robustness configs at LIMIT images per set on the device
+  local limit=${LIMIT:-$([ "$TINY" = 1 ] && echo 6 || echo 500)}
+  local configs="${ATTACK_CONFIGS:-docs/robustness/noise012-v4.config.yaml docs/robustness/standard-v4.config.yaml}"
+  local extra=()
+  [ "$TINY" = 1 ] && extra=(--adaptive-steps 2 --eotpgd-steps 2 --transfer-steps 2 --restarts 1 -N 5 --bootstrap 50)
+  mkdir -p "$OUTDIR/attack"
+  for c in $configs; do
+    local name; name="$(basename "$c" .config.yaml)"
+    local t0=$SECONDS
+    OMP_NUM_THREADS=4 ross attack --config "$c" --data-root "$ROSS_DATA" --limit "$limit" --device "$DEV" \
+      --no-progress --out "$OUTDIR/attack/$name" "${extra[@]}" > "$OUTDIR/attack/$name.log" 2>&1 \
+      && log "attack $name: $limit images per set, $((SECONDS - t0)) s" || { log "attack $name FAILED"; return 1; }
+  done
+}
+
 status=0
 for stage in "$@"; do
   case "$stage" in
     train) stage_train || status=1 ;;
+    check) stage_check || status=1 ;;
+    attack) stage_attack || status=1 ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

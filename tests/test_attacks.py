@@ -13,7 +13,7 @@ from ross_ood.scores import get_score
 from .conftest import DATA_ROOT, need_data
 
 
-@pytest.mark.parametrize("algorithm", ["pgd", "apgd"])
+@pytest.mark.parametrize("algorithm", ["pgd", "apgd", "eotpgd"])
 @pytest.mark.parametrize("space", ["pixel", "normalized"])
 def test_perturbation_stays_in_budget(cnn, images, algorithm, space):
     eps = 8 / 255
@@ -178,25 +178,63 @@ def test_soft_median_is_a_smooth_median():
     assert g[0].argmax().item() == 2
 
 
-def test_attack_independent_of_batching(cnn, images):
+@pytest.mark.parametrize("algorithm", ["apgd", "eotpgd"])
+def test_attack_independent_of_batching(cnn, images, algorithm):
     """An input's attack (random start included) does not depend on the batch it sits in."""
     msp = get_score("msp")
-    cfg = AttackConfig(8 / 255, "min", "pixel", "apgd", steps=5, restarts=2, seed=4)
+    cfg = AttackConfig(8 / 255, "min", "pixel", algorithm, steps=5, restarts=2, seed=4, judge_every=2)
     full, s_full = run_attack(lambda v, d: msp(cnn, v), images, cnn, cfg)
     parts = [run_attack(lambda v, d: msp(cnn, v), images[i:i + 5], cnn, cfg) for i in range(0, 12, 5)]
     assert torch.allclose(full, torch.cat([p[0] for p in parts]), atol=1e-6)
-    other, _ = run_attack(lambda v, d: msp(cnn, v), images, cnn, AttackConfig(8 / 255, "min", "pixel", "apgd",
+    other, _ = run_attack(lambda v, d: msp(cnn, v), images, cnn, AttackConfig(8 / 255, "min", "pixel", algorithm,
                                                                               steps=5, restarts=2, seed=5))
     assert not torch.allclose(full, other)
 
 
-def test_early_stopping_is_exact_per_input(cnn, images):
+@pytest.mark.parametrize("algorithm", ["apgd", "eotpgd"])
+def test_judged_attack_on_smoothed_score_independent_of_batching(cnn, images, algorithm):
+    """With the common-random-numbers judge of a smoothed detector, an input's attack still
+    depends on nothing but itself: same result alone or in any batch."""
+    from ross_ood.detectors import make_detector
+    det = make_detector("median-msp", cnn, n_samples=5, sigma=0.1, noise_space="pixel").fit(images)
+    fn, judge = det.surrogate("mean", 3), det.judge(5)
+    cfg = AttackConfig(8 / 255, "max", "pixel", algorithm, steps=4, restarts=2, seed=2, judge_every=2)
+    full, s_full = run_attack(fn, images, cnn, cfg, judge=judge)
+    parts = [run_attack(fn, images[i:i + 4], cnn, cfg, judge=judge) for i in range(0, 12, 4)]
+    assert torch.allclose(full, torch.cat([p[0] for p in parts]), atol=1e-6)
+    assert torch.allclose(s_full, torch.cat([p[1] for p in parts]), atol=1e-9)
+    # the returned value is the judge's score of the returned input, on the clean inputs' noise
+    from ross_ood.noise import content_keys
+    assert torch.allclose(s_full, judge(full, content_keys(images)).to(s_full.dtype), atol=1e-9)
+
+
+def test_judge_uses_the_clean_inputs_noise(cnn, images):
+    """The judge's noise is keyed by the keys passed (the clean inputs'), not by the iterate's
+    pixels: two iterates judged with the same keys see the same draws; other keys, other draws;
+    the evaluation's own score (keyed by content, salt 0) is a different draw again."""
+    from ross_ood.detectors import make_detector
+    from ross_ood.detectors.smoothed import JUDGE_SALT
+    from ross_ood.noise import content_keys
+    det = make_detector("median-msp", cnn, n_samples=7, sigma=0.2, noise_space="pixel").fit(images)
+    keys = content_keys(images)
+    judge = det.judge(7)
+    moved = (images + 0.01).clamp(0, 1)
+    a, b = judge(moved, keys), judge(moved, keys)
+    assert torch.equal(a, b)
+    want = det.noisy(moved, keys, 7, JUDGE_SALT).double().median(1).values
+    assert torch.allclose(a, want)
+    assert not torch.allclose(judge(moved, [k + 1 for k in keys]), a)
+    assert not torch.allclose(det.score(moved).double(), a)
+
+
+@pytest.mark.parametrize("algorithm", ["apgd", "eotpgd"])
+def test_early_stopping_is_exact_per_input(cnn, images, algorithm):
     """Early stopping: inputs that are not done get exactly the attack they get without it
     (the others do not change their batch's numbers), and a done input returns the iterate
     that crossed the threshold."""
     msp = get_score("msp")
     fn = lambda v, d: msp(cnn, v)  # noqa: E731
-    cfg = AttackConfig(8 / 255, "min", "pixel", "apgd", steps=12, restarts=2, seed=3)
+    cfg = AttackConfig(8 / 255, "min", "pixel", algorithm, steps=12, restarts=2, seed=3, judge_every=4)
     full, s_full = run_attack(fn, images, cnn, cfg)
     with torch.no_grad():
         clean = msp(cnn, images)

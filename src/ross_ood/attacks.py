@@ -253,8 +253,10 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
             if halve.any():
                 st["f_k"] = torch.where(halve, st["f_best"], st["f_k"])
                 _, g_h = _gain_and_grad(score_fn, st["x_k"], sign, cfg.eot, draw)
-                draw += cfg.eot
                 st["g"] = torch.where(halve.view(view), g_h, st["g"])
+            # the draw counter moves whether or not some input of this batch halved: a randomised
+            # score's later draws must not depend on the other inputs (before version 4 they did)
+            draw += cfg.eot
             st["eta_reduced_at_check"] = halve
             st["increases"] = torch.zeros_like(st["increases"])
             last_check, st["f_best_at_check"] = k + 1, st["f_best"].clone()

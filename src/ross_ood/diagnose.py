@@ -31,7 +31,7 @@ from .adversarial import SIDES, AttackBudget, attack_benchmark, plans_for
 from .attacks import run_attack
 from .metrics import auroc_by_ranks, paired_auroc_difference
 
-__all__ = ["diagnose_attack", "render_diagnosis", "convergence_budgets"]
+__all__ = ["diagnose_attack", "render_diagnosis", "convergence_budgets", "worst_per_input", "plot_curves"]
 
 UNBOUNDED_EPS = 1.0  # pixel units: the whole image box
 UNBOUNDED_MAX_AUROC = 0.02  # what "about 0" means for the unbounded check
@@ -45,7 +45,9 @@ def convergence_budgets(budget: AttackBudget) -> dict[str, AttackBudget]:
             "2x copies": dataclasses.replace(budget, attack_n=2 * budget.attack_n)}
 
 
-def _worst_per_input(per_plan: dict, det: str, eps, side: str, sets: list[str]) -> dict[str, np.ndarray]:
+def worst_per_input(per_plan: dict, det: str, eps, side: str, sets: list[str]) -> dict[str, np.ndarray]:
+    """Per set, the worst score per input over the plans of ``per_plan`` (``attack_benchmark``'s
+    ``plan_scores``) of one detector, eps and side (lowest for min, highest for max)."""
     out = {}
     for s in sets:
         c = [v for k, v in per_plan.items() if k[0] == eps and k[1] == side and k[2] == s and k[3] == det]
@@ -55,9 +57,9 @@ def _worst_per_input(per_plan: dict, det: str, eps, side: str, sets: list[str]) 
 
 def _objective_pair(per_plan, clean, det, eps, objective, ood_sets):
     """(id scores, {ood set: scores}) of one objective from per-input worst cases."""
-    id_s = _worst_per_input(per_plan, det, eps, "min", ["id_test"])["id_test"] if "min" in SIDES[objective] \
+    id_s = worst_per_input(per_plan, det, eps, "min", ["id_test"])["id_test"] if "min" in SIDES[objective] \
         else clean[det]["id_test"]
-    ood = _worst_per_input(per_plan, det, eps, "max", ood_sets) if "max" in SIDES[objective] \
+    ood = worst_per_input(per_plan, det, eps, "max", ood_sets) if "max" in SIDES[objective] \
         else {s: clean[det][s] for s in ood_sets}
     return id_s, ood
 
@@ -138,7 +140,7 @@ def _silent(per_plan, clean, det, eps, ood_sets) -> list[dict]:
     out = []
     for side in ("min", "max"):
         sets = ["id_test"] if side == "min" else ood_sets
-        worst = _worst_per_input(per_plan, det, eps, side, sets)
+        worst = worst_per_input(per_plan, det, eps, side, sets)
         bad = sum(int((worst[s] > clean[det][s]).sum() if side == "min" else (worst[s] < clean[det][s]).sum())
                   for s in sets)
         out.append({"detector": det, "eps": eps, "objective": side, "silent_failures": bad,
