@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_attack import PassCounter  # noqa: E402
 from ross_ood.adversarial import AttackBudget, attack_benchmark  # noqa: E402
-from ross_ood.diagnose import worst_per_input  # noqa: E402
+from ross_ood.diagnose import convergence_budgets, worst_per_input  # noqa: E402
 from ross_ood.store import BlockCache  # noqa: E402
 
 V3 = AttackBudget(judge=False, attack_n=8, apgd_eta0=2.0, eotpgd_steps=0)  # the default of attack version 3
@@ -40,12 +40,12 @@ CONFIGS = {
     "judge": dataclasses.replace(V3, judge=True),
     "judge-eta": dataclasses.replace(V3, judge=True, apgd_eta0=0.25),
     "judge-n16": dataclasses.replace(V3, judge=True, attack_n=16),
-    "eot": dataclasses.replace(V3, judge=True, attack_n=16, surrogates=(), eotpgd_steps=60),
-    "eot-median": dataclasses.replace(V3, judge=True, attack_n=16, surrogates=(), eotpgd_steps=60,
+    "eot": dataclasses.replace(V3, judge=True, surrogates=(), eotpgd_steps=60, eotpgd_n=16),
+    "eot-median": dataclasses.replace(V3, judge=True, surrogates=(), eotpgd_steps=60, eotpgd_n=16,
                                       eotpgd_surrogates=("median",)),
     "new": NEW,
-    "new-2steps": dataclasses.replace(NEW, adaptive_steps=2 * NEW.adaptive_steps, eotpgd_steps=2 * NEW.eotpgd_steps),
-    "new-2copies": dataclasses.replace(NEW, attack_n=2 * NEW.attack_n),
+    "new-2steps": convergence_budgets(NEW)["2x steps"],
+    "new-2copies": convergence_budgets(NEW)["2x copies"],
     "new-bf16": dataclasses.replace(NEW, precision="bf16"),
     "new-fp32": dataclasses.replace(NEW, precision="fp32"),
 }

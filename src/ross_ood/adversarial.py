@@ -69,8 +69,8 @@ class AttackBudget:
     ``apgd_eta0`` x eps) on each of ``surrogates``, and a fixed-schedule EOT-PGD
     (``eotpgd_steps``) on each of ``eotpgd_surrogates``. On smoothed detectors both judge their
     iterates on common random numbers with ``judge_n`` copies (default: the detector's N) when
-    ``judge`` is on. ``precision`` drives the gradient steps only: judges, early-stopping checks
-    and every reported score are float32."""
+    ``judge`` is on. ``precision`` drives the gradient steps and the judge (which only chooses
+    among iterates); early-stopping checks and every reported score are float32."""
 
     transfer_steps: int = 40
     transfer_step_size: float = 1 / 30
@@ -85,9 +85,10 @@ class AttackBudget:
     judge: bool = True  # compare iterates on common random numbers (attacks module doc)
     judge_n: int | None = None  # noisy copies of the judge (None: the detector's n_samples)
     apgd_eta0: float = 2.0  # APGD's first step, in eps
-    eotpgd_steps: int = 0  # steps of the fixed-schedule EOT-PGD plan (0: no such plan)
+    eotpgd_steps: int = 60  # steps of the fixed-schedule EOT-PGD plan (0: no such plan)
     eotpgd_surrogates: tuple = ("mean",)
-    precision: str = "fp32"  # of the gradient steps (precision.PRECISIONS)
+    eotpgd_n: int = 16  # noisy copies per gradient of the EOT-PGD plan
+    precision: str = "fp32"  # of the gradient steps and the judge (precision.PRECISIONS)
 
     def __post_init__(self):
         check_int("transfer_steps", self.transfer_steps, minimum=0)
@@ -105,6 +106,7 @@ class AttackBudget:
             check_int("judge_n", self.judge_n)
         check_number("apgd_eta0", self.apgd_eta0, strict=True)
         check_int("eotpgd_steps", self.eotpgd_steps, minimum=0)
+        check_int("eotpgd_n", self.eotpgd_n)
         check_precision(self.precision)
 
     def gradient_spec(self) -> dict:
@@ -122,10 +124,14 @@ class AttackPlan:
     det: Detector
     cfg: AttackConfig
 
+    def copies(self, budget: AttackBudget) -> int:
+        """Noisy copies per gradient draw of this plan."""
+        return budget.eotpgd_n if self.cfg.algorithm == "eotpgd" else budget.attack_n
+
     def spec(self, budget: AttackBudget) -> dict:
         d = {"what": self.what, "base": self.det.base.spec(), "attack": self.cfg.spec()}
         if self.target == "adaptive":
-            d.update(detector=self.det.config(), **budget.gradient_spec())
+            d.update(detector=self.det.config(), **budget.gradient_spec(), copies=self.copies(budget))
         if self.what == "ross":
             d["tau"] = self.det.tau_
         return d
@@ -190,14 +196,14 @@ def _stop_fn(model, det: Detector, stop: Stop):
 
 
 def _at_precision(fn, precision: str, device):
-    """``fn`` with the network's forward under autocast at ``precision`` (the gradient steps);
-    its values come back in float64 like the float32 path's."""
+    """``fn`` (a surrogate ``f(x, draw)`` or a judge ``f(x, keys)``) with the network's forward
+    under autocast at ``precision``; its values come back in float64 like the float32 path's."""
     if precision == "fp32":
         return fn
 
-    def f(x, draw):
+    def f(x, arg):
         with autocast(precision, device):
-            return fn(x, draw).double()
+            return fn(x, arg).double()
     return f
 
 
@@ -208,8 +214,10 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
     earlier plans (with their scores ``prior_scores``); with ``stop``, inputs whose prior is
     already done are not attacked and keep it; with ``budget.warm_start`` the attack starts
     from it."""
-    fn = _at_precision(plan.det.surrogate(plan.what, budget.attack_n), budget.precision, model.device)
+    fn = _at_precision(plan.det.surrogate(plan.what, plan.copies(budget)), budget.precision, model.device)
     judge = plan.det.judge(budget.judge_n) if budget.judge and plan.target == "adaptive" else None
+    if judge is not None and budget.precision != "fp32":
+        judge = _at_precision(judge, budget.precision, model.device)
     stop_fn = _stop_fn(model, plan.det, stop) if stop is not None else None
     out = xs.float().numpy().copy()
     run = np.arange(len(xs))

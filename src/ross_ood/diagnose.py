@@ -42,7 +42,7 @@ def convergence_budgets(budget: AttackBudget) -> dict[str, AttackBudget]:
     return {"1x": budget,
             "2x steps": dataclasses.replace(budget, adaptive_steps=2 * budget.adaptive_steps,
                                             eotpgd_steps=2 * budget.eotpgd_steps),
-            "2x copies": dataclasses.replace(budget, attack_n=2 * budget.attack_n)}
+            "2x copies": dataclasses.replace(budget, attack_n=2 * budget.attack_n, eotpgd_n=2 * budget.eotpgd_n)}
 
 
 def worst_per_input(per_plan: dict, det: str, eps, side: str, sets: list[str]) -> dict[str, np.ndarray]:
@@ -157,7 +157,7 @@ def _curves(model, bench, det, eps, eps_space, budget, seed, k) -> dict:
         x = torch.stack([ds[i][0] for i in range(min(k, len(ds)))]).to(model.device)
         for plan in plans_for("d", det, eps, side, eps_space, ["adaptive"], budget, seed):
             trace: list = []
-            fn = det.surrogate(plan.what, budget.attack_n)
+            fn = det.surrogate(plan.what, plan.copies(budget))
             judge = det.judge(budget.judge_n) if budget.judge else None
             run_attack(fn, x, model, plan.cfg, judge=judge, trace=trace)
             curves = np.full((plan.cfg.restarts, max(t[1] for t in trace) + 1, len(x)), np.nan)

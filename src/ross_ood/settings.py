@@ -138,8 +138,9 @@ class AttackSettings(Settings):
                             "eps/40, best iterate by the judge every 10 steps; 0: none)")
     eotpgd_surrogates: list[str] = opt(list(_BUDGET.eotpgd_surrogates), "attacked statistics of the EOT-PGD plan "
                                        "on smoothed detectors")
-    precision: str = opt(_BUDGET.precision, "precision of the attacks' gradient steps: fp32, bf16 or fp16 (CUDA); "
-                         "judges, stopping checks and reported scores are float32", choices=PRECISIONS)
+    eotpgd_n: int = opt(_BUDGET.eotpgd_n, "noisy copies per gradient of the EOT-PGD plan")
+    precision: str = opt(_BUDGET.precision, "precision of the attacks' gradient steps and judge: fp32, bf16 or fp16 "
+                         "(CUDA); stopping checks and reported scores are float32", choices=PRECISIONS)
     attack_batch: int = opt(64, "images per attack batch")
     diagnose: bool = opt(False, "also diagnose the attack (2x steps, 2x copies, unbounded eps, plans, silent "
                          "failures, objective curves): OUT/diagnosis.md; about 4x the attack's cost")
@@ -158,7 +159,7 @@ class AttackSettings(Settings):
         self.budget = AttackBudget(self.transfer_steps, _BUDGET.transfer_step_size, self.adaptive_steps, self.restarts,
                                    self.eot, self.attack_n, tuple(self.surrogates), self.early_stop, self.check_every,
                                    self.warm_start, self.judge, self.judge_n, self.apgd_eta0, self.eotpgd_steps,
-                                   tuple(self.eotpgd_surrogates), self.precision)
+                                   tuple(self.eotpgd_surrogates), self.eotpgd_n, self.precision)
 
 
 @dataclass
