@@ -16,7 +16,11 @@ from .conftest import DATA_ROOT, need_data
 from .reference_attack import reference_eotpgd
 
 pytestmark = pytest.mark.slow
-EPS = 0.1  # pixel units: strong enough on MNIST to move every detector a lot, not to saturate
+EPS = 0.2  # pixel units: moves median-MSP by about 20 AUROC points on MNIST (at 0.1 only by about 5)
+#: the reference's own randomness: over seeds 1-3 it reaches 79.51 / 77.78 / 78.99 PGD-Min AUROC on
+#: median-MSP here (24 + 24 images; one AUROC point is about 6 of the 576 ID-OOD pairs), so "at or
+#: below" is checked to within 1 point, less than that spread (the default reached 76.91 when written)
+TOL = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +70,6 @@ def test_default_attack_beats_plain_eotpgd_and_transfer(mnist_run, det_name):
         transfer = objective(lambda side, s: got[(det_name, EPS, side, s, "transfer")], o)
         reference = objective(lambda side, s: ref[s], o)
         clean_auroc = _auroc(c["id_test"], {s: c[s] for s in sets})
-        assert worst <= reference + 1e-12, (o, worst, reference)
+        assert worst <= reference + TOL, (o, worst, reference)
         assert worst <= transfer + 1e-12, (o, worst, transfer)
         assert reference < clean_auroc - 0.05, (o, reference, clean_auroc)  # the reference itself is no dud

@@ -88,6 +88,7 @@ class AttackBudget:
     eotpgd_steps: int = 60  # steps of the fixed-schedule EOT-PGD plan (0: no such plan)
     eotpgd_surrogates: tuple = ("mean",)
     eotpgd_n: int = 16  # noisy copies per gradient of the EOT-PGD plan
+    eotpgd_restarts: int = 1  # random starts of the EOT-PGD plan (the judge picks per input)
     precision: str = "fp32"  # of the gradient steps and the judge (precision.PRECISIONS)
 
     def __post_init__(self):
@@ -107,6 +108,7 @@ class AttackBudget:
         check_number("apgd_eta0", self.apgd_eta0, strict=True)
         check_int("eotpgd_steps", self.eotpgd_steps, minimum=0)
         check_int("eotpgd_n", self.eotpgd_n)
+        check_int("eotpgd_restarts", self.eotpgd_restarts)
         check_precision(self.precision)
 
     def gradient_spec(self) -> dict:
@@ -156,8 +158,8 @@ def plans_for(name: str, det: Detector, eps: float, objective: str, eps_space: s
                            budget.adaptive_restarts, True, budget.eot, "best", seed, eta0=budget.apgd_eta0)
         out += [AttackPlan(f"adaptive/{name}/{w}", "adaptive", w, det, cfg) for w in whats(budget.surrogates)]
         if budget.eotpgd_steps:
-            cfg = AttackConfig(eps, objective, eps_space, "eotpgd", budget.eotpgd_steps, 1 / 4, 1, True, budget.eot,
-                               "best", seed)
+            cfg = AttackConfig(eps, objective, eps_space, "eotpgd", budget.eotpgd_steps, 1 / 4, budget.eotpgd_restarts,
+                               True, budget.eot, "best", seed)
             out += [AttackPlan(f"adaptive/{name}/eotpgd-{w}", "adaptive", w, det, cfg)
                     for w in whats(budget.eotpgd_surrogates)]
     return out

@@ -139,6 +139,7 @@ class AttackSettings(Settings):
     eotpgd_surrogates: list[str] = opt(list(_BUDGET.eotpgd_surrogates), "attacked statistics of the EOT-PGD plan "
                                        "on smoothed detectors")
     eotpgd_n: int = opt(_BUDGET.eotpgd_n, "noisy copies per gradient of the EOT-PGD plan")
+    eotpgd_restarts: int = opt(_BUDGET.eotpgd_restarts, "random starts of the EOT-PGD plan (the judge picks per input)")
     precision: str = opt(_BUDGET.precision, "precision of the attacks' gradient steps and judge: fp32, bf16 or fp16 "
                          "(CUDA); stopping checks and reported scores are float32", choices=PRECISIONS)
     attack_batch: int = opt(64, "images per attack batch")
@@ -159,7 +160,7 @@ class AttackSettings(Settings):
         self.budget = AttackBudget(self.transfer_steps, _BUDGET.transfer_step_size, self.adaptive_steps, self.restarts,
                                    self.eot, self.attack_n, tuple(self.surrogates), self.early_stop, self.check_every,
                                    self.warm_start, self.judge, self.judge_n, self.apgd_eta0, self.eotpgd_steps,
-                                   tuple(self.eotpgd_surrogates), self.eotpgd_n, self.precision)
+                                   tuple(self.eotpgd_surrogates), self.eotpgd_n, self.eotpgd_restarts, self.precision)
 
 
 @dataclass
