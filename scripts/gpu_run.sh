@@ -90,7 +90,8 @@ stage_check() {
   # the same images, detectors and noise (drawn on the CPU) scored on the CPU and on the device:
   # scores must agree to float rounding; then eval / attack / certify wall times on both
   local n=$([ "$TINY" = 1 ] && echo 12 || echo 200)
-  local common=(--data-root "$ROSS_DATA" --model resnet20-noise012 --sigma 0.12 --noise-space pixel -N 25
+  local common=(--data-root "$ROSS_DATA" --model resnet20-noise012 --sigma 0.12 --noise-space pixel
+                -N "$([ "$TINY" = 1 ] && echo 5 || echo 25)"
                 --detectors msp,median-msp,ross-msp --limit "$n" --no-progress --noise-device cpu --bootstrap 0)
   mkdir -p "$OUTDIR/check"
   for d in cpu "$DEV"; do
@@ -108,8 +109,9 @@ PY
   local steps=$([ "$TINY" = 1 ] && echo 2 || echo 20)
   for d in cpu "$DEV"; do
     local t0=$SECONDS
-    OMP_NUM_THREADS=2 ross attack "${common[@]}" --limit "$([ "$TINY" = 1 ] && echo 6 || echo 24)" --device "$d" \
+    OMP_NUM_THREADS=2 ross attack "${common[@]}" --limit "$([ "$TINY" = 1 ] && echo 4 || echo 24)" --device "$d" \
       --eps 2 --objective both --adaptive-steps "$steps" --eotpgd-steps "$steps" --transfer-steps "$steps" \
+      --restarts "$([ "$TINY" = 1 ] && echo 1 || echo 2)" \
       --detectors median-msp --out "$OUTDIR/check/attack-$d" > "$OUTDIR/check/attack-$d.log" 2>&1
     log "check: attack on $d: $((SECONDS - t0)) s"
     t0=$SECONDS
@@ -122,8 +124,8 @@ PY
 
 stage_attack() {
   # the leaderboard's and the README's robustness configs at LIMIT images per set on the device
-  local limit=${LIMIT:-$([ "$TINY" = 1 ] && echo 6 || echo 500)}
-  local configs="${ATTACK_CONFIGS:-docs/robustness/noise012-v4.config.yaml docs/robustness/standard-v4.config.yaml}"
+  local limit=${LIMIT:-$([ "$TINY" = 1 ] && echo 4 || echo 500)}
+  local configs="${ATTACK_CONFIGS:-$(ls docs/robustness/v4-*.config.yaml | tr '\n' ' ')}"
   local extra=()
   [ "$TINY" = 1 ] && extra=(--adaptive-steps 2 --eotpgd-steps 2 --transfer-steps 2 --restarts 1 -N 5 --bootstrap 50)
   mkdir -p "$OUTDIR/attack"

@@ -129,8 +129,9 @@ def render_leaderboard(spec: dict) -> str:
     lines += ["Runs (stored results; wall time on the machine that ran them):", ""]
     for name, d in {**attacks, **certs}.items():
         sizes = ", ".join(f"{k} {v}" for k, v in d.get("set_sizes", {}).items())
+        version = f"attack version {d['attack_version']}; " if "attack_version" in d else ""
         lines.append(f"- `{name}`: `ross {d['command']}` on {d.get('model') or d.get('models')}, {sizes}; "
-                     f"{d['wall_time_s'] / 60:.1f} min")
+                     f"{version}{d['wall_time_s'] / 60:.1f} min")
     for key in ("anchors", "notes"):
         if spec.get(key):
             lines += ["", spec[key].strip()]

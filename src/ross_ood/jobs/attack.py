@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from ..adversarial import attack_benchmark
+from ..attacks import ATTACK_VERSION
 from ..settings import AttackSettings
 from .common import base_doc, clean_run, finish, save_attack_scores, set_fingerprints
 
@@ -26,7 +27,8 @@ def run_attack(st: AttackSettings) -> dict | None:
                    clean=clean.records, clean_means=clean.means, results=records, means=means,
                    taus=clean.taus, set_sizes=clean.sizes, set_fingerprints=set_fingerprints(run.bench),
                    groups=run.bench.groups, notes=clean.notes,
-                   eps_space=st.eps_space, attack_settings=asdict(st.budget), eps_list=st.eps_values,
+                   eps_space=st.eps_space, attack_settings=asdict(st.budget),
+                   attack_version=ATTACK_VERSION, eps_list=st.eps_values,
                    targets=st.target, detectors=[{"name": n, **d.config()} for n, d in run.dets.items()],
                    wall_time_s=clean.wall_time_s + wall)
     doc = finish(job, doc)
