@@ -328,12 +328,12 @@ def test_plan_scores_make_the_worst_case():
     with torch.no_grad():
         clean = {s: {"score": det.score(stack(ds)).double().numpy()}
                  for s, ds in [("id_test", bench.id), *bench.ood.items()]}
-    budget = AttackBudget(transfer_steps=3, adaptive_steps=3, adaptive_restarts=1, early_stop=False)
+    budget = AttackBudget(transfer_steps=3, adaptive_steps=3, adaptive_restarts=1, early_stop=False, eotpgd_steps=3)
     plans: dict = {}
     records, _, _ = attack_benchmark(model, bench, {"msp": det}, {"msp": clean}, [8 / 255], ["min", "max"],
                                      "normalized", ["transfer", "adaptive", "worst"], budget, 0, BlockCache(None),
                                      8, 64, None, 0, plans)
-    assert {k[4] for k in plans} == {"transfer/msp", "adaptive/msp/base"}
+    assert {k[4] for k in plans} == {"transfer/msp", "adaptive/msp/base", "adaptive/msp/eotpgd-base"}
     for obj in ("min", "max"):
         for s in bench.ood:
             def worst(set_name):

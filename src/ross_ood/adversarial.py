@@ -46,7 +46,7 @@ from .evaluate import plan_units, set_fingerprint, unit_arrays
 from .metrics import ood_records
 from .model import ModelWrapper, model_fingerprint
 from .store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
-from .precision import autocast, check_precision
+from .precision import check_precision, network_precision
 from .validate import check_choice, check_int, check_number
 
 __all__ = ["AttackBudget", "AttackPlan", "Stop", "plans_for", "compute_adv_set", "attack_benchmark", "TARGETS",
@@ -89,7 +89,7 @@ class AttackBudget:
     eotpgd_surrogates: tuple = ("mean",)
     eotpgd_n: int = 16  # noisy copies per gradient of the EOT-PGD plan
     eotpgd_restarts: int = 1  # random starts of the EOT-PGD plan (the judge picks per input)
-    precision: str = "fp32"  # of the gradient steps and the judge (precision.PRECISIONS)
+    precision: str = "bf16"  # of the gradient steps and the judge (precision.PRECISIONS); measured no weaker, 2x faster
 
     def __post_init__(self):
         check_int("transfer_steps", self.transfer_steps, minimum=0)
@@ -197,15 +197,15 @@ def _stop_fn(model, det: Detector, stop: Stop):
     return fn
 
 
-def _at_precision(fn, precision: str, device):
-    """``fn`` (a surrogate ``f(x, draw)`` or a judge ``f(x, keys)``) with the network's forward
-    under autocast at ``precision``; its values come back in float64 like the float32 path's."""
+def _at_precision(fn, precision: str, model):
+    """``fn`` (a surrogate ``f(x, draw)`` or a judge ``f(x, keys)``) with ``model``'s network run
+    at ``precision`` (``precision.network_precision``: the scores stay float32)."""
     if precision == "fp32":
         return fn
 
     def f(x, arg):
-        with autocast(precision, device):
-            return fn(x, arg).double()
+        with network_precision(model, precision):
+            return fn(x, arg)
     return f
 
 
@@ -216,10 +216,10 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
     earlier plans (with their scores ``prior_scores``); with ``stop``, inputs whose prior is
     already done are not attacked and keep it; with ``budget.warm_start`` the attack starts
     from it."""
-    fn = _at_precision(plan.det.surrogate(plan.what, plan.copies(budget)), budget.precision, model.device)
+    fn = _at_precision(plan.det.surrogate(plan.what, plan.copies(budget)), budget.precision, model)
     judge = plan.det.judge(budget.judge_n) if budget.judge and plan.target == "adaptive" else None
     if judge is not None and budget.precision != "fp32":
-        judge = _at_precision(judge, budget.precision, model.device)
+        judge = _at_precision(judge, budget.precision, model)
     stop_fn = _stop_fn(model, plan.det, stop) if stop is not None else None
     out = xs.float().numpy().copy()
     run = np.arange(len(xs))

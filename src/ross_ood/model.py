@@ -99,12 +99,20 @@ class ModelWrapper(nn.Module):
     #: ``benchmarks/bench_cpu.py``); logits differ from the contiguous layout by float rounding
     #: (~1e-6). The network's own weights are left as they are (they are the caller's).
     channels_last: bool = True
+    #: the network's arithmetic: "fp32", or "bf16" / "fp16" autocast (set through
+    #: ``precision.network_precision``); the logits and features come back as float32, so every
+    #: score (softmax, energy, ...) is computed in float32 from them
+    precision: str = "fp32"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.normalize(x)
         if self.channels_last and z.dim() == 4 and z.device.type == "cpu":
             z = z.contiguous(memory_format=torch.channels_last)
-        return self.net(z)
+        if self.precision == "fp32":
+            return self.net(z)
+        from .precision import autocast
+        with autocast(self.precision, z.device):
+            return self.net(z).float()
 
     def check(self, x: torch.Tensor, name: str = "x") -> None:
         check_images(x, self.channels, name=name)
@@ -167,7 +175,7 @@ class ModelWrapper(nn.Module):
         if not captured:
             raise RuntimeError(f"the linear layer {self._linear_name!r} did not run in the forward pass")
         feats = captured[-1]
-        return Outputs(logits, feats.flatten(1))
+        return Outputs(logits, feats.flatten(1).float())
 
 
 def wrap(net: nn.Module, mean: Sequence[float], std: Sequence[float], *, linear: str | None = None,

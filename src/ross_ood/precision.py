@@ -14,7 +14,7 @@ import torch
 
 from .validate import check_choice
 
-__all__ = ["PRECISIONS", "check_precision", "autocast", "grad_scaler"]
+__all__ = ["PRECISIONS", "check_precision", "autocast", "grad_scaler", "network_precision"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -43,3 +43,17 @@ def grad_scaler(precision: str, device: str | torch.device):
     if precision == "fp16" and torch.device(device).type == "cuda":
         return torch.amp.GradScaler("cuda")
     return None
+
+
+@contextlib.contextmanager
+def network_precision(model, precision: str):
+    """Run ``model``'s network (a ``ModelWrapper``) at ``precision`` inside the block: autocast
+    around the network only, its logits and features cast back to float32, so that the scores
+    computed from them (a softmax near 1, say) keep float32's resolution. Restored on exit."""
+    check_precision(precision, model.device)
+    old = model.precision
+    model.precision = precision
+    try:
+        yield model
+    finally:
+        model.precision = old
