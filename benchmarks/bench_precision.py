@@ -4,7 +4,8 @@
 
 Speed: ms per image, best of ``--repeats``, for a forward pass (no_grad) and a forward+backward
 pass (the input gradient of the summed MSP, what an attack step needs), on random [0, 1] images
-of the model's shape, through ``ModelWrapper`` with ``precision.autocast``.
+of the model's shape, through ``ModelWrapper`` at ``precision.network_precision`` (the network at
+that precision, logits and MSP in float32: what attacks do).
 Agreement on ``--images`` real CIFAR-10 test images: share of equal predicted classes, the
 largest absolute MSP difference, and the share of pixels whose input-gradient sign (of MSP) is
 the same in both precisions. Whole attacks in both precisions, on the same images with paired
@@ -46,7 +47,7 @@ def main(argv=None):
     from ross_ood.data import ZipImageSet, default_data_root
     from ross_ood.data.image import SubsetView
     from ross_ood.models import load_model
-    from ross_ood.precision import autocast
+    from ross_ood.precision import network_precision
     from ross_ood.scores import get_score
     root = default_data_root(args.data_root)
     model = load_model(args.model, root, device=args.device)
@@ -59,14 +60,14 @@ def main(argv=None):
     base = None
     for p in precisions:
         def fwd():
-            with torch.no_grad(), autocast(p, args.device):
+            with torch.no_grad(), network_precision(model, p):
                 model(x)
 
         def fwd_bwd():
             xr = x.clone().requires_grad_(True)
-            with autocast(p, args.device):
+            with network_precision(model, p):
                 s = msp(model, xr)
-            torch.autograd.grad(s.float().sum(), xr)
+            torch.autograd.grad(s.sum(), xr)
         t = [_best(f, args.repeats) / args.batch * 1e3 for f in (fwd, fwd_bwd)]
         base = base or t
         print(f"| {p} | {t[0]:.3f} | {t[1]:.3f} | {base[0] / t[0]:.2f}x | {base[1] / t[1]:.2f}x |")
@@ -76,11 +77,11 @@ def main(argv=None):
     out = {}
     for p in precisions:
         xr = xs.clone().requires_grad_(True)
-        with autocast(p, args.device):
+        with network_precision(model, p):
             logits = model(xr)
             s = msp(model, xr)
-        (g,) = torch.autograd.grad(s.float().sum(), xr)
-        out[p] = (logits.float().argmax(1), s.detach().float(), g.sign())
+        (g,) = torch.autograd.grad(s.sum(), xr)
+        out[p] = (logits.argmax(1), s.detach(), g.sign())
     print(f"\nagreement with fp32 on {len(xs)} CIFAR-10 test images\n")
     print("| precision | same predicted class | max abs MSP difference | same input-gradient sign |\n|---|---|---|---|")
     for p in precisions[1:]:

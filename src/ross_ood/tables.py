@@ -157,7 +157,12 @@ def render_attack(doc: dict) -> str:
                         "last iterate, on the base score)",
             "adaptive": f"adaptive (APGD {st['adaptive_steps']} steps x {st['adaptive_restarts']} restarts on the "
                         f"detector's own score; smoothed: EOT x{st['eot']} over {st['attack_n']} fresh noisy "
-                        f"copies, surrogates {', '.join(st['surrogates'])})",
+                        f"copies, surrogates {', '.join(st['surrogates'])}"
+                        + (f"; EOT-PGD {st['eotpgd_steps']} steps over {st.get('eotpgd_n', st['attack_n'])} copies "
+                           f"on {', '.join(st['eotpgd_surrogates'])}" if st.get("eotpgd_steps") else "")
+                        + ("; iterates judged on common random numbers" if st.get("judge") else "")
+                        + (f"; gradient steps in {st['precision']}" if st.get("precision", "fp32") != "fp32" else "")
+                        + ")",
             "worst": "worst case per input over all attacks and restarts"}
     clean_means = [r for r in doc["clean_means"] if r["ood_set"] == "all-mean"]
     parts = [f"## {doc['benchmark']} / {doc['model']}: robustness", "", head, ""]
