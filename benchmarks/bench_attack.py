@@ -28,6 +28,8 @@ Configurations:
   surrogates'), with 20 or 40 APGD steps;
 - ``mr2``, ``mr1``: early stopping, the mean and ROSS surrogates only (no median plan), with
   2 or 1 restarts.
+``--diagnose`` prints the attack diagnosis of the first configuration instead (convergence with 2x
+steps and 2x copies, the unbounded-budget check, plans alone, silent failures; ``ross_ood.diagnose``).
 ``--ablate`` adds, per configuration and detector, the worst-case AUROC of every subset of the
 attack plans (transfer and each surrogate), which shows which plans carry the worst case.
 Target (issue 12): ``default`` needs >= 3x fewer forward+backward passes per attacked image
@@ -64,6 +66,9 @@ CONFIGS = {
     "mr2": dataclasses.replace(TODAY, early_stop=True, surrogates=("mean", "ross")),
     "mr1": dataclasses.replace(TODAY, early_stop=True, surrogates=("mean", "ross"), adaptive_restarts=1),
 }
+# version 3's budgets ran without a judge, without the EOT-PGD plan and in fp32: keep them that way
+CONFIGS = {k: v if k == "default" else dataclasses.replace(v, judge=False, eotpgd_steps=0, precision="fp32")
+           for k, v in CONFIGS.items()}
 
 
 class PassCounter:
@@ -105,6 +110,8 @@ def main(argv=None):
     ap.add_argument("--ablate", action="store_true",
                     help="also print, per detector, the worst-case AUROC of every subset of its attack plans "
                          "(meaningful for configs without early stopping, whose plans are independent)")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="instead of the table: the attack diagnosis (ross_ood.diagnose) of the first config")
     args = ap.parse_args(argv)
 
     from ross_ood.jobs.common import clean_run
@@ -127,6 +134,12 @@ def main(argv=None):
           f"{args.limit} images per set (ID test + {', '.join(bench_sets)}), eps "
           f"{args.eps}/255 {args.eps_space}, objectives {', '.join(objectives)}: {attacked} attacked images "
           f"per detector; torch threads {torch.get_num_threads()}\n")
+    if args.diagnose:
+        from ross_ood.diagnose import diagnose_attack, render_diagnosis
+        doc = diagnose_attack(run.model, run.bench, run.dets, run.result.scores, st.eps_values, st.eps_space,
+                              CONFIGS[args.configs.split(",")[0]], st.seed, BlockCache(None), args.batch)
+        print(render_diagnosis(doc))
+        return doc
     rows, ablations = {}, []
     for cname in args.configs.split(","):
         budget = CONFIGS[cname]
