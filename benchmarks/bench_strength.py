@@ -11,11 +11,12 @@ images, all scored by the detector exactly as the evaluation scores them. Prints
 configuration: passes per attacked image, worst-case AUROC under PGD-Min, PGD-Max and PGD-Both
 (mean over the OOD sets), and the paired difference to the reference and to the first
 configuration with its 95% paired bootstrap interval (``metrics.paired_auroc_difference``).
-``--out`` keeps every per-input array (``--load`` re-prints from such files, merged).
+``--out`` keeps every per-input array as JSON (``--load`` re-prints from such files, merged).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import sys
 import time
@@ -89,14 +90,13 @@ def main(argv=None):
     ap.add_argument("--noise-space", default="pixel")
     ap.add_argument("--split-seed", type=int, default=1, help="1: images no stored run used (runs use 0)")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--out", default=None, help="npz of every per-input array")
-    ap.add_argument("--load", default=None, help="comma-separated npz files to print instead of running")
+    ap.add_argument("--out", default=None, help="JSON file of every per-input array")
+    ap.add_argument("--load", default=None, help="comma-separated JSON files to print instead of running")
     args = ap.parse_args(argv)
     arrays = {}
     if args.load:
         for f in args.load.split(","):
-            with np.load(f) as z:
-                arrays.update({k: z[k] for k in z.files})
+            arrays.update({k: np.asarray(v, np.float64) for k, v in json.loads(Path(f).read_text()).items()})
         return report(arrays)
     from ross_ood.jobs.common import clean_run
     from ross_ood.settings import AttackSettings
@@ -155,7 +155,7 @@ def main(argv=None):
 def _save(path, arrays):
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **arrays)
+        Path(path).write_text(json.dumps({k: np.asarray(v, np.float64).tolist() for k, v in arrays.items()}))
 
 
 def report(arrays: dict) -> None:

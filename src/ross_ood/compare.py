@@ -21,31 +21,24 @@ __all__ = ["load_run_scores", "compare_runs", "render_comparison"]
 
 
 def load_run_scores(run_dir) -> tuple[dict, dict]:
-    """(results document, per-input scores) of an attack or eval run folder. Scores are keyed
-    (detector, eps or "clean", side or "clean", set, target); eval runs give their clean scores."""
+    """(results document, per-input scores) of an attack or eval run folder (``input_scores.json``).
+    Scores are keyed (detector, eps or "clean", side or "clean", set, target); eval runs give their
+    clean scores."""
     d = Path(run_dir)
     res = d / "results.json"
     if not res.is_file():
         raise FileNotFoundError(f"{d} holds no results.json: not a finished ross eval / attack run")
     doc = json.loads(res.read_text())
+    path = d / "input_scores.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{d} holds no per-input scores (input_scores.json); re-run it with this version "
+                                "of ross-ood")
     out: dict = {}
-    if (d / "attack_scores.npz").is_file():
-        with np.load(d / "attack_scores.npz") as z:
-            for k in z.files:
-                parts = k.split("|")
-                if parts[1] == "clean":
-                    out[(parts[0], "clean", "clean", parts[2], "clean")] = z[k]
-                else:
-                    out[(parts[0], float(parts[1]), parts[2], parts[3], parts[4])] = z[k]
-    elif (d / "scores.npz").is_file():
-        with np.load(d / "scores.npz") as z:
-            for k in z.files:
-                det, s, what = k.split("|")
-                if what == "score":
-                    out[(det, "clean", "clean", s, "clean")] = z[k]
-    else:
-        raise FileNotFoundError(f"{d} holds no per-input scores (attack_scores.npz or scores.npz); re-run it with "
-                                "this version of ross-ood")
+    for k, v in json.loads(path.read_text()).items():
+        parts = k.split("|")
+        key = ((parts[0], "clean", "clean", parts[2], "clean") if parts[1] == "clean"
+               else (parts[0], float(parts[1]), parts[2], parts[3], parts[4]))
+        out[key] = np.asarray(v, np.float64)
     return doc, out
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from ..adversarial import attack_benchmark
 from ..attacks import ATTACK_VERSION
 from ..settings import AttackSettings
-from .common import base_doc, clean_run, finish, save_attack_scores, set_fingerprints
+from .common import base_doc, clean_run, finish, save_input_scores, set_fingerprints
 
 __all__ = ["run_attack"]
 
@@ -22,7 +22,7 @@ def run_attack(st: AttackSettings) -> dict | None:
                                             attacked_scores=attacked)
     if job.rank != 0:
         return None
-    save_attack_scores(job.out, clean.scores, attacked)
+    save_input_scores(job.out, clean.scores, attacked)
     doc = base_doc("attack", job, run.root, model=run.model_name, id_accuracy=clean.id_accuracy,
                    clean=clean.records, clean_means=clean.means, results=records, means=means,
                    taus=clean.taus, set_sizes=clean.sizes, set_fingerprints=set_fingerprints(run.bench),

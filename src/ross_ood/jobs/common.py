@@ -24,7 +24,7 @@ from ..store import BlockCache, atomic_write_bytes, atomic_write_text, dist_info
 
 __all__ = ["setup_runtime", "progress_factory", "prepare_out", "Job", "start_job", "open_model", "open_benchmark",
            "build_detectors", "finish",
-           "save_scores", "save_attack_scores", "set_fingerprints", "base_doc", "CleanRun", "clean_run"]
+           "save_scores", "save_input_scores", "set_fingerprints", "base_doc", "CleanRun", "clean_run"]
 
 
 def setup_runtime(device: str) -> torch.device:
@@ -163,16 +163,16 @@ def save_scores(out: Path, scores: dict) -> None:
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
 
 
-def save_attack_scores(out: Path, clean_scores: dict, attacked: dict) -> None:
-    """Per-input scores of an attack run, for paired comparisons (``ross compare``):
-    ``attack_scores.npz`` with ``DET|clean|SET`` and ``DET|EPS|SIDE|SET|TARGET`` (EPS as repr of
-    the float, SIDE min (ID attacked) or max (OOD attacked))."""
-    flat = {f"{det}|clean|{s}": np.asarray(v["score"], np.float64) for det, per in clean_scores.items()
+def save_input_scores(out: Path, clean_scores: dict, attacked: dict | None = None) -> None:
+    """Per-input scores for paired comparisons (``ross compare``), as text: ``input_scores.json``
+    with ``DET|clean|SET`` and ``DET|EPS|SIDE|SET|TARGET`` (EPS as repr of the float, SIDE min (ID
+    attacked) or max (OOD attacked)); lists of floats (``repr``, exact round trip)."""
+    flat = {f"{det}|clean|{s}": np.asarray(v["score"], np.float64).tolist() for det, per in clean_scores.items()
             for s, v in per.items()}
-    flat.update({f"{det}|{eps!r}|{side}|{s}|{tgt}": v for (det, eps, side, s, tgt), v in attacked.items()})
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **flat)
-    atomic_write_bytes(out / "attack_scores.npz", buf.getvalue())
+    flat.update({f"{det}|{eps!r}|{side}|{s}|{tgt}": np.asarray(v, np.float64).tolist()
+                 for (det, eps, side, s, tgt), v in (attacked or {}).items()})
+    import json
+    atomic_write_text(out / "input_scores.json", json.dumps(flat))
 
 
 def set_fingerprints(bench) -> dict:

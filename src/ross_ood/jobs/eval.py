@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..settings import EvalSettings
-from .common import base_doc, clean_run, finish, save_scores, set_fingerprints
+from .common import base_doc, clean_run, finish, save_input_scores, save_scores, set_fingerprints
 
 __all__ = ["run_eval"]
 
@@ -18,4 +18,5 @@ def run_eval(st: EvalSettings) -> dict | None:
                    taus=res.taus, set_sizes=res.sizes, set_fingerprints=set_fingerprints(run.bench), groups=run.bench.groups, notes=res.notes,
                    detectors=[{"name": n, **d.config()} for n, d in run.dets.items()], wall_time_s=res.wall_time_s)
     save_scores(job.out, res.scores)
+    save_input_scores(job.out, res.scores)
     return finish(job, doc)
