@@ -1,6 +1,7 @@
 """ross train: resumable to the same weights, bad input refused, the loss as written."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -151,3 +152,108 @@ def test_bf16_training_runs_and_records_test_accuracy(tmp_path):
     # the bf16 step moved the weights away from the fp32 run's (autocast changed the arithmetic)
     fp32 = run_train(_st(tmp_path / "f", epochs=1, test_limit=30))
     assert fp32["sha256"] != doc["sha256"]
+
+
+def test_jigsaw_outliers_shuffle_whole_tiles():
+    """Every output image is its input's 16 tiles, each intact, each used once, in a drawn order."""
+    from ross_ood.train import jigsaw
+    x = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = jigsaw(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and not torch.equal(out, x)
+    for i in range(3):
+        tiles_in = {x[i, :, r:r + 2, c:c + 2].numpy().tobytes() for r in range(0, 8, 2) for c in range(0, 8, 2)}
+        tiles_out = [out[i, :, r:r + 2, c:c + 2].numpy().tobytes() for r in range(0, 8, 2) for c in range(0, 8, 2)]
+        assert len(set(tiles_out)) == 16 and set(tiles_out) == tiles_in
+    assert torch.equal(out, jigsaw(x, torch.Generator().manual_seed(1)))  # seeded
+    with pytest.raises(ValueError, match="divisible by 4"):
+        jigsaw(torch.rand(1, 3, 6, 6), torch.Generator())
+
+
+def test_outlier_exposure_loss_by_hand():
+    """sigma = 0: the loss is the ID cross-entropy plus oe_weight times the outliers' cross-entropy
+    to the uniform distribution, -(1/K) sum_k log p_k."""
+    torch.manual_seed(0)
+    import ross_ood
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    model = ross_ood.wrap(net, [0.0] * 3, [1.0] * 3)
+    x, y, xo = torch.rand(5, 3, 2, 2), torch.tensor([0, 1, 2, 3, 0]), torch.rand(7, 3, 2, 2)
+    loss, logits = _loss(model, x, y, TrainConfig(sigma=0.0, oe_weight=0.3), torch.Generator().manual_seed(1), xo)
+    lo = model(xo).log_softmax(1)
+    want = F.cross_entropy(model(x), y) + 0.3 * (-lo.mean(1)).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+    assert logits.shape == (5, 4)
+    # uniform outputs on the outliers add exactly log K
+    flat = ross_ood.wrap(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)), [0.0] * 3, [1.0] * 3)
+    torch.nn.init.zeros_(flat.net[1].weight)
+    torch.nn.init.zeros_(flat.net[1].bias)
+    l2, _ = _loss(flat, x, y, TrainConfig(sigma=0.0, oe_weight=1.0), torch.Generator(), xo)
+    assert l2.item() == pytest.approx(2 * torch.log(torch.tensor(4.0)).item(), rel=1e-6)
+
+
+def _png_folder(folder, images):
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(images):
+        Image.fromarray(a).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_outlier_source_refused_when_missing_empty_or_overlapping(tmp_path, capsys):
+    need_data("cifar10", "train.zip")
+    base = ["train", "--data-root", str(DATA_ROOT), "--no-progress", "--device", "cpu", "--limit", "16"]
+    assert cli.main([*base, "--out", str(tmp_path / "o1"), "--outliers", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "outliers" in err and "not found" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    assert cli.main([*base, "--out", str(tmp_path / "o2"), "--outliers", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no images" in err and len(err.strip().splitlines()) == 1
+    # a CIFAR-10 test image, decoded and saved again losslessly, among outlier images
+    from ross_ood.data import ZipImageSet
+    test = ZipImageSet(DATA_ROOT / "cifar10" / "test.zip").prepare(3, 32)
+    cifar = (test[123][0].permute(1, 2, 0) * 255).round().byte().numpy()
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    src = _png_folder(tmp_path / "mixed", [*noise, cifar])
+    assert cli.main([*base, "--out", str(tmp_path / "o3"), "--outliers", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert "1 image(s) are images of the evaluation set id_" in err and len(err.strip().splitlines()) == 1
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))  # refused before anything is written
+
+
+def test_outlier_exposure_from_files_trains_and_is_recorded(tmp_path):
+    need_data("cifar10", "train.zip")
+    rng = np.random.default_rng(1)
+    src = _png_folder(tmp_path / "noise", [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(5)])
+    doc = run_train(_st(tmp_path / "a", epochs=1, outliers=str(src), oe_weight=0.5))
+    assert doc["outlier_images"] == 5 and "noise" in doc["outliers"] and f"--outliers {src}" in doc["command"]
+    (tmp_path / "a" / "model.pt").unlink()
+    with pytest.raises(ValueError, match=r"started with other settings \(oe_weight 0.5 -> 1.0\)"):
+        run_train(_st(tmp_path / "a", epochs=1, outliers=str(src), oe_weight=1.0, resume=True))
+
+
+@pytest.mark.parametrize("source", ["jigsaw", "files"])
+def test_outliers_change_the_step_and_are_seeded(source):
+    """An epoch with outliers moves the weights elsewhere than one without, and the same epoch
+    twice gives the same weights (the outlier order, tiles and crops are drawn from the seed)."""
+    import ross_ood
+    from ross_ood.train import train_epoch
+    x = torch.rand(20, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(20) % 4
+    xo = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1)) if source == "files" else None
+    outliers = "jigsaw" if source == "jigsaw" else "some/folder"
+
+    def run(cfg, images=None):
+        torch.manual_seed(0)
+        model = ross_ood.wrap(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 4)), [0.5] * 3, [0.25] * 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        train_epoch(model, x, y, opt, cfg, 0, outlier_images=images)
+        return model.net[1].weight.detach().clone()
+
+    cfg = TrainConfig(sigma=0.1, epochs=1, batch_size=8, outliers=outliers)
+    with_oe = run(cfg, xo)
+    assert torch.equal(with_oe, run(cfg, xo))
+    assert not torch.allclose(with_oe, run(TrainConfig(sigma=0.1, epochs=1, batch_size=8)))
+    if source == "files":
+        with pytest.raises(ValueError, match="is a file source: pass its images"):
+            run(cfg, None)

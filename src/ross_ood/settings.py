@@ -247,6 +247,9 @@ class TrainSettings(FieldSettings):
     n_noise: int = opt(1, "noisy copies per image and step")
     consistency: float = opt(0.0, "consistency regularisation lambda (Jeong & Shin 2020; needs n_noise >= 2)")
     entropy: float = opt(0.5, "entropy weight eta of the consistency loss")
+    outliers: str | None = opt(None, "outlier exposure: 'jigsaw' (synthetic, tiles of the ID batch shuffled) or a "
+                               "folder / ZIP archive of outlier images disjoint from every evaluation set")
+    oe_weight: float = opt(0.5, "weight of the outlier-exposure loss (cross-entropy to uniform on the outliers)")
     limit: int | None = opt(None, "seeded class-stratified subset of the training images")
     val_limit: int = opt(1000, "images of the ID validation split for per-epoch accuracy")
     test_limit: int | None = opt(None, "images of the ID test archive for the final accuracy (default: all)")
@@ -271,6 +274,12 @@ class TrainSettings(FieldSettings):
         check_number("entropy", self.entropy)
         if self.consistency > 0 and self.n_noise < 2:
             raise ValueError("consistency regularisation compares noisy copies: give n_noise >= 2")
+        check_number("oe_weight", self.oe_weight, strict=True)
+        if self.outliers is not None:
+            from .train import SYNTHETIC_OUTLIERS
+            if self.outliers not in SYNTHETIC_OUTLIERS and not Path(self.outliers).exists():
+                raise ValueError(f"outliers {self.outliers!r} not found: give {' or '.join(SYNTHETIC_OUTLIERS)}, "
+                                 "or a folder or ZIP archive of images")
         if self.limit is not None:
             check_int("limit", self.limit)
         check_int("val_limit", self.val_limit)

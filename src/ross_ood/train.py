@@ -8,6 +8,16 @@ the batch; the loss is the mean cross-entropy over the copies plus, with ``consi
 lambda > 0, lambda * mean_i KL(p_bar || p_i) + eta * H(p_bar), p_bar the mean softmax of the
 copies (Jeong & Shin's consistency loss).
 
+Outlier exposure (Hendrycks, Mazeika & Dietterich, ICLR 2019): with ``outliers`` set, every step
+also sees as many outlier images as ID images, each with one draw of the same training noise,
+and the loss adds ``oe_weight`` times their mean cross-entropy to the uniform distribution,
+-(1/K) sum_k log softmax_k (the ID and outlier images go through the network as one batch, as in
+Hendrycks et al.'s code). The outliers are either ``"jigsaw"``, synthetic ones made from the ID
+batch itself (each augmented ID image cut into a 4 x 4 grid of tiles, the tiles shuffled by a
+permutation drawn per image: colours and local texture of the ID data, no object shape), or
+images of a file source handed to ``train_epoch`` (drawn in an order of (seed, epoch), cropped
+and flipped like the ID images).
+
 Every random draw of epoch e comes from generators seeded by (seed, e) alone: order, crops and
 flips from a CPU generator, the noise from a generator on the training device (so a GPU draws
 its noise where it trains). A run resumed after epoch e gives the same weights as an
@@ -28,7 +38,10 @@ from .noise import pair_seed
 from .precision import autocast
 
 __all__ = ["TrainConfig", "train_epoch", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
-           "load_images"]
+           "load_images", "jigsaw", "SYNTHETIC_OUTLIERS"]
+
+#: outlier kinds made from the ID batch (anything else given as ``outliers`` is a path to images)
+SYNTHETIC_OUTLIERS = ("jigsaw",)
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,8 @@ class TrainConfig:
     entropy: float = 0.5
     seed: int = 0
     precision: str = "fp32"
+    outliers: str | None = None
+    oe_weight: float = 0.5
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -73,6 +88,19 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
 
 
+def jigsaw(x: torch.Tensor, gen: torch.Generator, grid: int = 4) -> torch.Tensor:
+    """Synthetic outliers: each image of ``x`` (N, C, H, W) cut into ``grid`` x ``grid`` tiles,
+    the tiles put back in an order drawn per image from the CPU generator ``gen``."""
+    b, c, h, w = x.shape
+    if h % grid or w % grid:
+        raise ValueError(f"jigsaw outliers need image sides divisible by {grid}, got {h} x {w}")
+    th, tw = h // grid, w // grid
+    tiles = x.reshape(b, c, grid, th, grid, tw).permute(0, 2, 4, 1, 3, 5).reshape(b, grid * grid, c, th, tw)
+    perm = torch.argsort(torch.rand(b, grid * grid, generator=gen), dim=1).to(x.device)
+    tiles = tiles[torch.arange(b, device=x.device)[:, None], perm]
+    return tiles.reshape(b, grid, grid, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     """One-cycle schedule: linear warm-up over the first 15% of steps, cosine decay to 0."""
     warm = max(1, int(0.15 * total))
@@ -81,30 +109,45 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
-def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+          outliers: torch.Tensor | None = None):
     m = cfg.n_noise
-    xs = x.repeat(m, 1, 1, 1)
+    xs = x.repeat(m, 1, 1, 1) if outliers is None else torch.cat([x.repeat(m, 1, 1, 1), outliers])
     noise = torch.randn(xs.shape, generator=gen, device=gen.device).to(x.device)
     with autocast(cfg.precision, x.device):
         logits = model((xs + cfg.sigma * noise).clamp(0.0, 1.0))
     logits = logits.float()
-    ce = F.cross_entropy(logits, y.repeat(m))
-    if cfg.consistency <= 0 or m < 2:
-        return ce, logits[: len(x)]
-    logp = logits.log_softmax(1).view(m, len(x), -1)
-    p_bar = logp.exp().mean(0)
-    kl = (p_bar * (p_bar.clamp_min(1e-12).log()[None] - logp)).sum(2).mean()
-    ent = -(p_bar * p_bar.clamp_min(1e-12).log()).sum(1).mean()
-    return ce + cfg.consistency * kl + cfg.entropy * ent, logits[: len(x)]
+    n_id = m * len(x)
+    loss = F.cross_entropy(logits[:n_id], y.repeat(m))
+    if outliers is not None:  # cross-entropy to the uniform distribution
+        loss = loss - cfg.oe_weight * logits[n_id:].log_softmax(1).mean(1).mean()
+    if cfg.consistency > 0 and m >= 2:
+        logp = logits[:n_id].log_softmax(1).view(m, len(x), -1)
+        p_bar = logp.exp().mean(0)
+        kl = (p_bar * (p_bar.clamp_min(1e-12).log()[None] - logp)).sum(2).mean()
+        ent = -(p_bar * p_bar.clamp_min(1e-12).log()).sum(1).mean()
+        loss = loss + cfg.consistency * kl + cfg.entropy * ent
+    return loss, logits[: len(x)]
 
 
 def train_epoch(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor, opt: torch.optim.Optimizer,
-                cfg: TrainConfig, epoch: int, progress=None, scaler=None) -> dict:
+                cfg: TrainConfig, epoch: int, progress=None, scaler=None,
+                outlier_images: torch.Tensor | None = None) -> dict:
     """One epoch over ``images`` (N, C, H, W in [0, 1], on any device) in an order drawn from
-    (seed, epoch). ``scaler``: the fp16 loss scale (``precision.grad_scaler``), else None."""
+    (seed, epoch). ``scaler``: the fp16 loss scale (``precision.grad_scaler``), else None.
+    ``outlier_images``: the outliers of a file source (``cfg.outliers`` a path)."""
+    if cfg.outliers is not None and cfg.outliers not in SYNTHETIC_OUTLIERS and outlier_images is None:
+        raise ValueError(f"outliers {cfg.outliers!r} is a file source: pass its images as outlier_images")
     gen = epoch_generator(cfg.seed, epoch)
     noise_gen = noise_generator(cfg.seed, epoch, model.device)
     order = torch.randperm(len(images), generator=gen).to(images.device)
+    if outlier_images is not None and cfg.outliers not in SYNTHETIC_OUTLIERS:
+        # the epoch's outlier order, repeated as often as the ID images need (a smaller source recurs)
+        o_gen = torch.Generator().manual_seed(pair_seed(cfg.seed, 0x7A3, epoch, 0))
+        reps = math.ceil(len(images) / len(outlier_images))
+        o_order = torch.cat([torch.randperm(len(outlier_images), generator=o_gen) for _ in range(reps)])
+    else:
+        outlier_images = None
     steps = math.ceil(len(images) / cfg.batch_size)
     model.train()
     total, correct, loss_sum = 0, 0, 0.0
@@ -112,9 +155,15 @@ def train_epoch(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor,
         idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
         x = augment(images[idx], gen).to(model.device)
         y = labels[idx].to(model.device)
+        xo = None
+        if cfg.outliers in SYNTHETIC_OUTLIERS:
+            xo = jigsaw(x, gen)
+        elif outlier_images is not None:
+            oidx = o_order[k * cfg.batch_size:k * cfg.batch_size + len(idx)].to(outlier_images.device)
+            xo = augment(outlier_images[oidx], gen).to(model.device)
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch * steps + k, cfg.epochs * steps)
-        loss, logits = _loss(model, x, y, cfg, noise_gen)
+        loss, logits = _loss(model, x, y, cfg, noise_gen, xo)
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -149,9 +198,10 @@ def evaluate_accuracy(model: ModelWrapper, images: torch.Tensor, labels: torch.T
     return correct / len(images)
 
 
-def load_images(ds, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_images(ds, progress=None, labelled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """All images and labels of a data set as tensors (uint8 storage would be smaller; CIFAR-10's
-    50,000 32x32 images take 600 MB as float32, fine on this project's machines)."""
+    50,000 32x32 images take 600 MB as float32, fine on this project's machines). ``labelled``:
+    refuse a set with unlabelled images."""
     xs, ys = [], []
     for i in range(len(ds)):
         x, y = ds[i]
@@ -160,6 +210,6 @@ def load_images(ds, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
         if progress:
             progress(1)
     labels = torch.as_tensor(np.asarray(ys), dtype=torch.long)
-    if (labels < 0).any():
+    if labelled and (labels < 0).any():
         raise ValueError(f"training set {ds.describe()} has unlabelled images")
     return torch.stack(xs), labels

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 __all__ = ["ImageSet", "SubsetView", "IMAGE_EXTENSIONS", "to_tensor", "digest", "decode_image", "class_labels",
-           "stratified_subset"]
+           "stratified_subset", "content_hash"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -82,6 +82,14 @@ def digest(items) -> str:
         h.update(repr(it).encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def content_hash(x: torch.Tensor) -> str:
+    """The sha256 of an image as a model sees it (a (C, S, S) tensor in [0, 1], back to 8 bits):
+    two files that decode to the same pixels (the same file, or a lossless re-encoding of it,
+    as the model's channels and size) hash alike."""
+    arr = (x.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()
 
 
 def decode_image(data: bytes, where: str) -> Image.Image:

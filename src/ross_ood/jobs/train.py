@@ -7,7 +7,9 @@ Writes into ``--out``: ``state.pt`` after every epoch (weights, optimizer, histo
 exact command, settings, per-epoch accuracies, and the accuracy clean and under one draw of
 the training noise on the whole ID test archive, the figures of the data README), ``config.yaml``
 and ``results.md``. A resumed run must have the settings it was started with (the learning-rate
-schedule depends on them): another setting is refused by name, never mixed in.
+schedule depends on them): another setting is refused by name, never mixed in. An outlier
+source (``--outliers PATH``) that is missing, empty or shares an image with an evaluation set
+is refused before anything is written.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from ..config import command_line
 from ..settings import TrainSettings
 from ..store import atomic_write_bytes, atomic_write_text
 from ..precision import grad_scaler
-from ..train import TrainConfig, evaluate_accuracy, load_images, train_epoch
+from ..train import SYNTHETIC_OUTLIERS, TrainConfig, evaluate_accuracy, load_images, train_epoch
 from .common import prepare_out, progress_factory, setup_runtime
 
 __all__ = ["run_train"]
@@ -50,6 +52,36 @@ def _data(st: TrainSettings, root: Path, model, prog):
         test = SubsetView(test, stratified_subset(len(test), st.test_limit, test.labels, st.seed))
     test.prepare(model.channels, model.input_size)
     return (x, y), load_images(bench.val), load_images(test), train.describe()
+
+
+def _outliers(st: TrainSettings, root: Path, model, prog):
+    """The outlier images of a file source (None for none or a synthetic kind) and their
+    description. A source with an image that decodes to the same pixels as an image of any
+    evaluation set of the benchmark (ID test, its validation split, every OOD set; compared by
+    ``content_hash``, so a copied or losslessly re-encoded file is caught) is refused."""
+    if st.outliers is None:
+        return None, None
+    if st.outliers in SYNTHETIC_OUTLIERS:
+        return None, (f"{st.outliers}: synthetic, each augmented ID image of the batch cut into 4 x 4 tiles, "
+                      "the tiles shuffled per image")
+    from ..data import build_benchmark, open_set
+    from ..data.image import content_hash
+    src = open_set(st.outliers, name="outliers").prepare(model.channels, model.input_size)
+    bar = prog("load outliers", len(src)) if prog else None
+    try:
+        xo, _ = load_images(src, bar.update if bar else None, labelled=False)
+    finally:
+        if bar:
+            bar.close()
+    mine = {content_hash(x): i for i, x in enumerate(xo)}
+    bench = build_benchmark(st.benchmark, root, model.channels, model.input_size)
+    for name, ds in bench.sets().items():
+        hits = [j for j in range(len(ds)) if content_hash(ds[j][0]) in mine]
+        if hits:
+            raise ValueError(f"outliers {st.outliers}: {len(hits)} image(s) are images of the evaluation set "
+                             f"{name} ({ds.describe()}), e.g. its image {hits[0]}; outlier exposure needs data "
+                             "disjoint from every evaluation set")
+    return xo, src.describe()
 
 
 def _save(path: Path, obj) -> str:
@@ -97,11 +129,12 @@ def run_train(st: TrainSettings) -> dict:
     from ..data import default_data_root
     from ..models import load_model
     out, root, prog = Path(st.out), default_data_root(st.data_root), progress_factory(st.progress)
-    prepare_out(out)
     dev = setup_runtime(st.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     model = load_model(st.model, root, checkpoint=st.checkpoint, device=dev)
+    xo, outlier_desc = _outliers(st, root, model, prog)  # refused before anything is written
+    prepare_out(out)
     if st.scratch:
         torch.manual_seed(st.seed)
         for m in model.net.modules():
@@ -110,7 +143,7 @@ def run_train(st: TrainSettings) -> dict:
     (x, y), (xv, yv), (xt, yt), train_desc = _data(st, root, model, prog)
     x, y = x.to(dev), y.to(dev)  # on a GPU the whole training set lives there (600 MB for CIFAR-10)
     cfg = TrainConfig(st.sigma, st.epochs, st.lr, st.batch_size, st.momentum, st.weight_decay, st.n_noise,
-                      st.consistency, st.entropy, st.seed, st.precision)
+                      st.consistency, st.entropy, st.seed, st.precision, st.outliers, st.oe_weight)
     opt, start, history = _start(st, model, out)
     scaler = grad_scaler(st.precision, dev)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
@@ -118,7 +151,8 @@ def run_train(st: TrainSettings) -> dict:
     for epoch in range(start, st.epochs):
         bar = prog(f"epoch {epoch + 1}/{st.epochs}", len(x)) if prog else None
         try:
-            rec = train_epoch(model, x, y, opt, cfg, epoch, bar.update if bar else None, scaler)
+            rec = train_epoch(model, x, y, opt, cfg, epoch, bar.update if bar else None, scaler,
+                              None if xo is None else xo.to(dev))
         finally:
             if bar:
                 bar.close()
@@ -132,6 +166,7 @@ def run_train(st: TrainSettings) -> dict:
             "test_acc_noisy": evaluate_accuracy(model, xt, yt, st.sigma, seed=st.seed)}
     doc = {"file": "model.pt", "sha256": sha, "command": command_line("train", st), "base": st.model,
            "arch": model.name, "noise_sigma": st.sigma, "train_set": train_desc, "train_images": len(x),
+           "outliers": outlier_desc, "outlier_images": None if xo is None else len(xo),
            "val_images": len(xv), **test, "wall_s": time.time() - t0, "device": str(dev), "history": history,
            "settings": st.to_dict(),
            "load_with": f"--model {st.model} --checkpoint {out / 'model.pt'}"}
@@ -141,7 +176,8 @@ def run_train(st: TrainSettings) -> dict:
              f"{100 * h['val_acc_noisy']:.2f} |" for h in history]
     atomic_write_text(out / "results.md", f"## ross train: {st.model}, sigma {st.sigma:g} (pixel units)\n\n"
                       f"{len(x)} training images ({train_desc}); validation: {len(xv)} images of the ID "
-                      f"validation split.\n\n" + "\n".join(rows) + f"\n\nWhole ID test archive ({len(xt)} images): "
+                      f"validation split." + (f" Outlier exposure (weight {st.oe_weight:g}): {outlier_desc}."
+                                              if outlier_desc else "") + "\n\n" + "\n".join(rows) + f"\n\nWhole ID test archive ({len(xt)} images): "
                       f"{100 * test['test_acc']:.2f}% clean, {100 * test['test_acc_noisy']:.2f}% under sigma "
                       f"{st.sigma:g}.\n\n`{doc['command']}`; sha256 {sha}\n")
     return doc
