@@ -116,6 +116,7 @@ def test_real_accuracy_on_a_subset():
 
 @pytest.mark.parametrize("name,sigma,want", [("resnet20-noise012-e36", 0.12, 0.8295),
                                               ("resnet20-noise012-e52", 0.12, 0.8325),
+                                              ("resnet20-noise012-e52-oe", 0.12, 0.8320),
                                               ("resnet20-noise025-e36", 0.25, 0.7509)])
 def test_packaged_noise_models_load_and_classify(name, sigma, want):
     """The packaged weights load by zoo name (sha256-checked) with no data root, and classify
