@@ -114,20 +114,27 @@ def test_real_accuracy_on_a_subset():
     assert 0.84 <= acc <= 0.93
 
 
+@pytest.fixture(scope="module")
+def every_fifth_test_image():
+    need_data("cifar10", "test.zip")
+    from ross_ood.data import ZipImageSet
+    from ross_ood.data.image import SubsetView
+    from ross_ood.train import load_images
+    ds = ZipImageSet(DATA_ROOT / "cifar10" / "test.zip").prepare(3, 32)
+    return load_images(SubsetView(ds, np.arange(0, 10000, 5)))
+
+
 @pytest.mark.parametrize("name,sigma,want", [("resnet20-noise012-e36", 0.12, 0.8295),
                                               ("resnet20-noise012-e52", 0.12, 0.8325),
                                               ("resnet20-noise012-e52-oe", 0.12, 0.8320),
                                               ("resnet20-noise025-e36", 0.25, 0.7509)])
-def test_packaged_noise_models_load_and_classify(name, sigma, want):
+def test_packaged_noise_models_load_and_classify(name, sigma, want, every_fifth_test_image):
     """The packaged weights load by zoo name (sha256-checked) with no data root, and classify
-    the first 500 test images about as the training record says for all 10,000 (within 4 points)."""
+    2,000 test images (every fifth) about as the training record says for all 10,000: within
+    2.5 points, over three standard errors of a 2,000-image accuracy."""
     from ross_ood.models import ZOO, PACKAGED_WEIGHTS, load_model, sha256_file
+    from ross_ood.train import evaluate_accuracy
     assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
     m = load_model(name)
-    need_data("cifar10", "test.zip")
-    from ross_ood.data import ZipImageSet
-    from ross_ood.train import evaluate_accuracy, load_images
-    from ross_ood.data.image import SubsetView
-    ds = ZipImageSet(DATA_ROOT / "cifar10" / "test.zip").prepare(3, 32)
-    x, y = load_images(SubsetView(ds, np.arange(0, 10000, 20)))
-    assert abs(evaluate_accuracy(m, x, y) - want) < 0.04
+    x, y = every_fifth_test_image
+    assert abs(evaluate_accuracy(m, x, y) - want) < 0.025
