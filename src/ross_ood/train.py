@@ -40,8 +40,10 @@ from .precision import autocast
 __all__ = ["TrainConfig", "train_epoch", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
            "load_images", "jigsaw", "SYNTHETIC_OUTLIERS"]
 
-#: outlier kinds made from the ID batch (anything else given as ``outliers`` is a path to images)
-SYNTHETIC_OUTLIERS = ("jigsaw",)
+#: outlier kinds made from the ID batch, with their description (anything else given as
+#: ``outliers`` is a path to images)
+SYNTHETIC_OUTLIERS = {"jigsaw": "synthetic, each augmented ID image of the batch cut into 4 x 4 tiles, "
+                                "the tiles shuffled per image"}
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,7 @@ def _outliers(st: TrainSettings, root: Path, model, prog):
     if st.outliers is None:
         return None, None
     if st.outliers in SYNTHETIC_OUTLIERS:
-        return None, (f"{st.outliers}: synthetic, each augmented ID image of the batch cut into 4 x 4 tiles, "
-                      "the tiles shuffled per image")
+        return None, f"{st.outliers}: {SYNTHETIC_OUTLIERS[st.outliers]}"
     from ..data import build_benchmark, open_set
     from ..data.image import content_hash
     src = open_set(st.outliers, name="outliers").prepare(model.channels, model.input_size)
@@ -73,7 +72,7 @@ def _outliers(st: TrainSettings, root: Path, model, prog):
     finally:
         if bar:
             bar.close()
-    mine = {content_hash(x): i for i, x in enumerate(xo)}
+    mine = {content_hash(x) for x in xo}
     bench = build_benchmark(st.benchmark, root, model.channels, model.input_size)
     for name, ds in bench.sets().items():
         hits = [j for j in range(len(ds)) if content_hash(ds[j][0]) in mine]
