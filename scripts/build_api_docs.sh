@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the API reference from the docstrings (pdoc) into build/api/ (or $1), failing on any
 # pdoc warning (a broken cross-reference, an unreadable docstring, a module that fails to import).
+# The interpreter: $PYTHON (the tests pass their own), else the checkout's .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-build/api}"
@@ -11,7 +12,7 @@ modules=(ross_ood ross_ood.detectors ross_ood.scores ross_ood.smoothing ross_ood
          ross_ood.metrics ross_ood.attacks ross_ood.adversarial ross_ood.certify ross_ood.evaluate
          ross_ood.settings ross_ood.validate ross_ood.data ross_ood.models ross_ood.store ross_ood.tables
          ross_ood.report ross_ood.jobs ross_ood.train ross_ood.config)
-PYTHONWARNINGS=always .venv/bin/python -m pdoc --docformat numpy -o "$out" "${modules[@]}" 2>"$log" || { cat "$log" >&2; exit 1; }
+PYTHONWARNINGS=always "${PYTHON:-.venv/bin/python}" -m pdoc --docformat numpy -o "$out" "${modules[@]}" 2>"$log" || { cat "$log" >&2; exit 1; }
 if grep -qi "warn" "$log"; then
   echo "pdoc printed warnings:" >&2
   cat "$log" >&2

@@ -20,14 +20,14 @@ def _stack(ds):
 def test_api_scores_equal_ross_eval_scores(tmp_path):
     """``ROSS(...).fit(id_val).score(x)`` through the API equals what ``ross eval`` stores,
     for plain, median and ROSS detectors, on the same images (to 1e-6)."""
-    need_data("cifar10", "test.zip")
+    need_data("cifar10-png", "test.zip")
     out = tmp_path / "eval"
     assert cli.main(["eval", "--data-root", str(DATA_ROOT), "--out", str(out), "--limit", "16", "--no-progress",
                      "--device", "cpu", "--detectors", "msp,median-fdbd,ross-fdbd,ross-msp", "-N", "5",
                      "--sigma", "0.05", "--noise-space", "normalized", "--lam", "fdbd=0.02,msp=0.003",
                      "--tau-quantile", "0.1", "--block-size", "8", "--batch-size", "8"]) == 0
     z = np.load(out / "scores.npz")
-    model = load_model("resnet20", DATA_ROOT)
+    model = load_model("resnet20-original", DATA_ROOT)
     bench = build_benchmark("cifar10", DATA_ROOT, 3, 32, limit=16)
     val, test, tin = _stack(bench.val), _stack(bench.id), _stack(bench.ood["tin"])
     dets = {"msp": ross_ood.BaseScoreDetector(model, base="msp"),

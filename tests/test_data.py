@@ -157,15 +157,100 @@ def test_stratified_subset():
     assert len(set(unl.tolist())) == 10
 
 
-def test_cifar10_benchmark_split_is_disjoint_and_stratified():
+def test_cifar10_jpeg_benchmark_split_is_disjoint_and_stratified():
     need_data("cifar10", "test.zip")
     from ross_ood.data import build_benchmark
-    b = build_benchmark("cifar10", DATA_ROOT, 3, 32)
+    b = build_benchmark("cifar10-jpeg", DATA_ROOT, 3, 32)
     val, test = b.val, b.id
     assert len(val) == 1000 and len(test) == 9000
     assert set(val.indices.tolist()).isdisjoint(set(test.indices.tolist()))
     assert np.bincount(val.labels).tolist() == [100] * 10
     assert set(b.groups.items()) == {("tin", "near"), ("mnist", "far"), ("fashion-mnist", "far")}
+    assert len(b.ood["tin"]) == 10000  # the old benchmark keeps every Tiny ImageNet class
+
+
+@pytest.mark.parametrize("name,near_other,id_classes", [("cifar10", "cifar100", 10), ("cifar100", "cifar10", 100)])
+def test_real_cifar_benchmarks(name, near_other, id_classes):
+    """Lossless ID sets; the other CIFAR and Tiny ImageNet (without its CIFAR classes) near, MNIST /
+    Fashion-MNIST far; 1,000 stratified validation images carved out."""
+    need_data("cifar10-png", "test.zip")
+    need_data("cifar100", "test.zip")
+    import yaml
+    from ross_ood.data import build_benchmark
+    from ross_ood.data.benchmarks import TIN_CIFAR_OVERLAP
+    b = build_benchmark(name, DATA_ROOT, 3, 32)
+    assert set(b.groups.items()) == {(near_other, "near"), ("tin", "near"), ("mnist", "far"),
+                                     ("fashion-mnist", "far")}
+    assert len(b.val) == 1000 and len(b.id) == 9000
+    assert np.bincount(b.val.labels).tolist() == [1000 // id_classes] * id_classes
+    assert str(b.id.base.path).endswith(("cifar10-png/test.zip", "cifar100/test.zip"))
+    assert b.id.base.path.suffix == ".zip" and b.id.base.members[0].endswith(".png")  # lossless
+    excluded = set(yaml.safe_load(TIN_CIFAR_OVERLAP.read_text()))
+    tin = b.ood["tin"]
+    kept = {tin.classes[k] for k in np.unique(tin.labels)}
+    assert kept.isdisjoint(excluded) and len(kept) == 200 - len(excluded)
+    assert len(tin) == 50 * (200 - len(excluded))  # 50 validation images per class
+    assert len(b.ood[near_other]) == 10000
+
+
+def test_tin_exclusion_list_is_checked(tmp_path):
+    """Every listed class has a reason and is a class of the archive; an unknown one is refused."""
+    import yaml
+    from ross_ood.data.benchmarks import TIN_CIFAR_OVERLAP, exclude_classes, tin_exclusions
+    listed = tin_exclusions()
+    assert len(listed) == len(yaml.safe_load(TIN_CIFAR_OVERLAP.read_text()))
+    assert all("CIFAR-10" in r for r in listed.values())  # each names the CIFAR class it belongs to
+    arch = tmp_path / "t.zip"
+    with zipfile.ZipFile(arch, "w") as z:
+        for i, c in enumerate(["n01", "n01", "n02", "n03"]):
+            z.writestr(f"{c}/{i}.png", _png(_img(i)))
+    ds = ZipImageSet(arch)
+    kept = exclude_classes(ds, {"n02": "why"})
+    assert kept.indices.tolist() == [0, 1, 3]
+    with pytest.raises(ValueError, match=r"names 1 class\(es\) .* does not have: n09"):
+        exclude_classes(ds, {"n02": "why", "n09": "typo"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n01: ''\n")
+    with pytest.raises(ValueError, match="class 'n01' has no reason"):
+        tin_exclusions(bad)
+    bad.write_text("[n01\n")
+    with pytest.raises(ValueError, match="cannot read it"):
+        tin_exclusions(bad)
+
+
+def test_benchmark_refuses_wrong_class_count_and_names_missing_archive(tmp_path):
+    from ross_ood.data import build_benchmark
+    with pytest.raises(ValueError, match="the classifier has 100 classes but benchmark 'cifar10' has 10"):
+        build_benchmark("cifar10", DATA_ROOT, 3, 32, num_classes=100)
+    for d in ("cifar10-png", "cifar100", "tinyimagenet32"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "cifar10-png" / "test.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    for f in ("cifar100/test.zip", "tinyimagenet32/val.zip"):
+        (tmp_path / f).write_bytes(b"")
+    for d in ("mnist", "fashion-mnist"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"benchmark 'cifar10', set 'id': .*cifar10-png/test.zip is not a readable ZIP"):
+        build_benchmark("cifar10", tmp_path, 3, 32)
+    (tmp_path / "cifar100" / "test.zip").unlink()
+    with pytest.raises(FileNotFoundError, match=r"benchmark 'cifar100' needs files missing .*cifar100/test.zip"):
+        build_benchmark("cifar100", tmp_path, 3, 32)
+
+
+def test_extra_ood_sharing_an_id_image_is_refused_and_openood_names_join_far(tmp_path):
+    need_data("cifar10-png", "test.zip")
+    from ross_ood.data import ZipImageSet as Z, build_benchmark
+    src = Z(DATA_ROOT / "cifar10-png" / "test.zip")
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(_img(100 + i, (32, 32))).save(folder / f"{i}.png")
+    b = build_benchmark("cifar10", DATA_ROOT, 3, 32, limit=8, extra_ood={"svhn": str(folder), "mine": str(folder)})
+    assert b.groups["svhn"] == "far" and b.groups["mine"] == "extra"
+    with zipfile.ZipFile(src.path) as z:  # one ID test image, re-saved losslessly under another name
+        (folder / "copy.png").write_bytes(z.read(src.members[1234]))
+    with pytest.raises(ValueError, match=r"--ood svhn: its image \d+ is image 1234 of the ID set"):
+        build_benchmark("cifar10", DATA_ROOT, 3, 32, limit=8, extra_ood={"svhn": str(folder)})
 
 
 def test_unknown_benchmark_and_missing_files(tmp_path):

@@ -22,7 +22,7 @@ def _cfg(out, **kw):
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    need_data("cifar10", "test.zip")
+    need_data("cifar10-png", "test.zip")
     out = tmp_path_factory.mktemp("eval")
     return out, run_eval(_cfg(out))
 
@@ -37,11 +37,15 @@ def test_results_schema(first_run):
     assert on_disk["versions"]["torch"]
     recs = on_disk["results"]
     assert {r["detector"] for r in recs} == set(DETS.split(","))
-    assert {r["ood_set"] for r in recs} == {"tin", "mnist", "fashion-mnist"}
+    assert {r["ood_set"] for r in recs} == {"cifar100", "tin", "mnist", "fashion-mnist"}
+    assert {(r["ood_set"], r["group"]) for r in recs} == {("cifar100", "near"), ("tin", "near"), ("mnist", "far"),
+                                                          ("fashion-mnist", "far")}
+    assert on_disk["benchmark"] == "cifar10" and on_disk["model"] == "resnet20-original"
     for r in recs:
         for k in ("auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out"):
             assert 0.0 <= r[k] <= 1.0
-    assert on_disk["set_sizes"] == {"id_val": 24, "id_test": 24, "tin": 24, "mnist": 24, "fashion-mnist": 24}
+    assert on_disk["set_sizes"] == {"id_val": 24, "id_test": 24, "cifar100": 24, "tin": 24, "mnist": 24,
+                                    "fashion-mnist": 24}
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert header[:8] == ["detector", "ood_set", "group", "auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out"]
     md = (out / "results.md").read_text()
@@ -88,15 +92,15 @@ def test_interrupted_run_resumes_to_identical_results(first_run, tmp_path, monke
     resumed = run_eval(_cfg(tmp_path))
     redone = count["n"] + 10 ** 9
     assert resumed["results"] == doc["results"]
-    # 5 sets x 3 batches of 8 = 15 batches; the finished blocks (2 batches each) were not redone
-    assert done_before + redone <= 15 + 1
+    # 6 sets x 3 batches of 8 = 18 batches; the finished blocks (2 batches each) were not redone
+    assert done_before + redone <= 18 + 1
 
 
 def test_cli_errors_are_clear(capsys, tmp_path):
     assert cli.main(["eval", "--benchmark", "nope", "--out", str(tmp_path)]) == 2
     assert "benchmark must be one of" in capsys.readouterr().err
     assert cli.main(["eval", "--detectors", "msp,foo", "--out", str(tmp_path), "--limit", "4"]) == 2
-    assert "unknown score name 'foo'" in capsys.readouterr().err
+    assert "unknown detector 'foo'" in capsys.readouterr().err
 
 
 def test_compare_cli_pairs_two_detectors_and_refuses_other_images(tmp_path, capsys):

@@ -200,7 +200,8 @@ def _png_folder(folder, images):
 
 def test_outlier_source_refused_when_missing_empty_or_overlapping(tmp_path, capsys):
     need_data("cifar10", "train.zip")
-    base = ["train", "--data-root", str(DATA_ROOT), "--no-progress", "--device", "cpu", "--limit", "16"]
+    base = ["train", "--benchmark", "cifar10-jpeg", "--data-root", str(DATA_ROOT), "--no-progress", "--device", "cpu",
+            "--limit", "16"]
     assert cli.main([*base, "--out", str(tmp_path / "o1"), "--outliers", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "outliers" in err and "not found" in err and len(err.strip().splitlines()) == 1

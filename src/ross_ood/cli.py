@@ -55,12 +55,13 @@ def _add_settings(p: argparse.ArgumentParser, cls: type[Settings]) -> None:
     for f in fields(cls):
         kind, _ = field_kind(f)
         text = f.metadata["help"].replace("%", "%%")  # argparse formats help texts with %
-        help_ = f"{text} (default: {_default_text(f).replace('%', '%%')})"
+        # a help text that states its own default keeps it; the others get the field's
+        help_ = text if "(default" in text else f"{text} (default: {_default_text(f).replace('%', '%%')})"
         flag = "--" + f.name.replace("_", "-")
         if kind == "bool":
             if f.default:
                 p.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false", default=S,
-                               help=f"no {text}")
+                               help=f"turn off (on by default): {text}")
             else:
                 p.add_argument(flag, dest=f.name, action="store_true", default=S, help=help_)
             continue
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     plb.add_argument("out", nargs="?", default=None, help="output file (default: the spec's 'out')")
     plb.set_defaults(func=_cmd_leaderboard)
     pcm = sub.add_parser("compare", help="paired AUROC differences of two stored runs (or two detectors of one)",
-                         description="A - B per eps, objective and target, with 95%% paired bootstrap intervals over "
+                         description="A - B per eps, objective and target, with 95% paired bootstrap intervals over "
                                      "the images (the same images in both: runs on other images are refused). "
                                      "RUN_B defaults to RUN_A, then --a and --b name two of its detectors.")
     pcm.add_argument("run_a")
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     pcm.set_defaults(func=_cmd_compare)
     prr = sub.add_parser("reproduce", help="the paper's tables from one command (presets offline, openood)",
                          description="offline: reduced-scale tables on the data root's offline benchmark (eval x 3 "
-                                     "seeds, attack, sweeps, certificates), then one report (about an hour on 2 CPU "
+                                     "seeds, attack, sweeps, certificates), then one report (36 min on 2 CPU "
                                      "cores). openood: the full CIFAR-10 / CIFAR-100 / ImageNet-200 tables with "
                                      "OpenOOD v1.5 data and checkpoints (3 seeds, mean ± std).")
     prr.add_argument("preset", choices=["offline", "openood"])

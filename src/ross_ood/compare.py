@@ -30,6 +30,9 @@ def load_run_scores(run_dir) -> tuple[dict, dict]:
         raise FileNotFoundError(f"{d} holds no results.json: not a finished ross eval / attack run")
     doc = json.loads(res.read_text())
     path = d / "input_scores.json"
+    if doc.get("command") not in ("eval", "attack"):
+        raise ValueError(f"{d} holds ross {doc.get('command')} results: only eval and attack runs store per-input "
+                         "scores, so only they can be compared (certify runs cannot be compared yet)")
     if not path.is_file():
         raise FileNotFoundError(f"{d} holds no per-input scores (input_scores.json); re-run it with this version "
                                 "of ross-ood")
@@ -60,6 +63,11 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
                  n_resamples: int = 1000, seed: int = 0) -> dict:
     """A - B for every (eps, objective, target) both runs hold, per detector pair: the same
     detector in two runs, or two detectors (``det_a``, ``det_b``) of one run or of two."""
+    from .validate import check_int
+    n_resamples = check_int("bootstrap", n_resamples)
+    if dir_b is None and (det_a is None or det_b is None or det_a == det_b):
+        raise ValueError("comparing a run with itself needs two different detectors: give --a and --b "
+                         f"(got --a {det_a!r}, --b {det_b!r})")
     doc_a, sa = load_run_scores(dir_a)
     doc_b, sb = (doc_a, sa) if dir_b is None else load_run_scores(dir_b)
     fa, fb = doc_a.get("set_fingerprints"), doc_b.get("set_fingerprints")
@@ -69,10 +77,11 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
     dets_a = sorted({k[0] for k in sa})
     dets_b = sorted({k[0] for k in sb})
     if det_a or det_b:
-        for name, have, run in ((det_a, dets_a, dir_a), (det_b, dets_b, dir_b or dir_a)):
-            if name is not None and name not in have:
+        pair = (det_a or det_b, det_b or det_a)  # one name given: the same detector in both runs
+        for name, have, run in ((pair[0], dets_a, dir_a), (pair[1], dets_b, dir_b or dir_a)):
+            if name not in have:
                 raise ValueError(f"detector {name!r} is not in {run} (it has {', '.join(have)})")
-        pairs = [(det_a or det_b, det_b or det_a)]
+        pairs = [pair]
     else:
         if dir_b is None:
             raise ValueError("comparing a run with itself needs two detectors: give --a and --b")
@@ -92,6 +101,10 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
                 diff = paired_auroc_difference(pa, pb, n_resamples, seed=seed)
                 rows.append({"a": da, "b": db, "eps": eps, "objective": objective, "target": target,
                              "auroc_a": _mean_auroc(pa), "auroc_b": _mean_auroc(pb), "diff": diff})
+    if not rows:
+        raise ValueError(f"{dir_a} ({', '.join(sorted({a for a, _ in pairs}))}) and {dir_b or dir_a} "
+                         f"({', '.join(sorted({b for _, b in pairs}))}) share no (eps, objective) with scores for "
+                         "every set: nothing to compare")
     return {"a": str(dir_a), "b": str(dir_b or dir_a), "ood_sets": ood_sets, "rows": rows}
 
 

@@ -31,7 +31,7 @@ from .adversarial import SIDES, AttackBudget, attack_benchmark, plans_for
 from .attacks import run_attack
 from .metrics import auroc_by_ranks, paired_auroc_difference
 
-__all__ = ["diagnose_attack", "render_diagnosis", "convergence_budgets", "worst_per_input", "plot_curves"]
+__all__ = ["diagnose_attack", "render_diagnosis", "convergence_verdict", "convergence_budgets", "worst_per_input", "plot_curves"]
 
 UNBOUNDED_EPS = 1.0  # pixel units: the whole image box
 UNBOUNDED_MAX_AUROC = 0.02  # what "about 0" means for the unbounded check
@@ -167,6 +167,20 @@ def _curves(model, bench, det, eps, eps_space, budget, seed, k) -> dict:
     return out
 
 
+#: how far (AUROC, as a fraction) doubling steps or copies may lower the worst case of a converged attack
+CONVERGENCE_TOLERANCE = 0.01
+
+
+def convergence_verdict(row: dict, tol: float = CONVERGENCE_TOLERANCE) -> str:
+    """"converged" when neither twice the steps nor twice the copies lowers the worst-case AUROC by
+    more than ``tol``; else "not converged", naming the doubling and its paired difference."""
+    bad = [(label, row[f"diff_{label}"]) for label in ("2x steps", "2x copies") if row[f"diff_{label}"][0] < -tol]
+    if not bad:
+        return "converged"
+    return "not converged: " + "; ".join(f"{label} lowers it by {-100 * v[0]:.2f} [{100 * v[1]:+.2f}, "
+                                          f"{100 * v[2]:+.2f}]" for label, v in bad)
+
+
 def render_diagnosis(doc: dict) -> str:
     sz = doc["set_sizes"]
     lines = [f"# Attack diagnosis\n\nImages: {sz['id_test']} ID test, "
@@ -174,16 +188,19 @@ def render_diagnosis(doc: dict) -> str:
              + f"; eps {', '.join(f'{e * 255:g}/255' for e in doc['eps_list'])} ({doc['eps_space']}). "
              "AUROC in percent, mean over the OOD sets; differences paired over the same images with "
              "95% bootstrap intervals.\n", "## Convergence (worst case over all plans)\n",
-             "| detector | eps | objective | budget | 2x steps | 2x steps - budget | 2x copies | 2x copies - budget |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| detector | eps | objective | budget | 2x steps | 2x steps - budget | 2x copies | 2x copies - budget "
+             "| verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["convergence"]:
         def d(label):
             v = r[f"diff_{label}"]
             return f"{100 * v[0]:+.2f} [{100 * v[1]:+.2f}, {100 * v[2]:+.2f}]"
         lines.append(f"| {r['detector']} | {r['eps'] * 255:g}/255 | {r['objective']} | {100 * r['auroc_1x']:.2f} | "
                      f"{100 * r['auroc_2x steps']:.2f} | {d('2x steps')} | {100 * r['auroc_2x copies']:.2f} | "
-                     f"{d('2x copies')} |")
-    lines += ["", f"## Unbounded budget (PGD-Both at eps = {doc['unbounded_eps']:g}, pixel units)\n",
+                     f"{d('2x copies')} | {convergence_verdict(r)} |")
+    lines += ["", f"Verdict: converged when neither doubling lowers the worst case by more than "
+              f"{100 * CONVERGENCE_TOLERANCE:g} AUROC point.",
+              "", f"## Unbounded budget (PGD-Both at eps = {doc['unbounded_eps']:g}, pixel units)\n",
               "| detector | AUROC | reaches ~0 (<= 2) |", "|---|---|---|"]
     lines += [f"| {r['detector']} | {100 * r['auroc']:.2f} | {'yes' if r['ok'] else '**NO: the attack fails**'} |"
               for r in doc["unbounded"]]

@@ -1,6 +1,6 @@
 """The robustness leaderboard (``docs/robustness.md``), rendered from stored results only.
 
-    ross leaderboard docs/robustness/leaderboard.yaml     (or: python -m ross_ood.leaderboard ...)
+    ross leaderboard docs/robustness/leaderboard.yaml     (or: python -m ross_ood.cli leaderboard ...)
 
 The spec (YAML, read with ``safe_load``) names ``ross attack`` and ``ross certify`` results
 files (``results.json``, paths relative to the spec) and the rows; every number in the table
@@ -30,16 +30,45 @@ import yaml
 
 from .tables import CI_NOTE
 
-__all__ = ["load_spec", "render_leaderboard", "write_leaderboard", "main"]
+__all__ = ["load_spec", "render_leaderboard", "write_leaderboard"]
 
 _OBJ = {"min": "Min", "max": "Max", "both": "Both"}
 
 
 def load_spec(path: str | Path) -> dict:
+    """Read and check a leaderboard spec; every malformed part is refused naming its key."""
     p = Path(path)
-    spec = yaml.safe_load(p.read_text())
+    try:
+        spec = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise FileNotFoundError(f"leaderboard spec {p}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ValueError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(spec, dict) or "rows" not in spec:
         raise ValueError(f"{p}: a leaderboard spec needs a mapping with 'rows'")
+    for key in ("attack", "certify"):
+        v = spec.get(key)
+        if v is not None and not (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())):
+            raise ValueError(f"{p}: '{key}' must map run names to results.json paths, got {type(v).__name__} {v!r}")
+    rows = spec["rows"]
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"{p}: 'rows' must be a non-empty list of rows, got {rows!r}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{p}: row {i + 1} must be a mapping with 'label' and 'detector', got {row!r}")
+        missing = [k for k in ("label", "detector") if not isinstance(row.get(k), str) or not row.get(k)]
+        if missing:
+            raise ValueError(f"{p}: row {i + 1} ({row.get('label', 'no label')!r}) needs {' and '.join(missing)}")
+        if "sigma" in row and not isinstance(row["sigma"], (int, float)):
+            raise ValueError(f"{p}: row {row['label']!r}: sigma must be a number, got {row['sigma']!r}")
+    radii = spec.get("radii", [])
+    if not isinstance(radii, list):
+        raise ValueError(f"{p}: 'radii' must be a list of L2 radii, got {radii!r}")
+    for r in radii:
+        if isinstance(r, bool) or not isinstance(r, (int, float)):
+            raise ValueError(f"{p}: 'radii' must hold numbers (L2 radii in pixel units), got {r!r}")
     spec["_dir"] = p.parent
     return spec
 
@@ -145,16 +174,3 @@ def write_leaderboard(spec_path: str | Path, out: str | Path | None = None) -> P
     path = Path(out) if out is not None else spec["_dir"] / spec.get("out", "../robustness.md")
     path.write_text(render_leaderboard(spec))
     return path
-
-
-def main(argv=None) -> int:
-    """``python -m ross_ood.leaderboard SPEC [OUT]``: the ``ross leaderboard`` command."""
-    from .cli import main as cli_main
-    try:
-        return cli_main(["leaderboard", *(sys.argv[1:] if argv is None else argv)])
-    except SystemExit as e:  # argparse's usage errors
-        return int(e.code or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

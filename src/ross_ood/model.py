@@ -25,10 +25,12 @@ class Outputs:
     features: torch.Tensor | None = None
 
 
-def check_images(x: torch.Tensor, channels: int | None = None, name: str = "x") -> None:
+def check_images(x: torch.Tensor, channels: int | None = None, name: str = "x", slack: float = 0.0) -> None:
     """Raise ValueError naming the problem when ``x`` is not a valid image batch: a
     floating-point tensor (B, C, H, W) of finite pixels in [0, 1], whatever the noise space
-    (images are always pixel-space; normalisation happens inside the model)."""
+    (images are always pixel-space; normalisation happens inside the model). ``slack``
+    widens the range to [-slack, 1 + slack] (attack iterates in normalised units are not
+    clipped to [0, 1]); 0-255 images stay refused."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -47,9 +49,21 @@ def check_images(x: torch.Tensor, channels: int | None = None, name: str = "x") 
             n_inf = int(torch.isinf(x).sum())
             raise ValueError(f"{name} contains non-finite pixels: {n_nan} NaN and {n_inf} Inf values")
         lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
+        if lo < -slack or hi > 1.0 + slack:
             raise ValueError(f"{name} has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}); "
                              "ross-ood expects pixel-space images in [0, 1] and normalises them itself")
+
+
+def _logits(out) -> torch.Tensor:
+    """The network's output, refused by name unless it is a logits tensor (B, K)."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the network's forward returned a {type(out).__name__}, not a logits tensor: ross_ood.wrap "
+                        "needs a module whose forward returns the logits (B, K); wrap the network in a module that "
+                        "selects them (its forward returning net(x)[0], or net(x)['logits'])")
+    if out.dim() != 2:
+        raise ValueError(f"the network returned a tensor of shape {tuple(out.shape)}; ross_ood.wrap needs logits "
+                         "of shape (B, K)")
+    return out
 
 
 class ModelWrapper(nn.Module):
@@ -64,12 +78,28 @@ class ModelWrapper(nn.Module):
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float],
                  linear: str | None = None, input_size: int | None = None):
         super().__init__()
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+        dtypes = sorted({str(p.dtype) for p in net.parameters() if p.is_floating_point()})
+        if len(dtypes) > 1 or (dtypes and dtypes[0] not in ("torch.float32", "torch.float64")):
+            raise ValueError(f"the network's parameters are {', '.join(dtypes)}; ross-ood runs networks in float32 "
+                             "(or float64): cast with net.float(); for bf16 / fp16 arithmetic use "
+                             "ross_ood.precision.network_precision on the wrapped model")
+        # the wrapper follows the network's dtype: inputs and normalisation are cast to it
+        dtype = torch.float64 if dtypes == ["torch.float64"] else torch.float32
+        mean_t = torch.as_tensor(mean, dtype=dtype).flatten()
+        std_t = torch.as_tensor(std, dtype=dtype).flatten()
         if mean_t.numel() != std_t.numel():
             raise ValueError(f"mean has {mean_t.numel()} entries but std has {std_t.numel()}")
         if not bool((std_t > 0).all()):
             raise ValueError(f"std must be positive, got {std_t.tolist()}")
+        if not bool(torch.isfinite(mean_t).all() and torch.isfinite(std_t).all()):
+            raise ValueError(f"mean and std must be finite, got mean {mean_t.tolist()}, std {std_t.tolist()}")
+        if bool((mean_t < 0).any() or (mean_t > 1).any()):
+            raise ValueError(f"mean is in pixel units of [0, 1] images (e.g. mean 0.4914, std 0.2470); got "
+                             f"mean {mean_t.tolist()}, std {std_t.tolist()}: divide 0-255 statistics by 255")
+        first_conv = next((m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        if first_conv is not None and first_conv.in_channels != mean_t.numel():
+            raise ValueError(f"mean and std have {mean_t.numel()} entries but the network's first convolution "
+                             f"takes {first_conv.in_channels} input channels: give one mean and std per channel")
         self.net = net
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
         self.register_buffer("std", std_t.view(1, -1, 1, 1))
@@ -109,18 +139,18 @@ class ModelWrapper(nn.Module):
         if self.channels_last and z.dim() == 4 and z.device.type == "cpu":
             z = z.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
-            return self.net(z)
+            return _logits(self.net(z))
         from .precision import autocast
         with autocast(self.precision, z.device):
-            return self.net(z).float()
+            return _logits(self.net(z)).float()
 
     def check(self, x: torch.Tensor, name: str = "x") -> None:
         check_images(x, self.channels, name=name)
 
-    def prepare(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """Check ``x`` and move it to the model's device and floating-point type (float64
-        input is cast; gradients flow through the cast)."""
-        self.check(x, name=name)
+    def prepare(self, x: torch.Tensor, name: str = "x", slack: float = 0.0) -> torch.Tensor:
+        """Check ``x`` (``check_images``) and move it to the model's device and floating-point
+        type (float64 input is cast; gradients flow through the cast)."""
+        check_images(x, self.channels, name=name, slack=slack)
         return x.to(self.device, self.mean.dtype)
 
     # ----------------------------------------------------------- linear layer
@@ -133,7 +163,7 @@ class ModelWrapper(nn.Module):
                     lambda m, i, o, name=name: found.append((name, m, o))))
         try:
             with torch.no_grad():
-                out = self.net(self.normalize(x[:1]))
+                out = _logits(self.net(self.normalize(x[:1])))
         finally:
             for h in hooks:
                 h.remove()

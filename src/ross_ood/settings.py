@@ -16,7 +16,7 @@ from .adversarial import OBJECTIVES, TARGETS, AttackBudget
 from .config import FieldSettings, field_kind, load_config_file, opt
 from .detectors import DEFAULT_Q
 from .precision import PRECISIONS, check_precision
-from .validate import (NOISE_DEVICES, SPACES, check_choice, check_device, check_fraction, check_int, check_number,
+from .validate import (check_certify_args, NOISE_DEVICES, SPACES, check_choice, check_device, check_fraction, check_int, check_number,
                        check_ood_names, check_out_dir, parse_eps, parse_lam)
 
 __all__ = ["Settings", "EvalSettings", "AttackSettings", "CertifySettings", "SweepSettings", "TrainSettings",
@@ -57,6 +57,8 @@ class Settings(FieldSettings):
                             "a GPU for large images, other numbers there)", choices=NOISE_DEVICES)
     ood: list[str] = opt([], "extra OOD sets NAME=PATH: a .zip, a folder, an IDX file, synthetic:gaussian")
     only_extra: bool = opt(False, "use only the --ood sets, not the benchmark's")
+    ood_sets: list[str] = opt([], "only these OOD sets of the benchmark: names (cifar100,tin) or a group (near, far); "
+                              "none given: all")
     workers: int = opt(0, "data-loading worker processes")
     progress: bool = opt(True, "progress bars")
     bootstrap: int = opt(1000, "bootstrap resamples of the images for the 95% intervals of AUROC and FPR@95 "
@@ -88,6 +90,8 @@ class Settings(FieldSettings):
         check_device(self.device)
         check_out_dir(self.out)
         bench = BENCHMARKS[self.benchmark]
+        from .data.benchmarks import select_sets
+        select_sets(bench, self.ood_sets)
         self.extra_ood = check_ood_names(self.ood, {"id_val", "id_test"} | (
             set() if self.only_extra else {*bench.near, *bench.far}), f"benchmark {self.benchmark!r}")
 
@@ -184,12 +188,10 @@ class CertifySettings(Settings):
             raise ValueError("no sigma given")
         for s in self.sigma:
             check_number("sigma", s, strict=True)
-        for r in self.radii:
-            check_number("radius", r)
+        for r in self.radii or [0.0]:
+            check_certify_args(r, self.alpha, self.grid)  # the API's check (certified_bounds)
         if self.model and len(self.model) != len(self.sigma):
             raise ValueError(f"model must name one model per sigma ({len(self.sigma)}), got {len(self.model)}")
-        check_fraction("alpha", self.alpha)
-        check_int("grid", self.grid)
 
 
 @dataclass

@@ -68,7 +68,7 @@ def markdown_table(records: list, means: list, row_key: str = "detector", col_ke
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Cells: FPR@95 / AUROC in percent (FPR@95: share of ID flagged OOD when 95% of OOD is caught; "
-                 f"OOD is the positive class, OpenOOD v1.5 conventions). {CI_NOTE}")
+                 f"OOD is the positive class, OpenOOD v1.5 conventions). {ci_note(allrec)}")
     return "\n".join(lines)
 
 
@@ -151,7 +151,7 @@ def render_attack(doc: dict) -> str:
             f"{' (eps*std per channel, no clipping)' if space == 'normalized' else ' (clipped to [0,1])'}; "
             f"smoothing N={c['n_samples']}, sigma={c['sigma']} ({c['noise_space']}). PGD-Min attacks ID test "
             f"inputs, PGD-Max each OOD set, PGD-Both both; cells FPR@95 / AUROC (%), mean over {len(doc['groups'])} OOD sets. "
-            f"{CI_NOTE}"
+            f"{ci_note(doc['means'])}"
             + _runs_note(doc))
     desc = {"transfer": f"transfer (paper protocol: {st['transfer_steps']}-step PGD, step eps/30, 1 random start, "
                         "last iterate, on the base score)",
@@ -192,7 +192,7 @@ def render_certify(doc: dict) -> str:
              f"failure "
              f"probability alpha = {c['alpha']} per input); 'clean' is the same smoothed detector without an "
              f"adversary. Mean over {doc['n_ood_sets']} OOD sets. Models: {models_txt}. Sets: {_sizes(doc)}. "
-             f"{CI_NOTE}"
+             f"{ci_note(doc['means'])}"
              + _runs_note(doc))
     return certify_table(doc["means"], doc["radii"], title)
 
@@ -202,7 +202,7 @@ def render_sweep(doc: dict) -> str:
              f"Defaults N={doc['defaults']['n_samples']}, sigma={doc['defaults']['sigma']} "
              f"({doc['config']['noise_space']} space), lambda={doc['defaults']['lam']}. Sets: {_sizes(doc)}. "
              f"Attacked condition: {doc['attack_desc']}. Cells FPR@95 / AUROC (%), mean over "
-             f"{len(doc['groups'])} OOD sets. {CI_NOTE}" + _runs_note(doc), ""]
+             f"{len(doc['groups'])} OOD sets. {ci_note(doc['means'])}" + _runs_note(doc), ""]
     for param in doc["params"]:
         rows = [r for r in doc["means"] if r["param"] == param]
         values = list(dict.fromkeys(r[param] for r in rows))
@@ -235,6 +235,11 @@ _KEY_SKIP = set(["auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out", "abstain_i
 _PER_RUN = set(CI_FIELDS)
 CI_NOTE = ("[lo, hi]: 95% percentile bootstrap interval over the images (each set resampled; for a mean over "
            "OOD sets, all sets jointly); a difference inside the intervals is not supported.")  # a bootstrap interval belongs to one run: not averaged over runs
+
+
+def ci_note(records) -> str:
+    """``CI_NOTE`` where some record carries an interval (none with ``--bootstrap 0``)."""
+    return CI_NOTE if any(r.get("auroc_lo") is not None for r in records) else ""
 
 
 def _agg_records(lists: list) -> list:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["SPACES", "NOISE_DEVICES", "check_int", "check_number", "check_fraction", "check_choice",
-           "split_list", "parse_eps", "parse_lam", "check_device", "check_out_dir", "check_ood_names"]
+           "split_list", "parse_eps", "parse_lam", "check_device", "check_out_dir", "check_ood_names",
+           "check_certify_args", "check_ross_noise"]
 
 #: where sigma and eps are measured: pixel units ([0, 1], clipped) or normalised units (x std_c, unclipped)
 SPACES = ("pixel", "normalized")
@@ -48,6 +49,23 @@ def check_fraction(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < 1:
         raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
     return float(value)
+
+
+def check_certify_args(radius, alpha, grid) -> tuple[float, float, int]:
+    """A certificate's radius (a finite number >= 0, L2 pixel units), failure probability alpha
+    (in (0, 1)) and percentile grid (an integer >= 1): the API's and the CLI's one check."""
+    return check_number("radius", radius), check_fraction("alpha", alpha), check_int("grid", grid)
+
+
+def check_ross_noise(n_samples: int, sigma: float) -> None:
+    """ROSS's gate divides by the spread D of the noisy scores: with one copy, or no noise, D is
+    always 0 and every score above tau is multiplied by about lam / 1e-12."""
+    if n_samples < 2:
+        raise ValueError(f"ROSS needs n_samples >= 2, got {n_samples}: with one noisy copy the spread D is always "
+                         "0 and the gate divides by 1e-12 (use median smoothing for N = 1)")
+    if not sigma > 0:
+        raise ValueError(f"ROSS needs sigma > 0, got {sigma}: without noise the copies are equal, the spread D is "
+                         "always 0 and the gate divides by 1e-12")
 
 
 def check_choice(name: str, value, choices: Sequence[str]) -> str:

@@ -15,7 +15,44 @@ import numpy as np
 
 from .sets import ImageSet, SubsetView, open_set, stratified_subset
 
-__all__ = ["BenchmarkDef", "Benchmark", "BENCHMARKS", "build_benchmark", "resolve_spec"]
+__all__ = ["BenchmarkDef", "Benchmark", "BENCHMARKS", "build_benchmark", "resolve_spec", "TIN_CIFAR_OVERLAP",
+           "tin_exclusions", "exclude_classes"]
+
+#: the Tiny ImageNet classes that are CIFAR-10 / CIFAR-100 classes, each with its reason
+TIN_CIFAR_OVERLAP = Path(__file__).resolve().parent / "tin_cifar_overlap.yaml"
+
+
+def tin_exclusions(path: str | os.PathLike = TIN_CIFAR_OVERLAP) -> dict:
+    """A class-exclusion list: ``{class name: reason}`` from a YAML mapping of class name to
+    ``[words, reason]`` (or to a reason string)."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"class-exclusion list {path}: cannot read it ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not doc:
+        raise ValueError(f"class-exclusion list {path}: expected a non-empty mapping of class name to reason")
+    out = {}
+    for k, v in doc.items():
+        reason = " - ".join(map(str, v)) if isinstance(v, list) else v
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(f"class-exclusion list {path}: class {k!r} has no reason")
+        out[str(k)] = reason
+    return out
+
+
+def exclude_classes(ds: ImageSet, excluded: dict, source: str = "the exclusion list") -> SubsetView:
+    """The images of ``ds`` whose class is not in ``excluded``. A class of the list that the set
+    does not have is refused by name (a list for another archive, or a typo, would exclude nothing)."""
+    if ds.classes is None or ds.labels is None:
+        raise ValueError(f"{ds.describe()} has no classes, so {source} cannot be applied")
+    unknown = sorted(set(excluded) - set(ds.classes))
+    if unknown:
+        raise ValueError(f"{source} names {len(unknown)} class(es) that {ds.describe()} does not have: "
+                         f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    drop = np.array([c in excluded for c in ds.classes])
+    return SubsetView(ds, np.flatnonzero(~drop[ds.labels]), ds.name)
 
 
 @dataclass(frozen=True)
@@ -30,6 +67,8 @@ class BenchmarkDef:
     pre_size: int | None = None
     note: str = ""
     train: str | None = None  # the ID training set, for ``ross train``
+    num_classes: int | None = None  # classes of the ID set (a classifier with another count is refused)
+    exclude: dict = field(default_factory=dict)  # OOD set name -> class-exclusion list (``tin_exclusions``)
 
 
 def _oo(imglist: str, root: str = "images_classic") -> str:
@@ -38,12 +77,30 @@ def _oo(imglist: str, root: str = "images_classic") -> str:
 
 BENCHMARKS: dict[str, BenchmarkDef] = {
     "cifar10": BenchmarkDef(
-        "cifar10", id="cifar10/test.zip",
+        "cifar10", id="cifar10-png/test.zip",
+        near={"cifar100": "cifar100/test.zip", "tin": "tinyimagenet32/val.zip"},
+        far={"mnist": "mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist": "fashion-mnist/t10k-images-idx3-ubyte.gz"},
+        model="resnet20-original", num_classes=10, train="cifar10/train.zip", exclude={"tin": TIN_CIFAR_OVERLAP},
+        note="CIFAR-10, lossless official test set (1,000-image stratified validation split carved out); "
+             "near-OOD: CIFAR-100 test and Tiny ImageNet 32x32 without its CIFAR-like classes; "
+             "far-OOD: MNIST and Fashion-MNIST (training set for ross train: the JPEG copy of CIFAR-10's, "
+             "the only one on disk)"),
+    "cifar100": BenchmarkDef(
+        "cifar100", id="cifar100/test.zip",
+        near={"cifar10": "cifar10-png/test.zip", "tin": "tinyimagenet32/val.zip"},
+        far={"mnist": "mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist": "fashion-mnist/t10k-images-idx3-ubyte.gz"},
+        model="resnet20-cifar100", num_classes=100, train="cifar100/train.zip", exclude={"tin": TIN_CIFAR_OVERLAP},
+        note="CIFAR-100, lossless official test set (1,000-image stratified validation split carved out); "
+             "near-OOD: CIFAR-10 test and Tiny ImageNet 32x32 without its CIFAR-like classes; "
+             "far-OOD: MNIST and Fashion-MNIST"),
+    "cifar10-jpeg": BenchmarkDef(
+        "cifar10-jpeg", id="cifar10/test.zip",
         near={"tin": "tinyimagenet32/val.zip"},
         far={"mnist": "mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist": "fashion-mnist/t10k-images-idx3-ubyte.gz"},
-        model="resnet20", train="cifar10/train.zip",
-        note="offline: JPEG CIFAR-10 test set (1,000-image stratified validation split carved out), "
-             "Tiny ImageNet 32x32 (near), MNIST and Fashion-MNIST (far)"),
+        model="resnet20", num_classes=10, train="cifar10/train.zip",
+        note="JPEG copy of CIFAR-10 (the project's first benchmark; its own ID distribution, 1,000-image "
+             "stratified validation split carved out), Tiny ImageNet 32x32 (near, all classes), MNIST and "
+             "Fashion-MNIST (far)"),
     "mnist": BenchmarkDef(
         "mnist", id="mnist/t10k-images-idx3-ubyte.gz",
         near={"fashion-mnist": "fashion-mnist/t10k-images-idx3-ubyte.gz"},
@@ -73,6 +130,28 @@ BENCHMARKS: dict[str, BenchmarkDef] = {
 }
 
 
+def _open(spec: str, bench: str, set_name: str, seed: int) -> ImageSet:
+    """``open_set`` with an error that names the benchmark and the set needing the file."""
+    try:
+        return open_set(spec, name=set_name, seed=seed)
+    except (OSError, ValueError) as e:
+        raise type(e)(f"benchmark {bench!r}, set {set_name!r}: {e}") from None
+
+
+def _refuse_overlap(extra: ImageSet, id_set: ImageSet, name: str, channels: int, size: int) -> None:
+    """Refuse an extra OOD set that holds an image of the ID set (``content_hash`` of the
+    decoded pixels, so a copy or a lossless re-encoding is caught)."""
+    from .image import content_hash
+    id_set.prepare(channels, size)
+    extra.prepare(channels, size)
+    mine = {content_hash(id_set[j][0]): j for j in range(len(id_set))}
+    for j in range(len(extra)):
+        hit = mine.get(content_hash(extra[j][0]))
+        if hit is not None:
+            raise ValueError(f"--ood {name}: its image {j} is image {hit} of the ID set ({id_set.describe()}); "
+                             "an OOD set must not share images with the ID set")
+
+
 @dataclass
 class Benchmark:
     name: str
@@ -95,20 +174,55 @@ def resolve_spec(spec: str, root: Path) -> str:
     return str(root / spec)
 
 
+#: OpenOOD v1.5's far-OOD sets for the CIFAR benchmarks: given with ``--ood NAME=PATH`` under
+#: one of these names, a set joins the far group (they are not in the offline data root)
+OPENOOD_FAR = ("svhn", "texture", "textures", "places365")
+
+
+def select_sets(d: BenchmarkDef, only: list[str] | None) -> tuple[dict, dict]:
+    """(near, far) of ``d`` restricted to ``only`` (set names, or the groups "near" / "far");
+    all of them for an empty ``only``. An unknown name is refused, naming the known ones."""
+    if not only:
+        return dict(d.near), dict(d.far)
+    known = [*d.near, *d.far]
+    bad = [s for s in only if s not in known and s not in ("near", "far")]
+    if bad:
+        raise ValueError(f"ood_sets {bad} are not OOD sets of benchmark {d.name!r}: give some of "
+                         f"{', '.join(known)}, or near / far")
+    keep = {s for s in only if s in known} | (set(d.near) if "near" in only else set()) | (
+        set(d.far) if "far" in only else set())
+    return {k: v for k, v in d.near.items() if k in keep}, {k: v for k, v in d.far.items() if k in keep}
+
+
+def check_num_classes(name: str, num_classes: int | None) -> None:
+    """Refuse a classifier whose class count is not the benchmark's (before any work)."""
+    d = BENCHMARKS.get(name)
+    if d is not None and d.num_classes is not None and num_classes is not None and num_classes != d.num_classes:
+        raise ValueError(f"the classifier has {num_classes} classes but benchmark {name!r} has {d.num_classes} "
+                         f"(its default model: {d.model})")
+
+
 def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size: int, limit: int | None = None,
                     seed: int = 0, split_seed: int = 0, extra_ood: dict | None = None,
-                    only_extra: bool = False) -> Benchmark:
+                    only_extra: bool = False, num_classes: int | None = None,
+                    ood_sets: list[str] | None = None) -> Benchmark:
     """Open every set of benchmark ``name`` prepared for a model of ``channels`` x ``size``.
 
     ``limit`` keeps a seeded random subset of each set (class-stratified where labels exist).
     ``extra_ood`` adds sets (name -> path/spec); with ``only_extra`` they replace the defaults.
+    An extra set named like an OpenOOD far-OOD set (``OPENOOD_FAR``) joins the far group; an
+    extra set holding an image of the ID set (same decoded pixels) is refused.
+    ``num_classes``: the classifier's class count, refused when it is not the benchmark's.
+    ``ood_sets``: only these of the benchmark's OOD sets (names, or "near" / "far"; default all).
     """
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    check_num_classes(name, num_classes)
     d = BENCHMARKS[name]
+    near, far = select_sets(d, ood_sets)
     root = Path(data_root)
     missing = []
-    for spec in [d.id, d.val or d.id, *d.near.values(), *d.far.values()]:
+    for spec in [d.id, d.val or d.id, *near.values(), *far.values()]:
         target = resolve_spec(spec, root)
         path = target.split(":")[1] if target.startswith("openood:") else target
         if not target.startswith(("synthetic:", "torchvision:")) and not Path(path).exists():
@@ -116,8 +230,9 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
     if missing:
         raise FileNotFoundError(f"benchmark {name!r} needs files missing under {root}: "
                                 + ", ".join(sorted(set(missing))[:6]) + (" ..." if len(set(missing)) > 6 else ""))
-    notes = [d.note]
-    full_id = open_set(resolve_spec(d.id, root), name="id")
+    notes = [d.note] + ([f"OOD sets: only {', '.join([*near, *far])} (ood_sets {', '.join(ood_sets)})"]
+                        if ood_sets else [])
+    full_id = _open(resolve_spec(d.id, root), name, "id", 0)
     if d.val is None:
         val_idx = stratified_subset(len(full_id), d.val_size, full_id.labels, split_seed)
         rest = np.setdiff1d(np.arange(len(full_id)), val_idx)
@@ -128,13 +243,20 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
         val, test = open_set(resolve_spec(d.val, root), name="id_val"), full_id
     ood, groups = {}, {}
     if not only_extra:
-        for group, sets in (("near", d.near), ("far", d.far)):
+        for group, sets in (("near", near), ("far", far)):
             for k, spec in sets.items():
-                ood[k], groups[k] = open_set(resolve_spec(spec, root), name=k, seed=seed), group
+                ood[k], groups[k] = _open(resolve_spec(spec, root), name, k, seed), group
+                if k in d.exclude:
+                    listed = tin_exclusions(d.exclude[k])
+                    ood[k] = exclude_classes(ood[k], listed, f"class-exclusion list {d.exclude[k]}")
+                    notes.append(f"{k}: {len(ood[k])} of {len(ood[k].base)} images, without the {len(listed)} "
+                                 f"classes of {Path(d.exclude[k]).name} (classes of the ID data sets)")
     for k, spec in (extra_ood or {}).items():
         if k in ("id_val", "id_test"):
             raise ValueError(f"--ood name {k!r} is reserved")
-        ood[k], groups[k] = open_set(spec, name=k, seed=seed), "extra"
+        ood[k] = _open(spec, name, k, seed)
+        groups[k] = "far" if k.lower() in OPENOOD_FAR else "extra"
+        _refuse_overlap(ood[k], full_id, k, channels, size)
     if not ood:
         raise ValueError("the benchmark has no OOD sets")
 

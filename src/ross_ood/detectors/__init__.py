@@ -30,7 +30,13 @@ def parse_detector_name(name: str) -> tuple[str, str]:
     for prefix in ("ross-", "median-", "quantile-"):
         if key.startswith(prefix):
             kind, base = prefix[:-1], key[len(prefix):]
-    get_score(base)
+    try:
+        get_score(base)
+    except ValueError:
+        from ..scores import SCORE_NAMES
+        raise ValueError(f"unknown detector {name!r}: a detector is a base score ({', '.join(SCORE_NAMES)}) or "
+                         "one under smoothing, median-<score>, quantile-<score> or ross-<score> "
+                         "(e.g. median-energy, ross-fdbd)") from None
     return kind, base
 
 

@@ -32,6 +32,9 @@ __all__ = ["Detector", "BaseScoreDetector", "FeatureUnit", "NotFittedError", "St
            "FORMAT", "register"]
 
 FORMAT = "ross-ood-detector/2"
+#: how far outside [0, 1] a surrogate's input may lie (unclipped attack iterates of the paper's
+#: normalised eps space: eps * std_c, below 0.25 for every eps up to 255/255 * std 0.25)
+SURROGATE_SLACK = 0.25
 #: the detector classes that ``Detector.load`` can rebuild, by class name
 _CLASSES: dict[str, type] = {}
 
@@ -80,15 +83,22 @@ def iter_batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, list[int
         return
     for b in data:
         if isinstance(b, torch.Tensor):
-            yield b, None
+            x, keys = b, None
         elif isinstance(b, dict):
+            if "x" not in b:
+                raise ValueError(f"a dict batch must hold the images under 'x'; got keys {sorted(map(str, b))}")
             k = b.get("key")
-            yield b["x"], (None if k is None else [int(v) for v in k])
+            x, keys = b["x"], (None if k is None else [int(v) for v in k])
         elif isinstance(b, (tuple, list)) and b and isinstance(b[0], torch.Tensor):
-            yield b[0], None
+            x, keys = b[0], None
         else:
             raise TypeError(f"cannot read a batch of type {type(b).__name__}; give tensors, (x, y) tuples "
                             "or dicts with 'x'")
+        if isinstance(x, torch.Tensor) and x.dim() == 3:
+            raise ValueError(f"got one image of shape {tuple(x.shape)} where a batch (B, C, H, W) belongs: a "
+                             "Dataset yields single images; wrap it in torch.utils.data.DataLoader(dataset, "
+                             "batch_size=...) or pass a 4-D tensor")
+        yield x, keys
 
 
 class Detector:
@@ -149,13 +159,44 @@ class Detector:
         return FeatureUnit(self.base)
 
     def features(self, x: torch.Tensor, keys: Sequence[int] | None = None) -> torch.Tensor:
-        """The detector's feature array for a checked batch on the model's device."""
+        """The detector's feature array for the images ``x`` (checked as ``score`` checks them);
+        attached to the autograd graph only when ``x.requires_grad``."""
+        self._validate()
+        x = self.model.prepare(x)
+        with torch.set_grad_enabled(x.requires_grad):
+            return self._features(x, keys)
+
+    def _features(self, x: torch.Tensor, keys: Sequence[int] | None = None) -> torch.Tensor:
+        """``features`` of a checked batch on the model's device."""
         return self.base(self.model, x)
+
+    def check_features(self, feats, name: str = "features") -> torch.Tensor:
+        """``feats`` as a tensor, refused by name when it is not a feature array of this
+        detector: shape (B,) for a plain score, (B, n_samples) for a smoothed one, finite."""
+        f = torch.as_tensor(feats.detach() if isinstance(feats, torch.Tensor) else feats)
+        want = self._feature_columns()
+        ok = f.dim() == 1 if want is None else (f.dim() == 2 and f.shape[1] == want)
+        if not ok:
+            shape = "(B,)" if want is None else f"(B, {want}): one column per noisy copy"
+            raise ValueError(f"{name} of {type(self).__name__} must have shape {shape}; got {tuple(f.shape)}")
+        if f.shape[0] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(f.shape)})")
+        if not f.is_floating_point():
+            f = f.double()
+        if not bool(torch.isfinite(f).all()):
+            raise ValueError(f"{name} contains {int((~torch.isfinite(f)).sum())} non-finite values (NaN or Inf)")
+        return f
+
+    def _feature_columns(self) -> int | None:
+        """Columns of the feature array (None: a vector)."""
+        return None
 
     def fit_features(self, feats) -> "Detector":
         """Calibrate from the feature array of the ID validation data; returns self."""
+        self._validate()
+        feats = self.check_features(feats, "fit features")
         self._fit_config = None
-        self._fit(torch.as_tensor(feats))
+        self._fit(feats)
         self._fit_config = self.config()
         return self
 
@@ -165,7 +206,7 @@ class Detector:
     def score_features(self, feats) -> torch.Tensor:
         """Scores (B,) from a feature array, higher = ID."""
         self._check_fresh()
-        return self._score(torch.as_tensor(feats))
+        return self._score(self.check_features(feats))
 
     def _score(self, feats: torch.Tensor) -> torch.Tensor:
         return feats
@@ -178,7 +219,7 @@ class Detector:
         for x, keys in iter_batches(data, int(self.batch_size)):
             x = self.model.prepare(x, name="fit data")
             with torch.no_grad():
-                parts.append(self.features(x, keys).detach().cpu())
+                parts.append(self._features(x, keys).detach().cpu())
         if not parts:
             raise ValueError("fit got empty ID validation data")
         return self.fit_features(torch.cat(parts))
@@ -188,7 +229,7 @@ class Detector:
         self._check_fresh()
         x = self.model.prepare(x)
         with torch.set_grad_enabled(x.requires_grad):
-            return self._score(self.features(x, keys))
+            return self._score(self._features(x, keys))
 
     __call__ = score
 
@@ -204,7 +245,14 @@ class Detector:
 
     def surrogate(self, what: str, attack_n: int | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """A differentiable function ``f(x, draw) -> (B,)`` an attack climbs: ``base`` (the
-        base score) for every detector; smoothed detectors add their own (see there)."""
+        base score) for every detector; smoothed detectors add their own (see there). ``x`` is
+        checked as ``score`` checks it."""
+        self._validate()
+        f = self._surrogate(what, attack_n)
+        # attack iterates in normalised units are not clipped: they leave [0, 1] by eps * std_c
+        return lambda x, draw: f(self.model.prepare(x, slack=SURROGATE_SLACK), draw)
+
+    def _surrogate(self, what: str, attack_n: int | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
         if what != "base":
             raise ValueError(f"{type(self).__name__} has no attack surrogate {what!r}; it has 'base'")
         return lambda x, draw: self.base(self.model, x)
@@ -263,14 +311,22 @@ class Detector:
 
 
 def _read_doc(path) -> dict:
-    with open(path) as f:
-        try:
+    try:
+        with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not a saved ross-ood detector (invalid JSON: {e})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not a saved ross-ood detector (invalid JSON: {e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a saved ross-ood detector (not a UTF-8 JSON text file)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else None
         raise ValueError(f"{path} is not a saved ross-ood detector (format {got!r}, expected {FORMAT!r})")
+    missing = [k for k in ("class", "config", "state") if not isinstance(doc.get(k), str if k == "class" else dict)]
+    if missing:
+        raise ValueError(f"{path} is not a complete saved ross-ood detector: {', '.join(missing)} missing or "
+                         "malformed (corrupt or edited file)")
+    if not isinstance(doc["config"].get("base"), dict):
+        raise ValueError(f"{path} is not a complete saved ross-ood detector: config.base missing (corrupt file)")
     return doc
 
 

@@ -20,7 +20,7 @@ from ..scores import Score
 from ..noise import content_keys
 from ..smoothing import (Smoothing, calibrate_tau, lower_quantile, median_stats, noisy_scores, quantile_index, ross_gate,
                          soft_median)
-from ..validate import check_fraction, check_number
+from ..validate import check_certify_args, check_fraction, check_number, check_ross_noise
 from .base import Detector, FeatureUnit, NotFittedError, register
 
 __all__ = ["MedianSmoothing", "QuantileSmoothing", "ROSS", "SURROGATES", "DEFAULT_Q", "JUDGE_SALT"]
@@ -102,9 +102,12 @@ class MedianSmoothing(Detector):
     def unit(self) -> FeatureUnit:
         return FeatureUnit(self.base, self.smoothing())
 
-    def features(self, x: torch.Tensor, keys: Sequence[int] | None = None) -> torch.Tensor:
+    def _features(self, x: torch.Tensor, keys: Sequence[int] | None = None) -> torch.Tensor:
         """The (B, N) matrix of noisy base scores."""
         return self.noisy(x, keys)
+
+    def _feature_columns(self) -> int:
+        return int(self.n_samples)
 
     def noisy(self, x: torch.Tensor, keys=None, n_samples: int | None = None, salt: int = 0,
               draws: torch.Tensor | None = None) -> torch.Tensor:
@@ -116,7 +119,7 @@ class MedianSmoothing(Detector):
     def _score(self, feats: torch.Tensor) -> torch.Tensor:
         return lower_quantile(feats, self.percentile())
 
-    def surrogate(self, what: str, attack_n: int | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    def _surrogate(self, what: str, attack_n: int | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """``f(x, draw)`` over ``attack_n`` noisy copies drawn afresh for every draw:
         ``median`` (this detector's own order statistic of the noisy scores: the median for
         median smoothing and ROSS (not the gate), the q-quantile for ``QuantileSmoothing``;
@@ -125,7 +128,7 @@ class MedianSmoothing(Detector):
         ``base`` (the unsmoothed score), and for ROSS ``ross`` (the gated score itself, with
         the fitted tau)."""
         if what == "base":
-            return super().surrogate(what)
+            return super()._surrogate(what)
         allowed = SURROGATES if isinstance(self, ROSS) else SURROGATES[:3]
         if what not in allowed:
             raise ValueError(f"{type(self).__name__} has no attack surrogate {what!r}; it has "
@@ -174,15 +177,26 @@ class MedianSmoothing(Detector):
                          grid: int = 200) -> tuple[np.ndarray, np.ndarray]:
         """Certified (lower, upper) bounds of the score at L2 radius ``radius`` (pixel units)
         from (B, n) noise samples at the clean input (percentile smoothing; ``certify``)."""
-        self._check_certifiable()
-        return certify.median_bounds(np.asarray(samples), radius, float(self.sigma), alpha, p=self.percentile(),
+        radius, alpha, grid = self._check_certifiable(radius, alpha, grid)
+        return certify.median_bounds(self._samples(samples), radius, float(self.sigma), alpha, p=self.percentile(),
                                      value_range=self.base.value_range)
 
-    def _check_certifiable(self) -> None:
+    def _check_certifiable(self, radius, alpha, grid) -> tuple[float, float, int]:
         self._check_fresh()
         if self.noise_space != "pixel" or not self.sigma > 0:
             raise ValueError("certificates need noise_space='pixel' and sigma > 0 (L2 radii are in pixel units); "
                              f"got noise_space={self.noise_space!r}, sigma={self.sigma}")
+        return check_certify_args(radius, alpha, grid)
+
+    def _samples(self, samples) -> np.ndarray:
+        """(B, n) noise samples at the clean inputs as float64: any n (certificates want many
+        more copies than scoring), finite; the detector's own ``features`` output is accepted."""
+        s = torch.as_tensor(samples.detach() if isinstance(samples, torch.Tensor) else samples)
+        if s.dim() != 2 or s.shape[0] == 0 or s.shape[1] == 0:
+            raise ValueError(f"samples must have shape (B, n): n noisy base scores per input; got {tuple(s.shape)}")
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError(f"samples contain {int((~torch.isfinite(s)).sum())} non-finite values (NaN or Inf)")
+        return s.cpu().double().numpy()
 
 
 @register
@@ -280,6 +294,7 @@ class ROSS(MedianSmoothing):
         super()._validate()
         check_number("lam", self.lam)
         check_fraction("tau_quantile", self.tau_quantile)
+        check_ross_noise(self.n_samples, self.sigma)
 
     def config(self) -> dict:
         return {**super().config(), "lam": float(self.lam), "tau_quantile": float(self.tau_quantile)}
@@ -312,7 +327,7 @@ class ROSS(MedianSmoothing):
     def components_features(self, feats) -> dict[str, torch.Tensor]:
         """median, neg_mean_abs_dev (= -D), cov (= -CoV) and ross from a (B, N) matrix."""
         self._check_fresh()
-        st = median_stats(torch.as_tensor(feats))
+        st = median_stats(self.check_features(feats))
         return _Components(median=st["median"], neg_mean_abs_dev=-st["D"], cov=-st["cov"],
                            ross=self.gate(st["median"], st["D"]))
 
@@ -322,14 +337,14 @@ class ROSS(MedianSmoothing):
         self._check_fresh()
         x = self.model.prepare(x)
         with torch.set_grad_enabled(x.requires_grad):
-            return self.components_features(self.features(x, keys))
+            return self.components_features(self._features(x, keys))
 
     def certified_bounds(self, samples, radius: float, alpha: float = 0.001,
                          grid: int = 200) -> tuple[np.ndarray, np.ndarray]:
         """Certified (lower, upper) bounds of S: S(m_lo, D_hi) and S(m_hi, D_lo), through
         ``gate``, the same function that scores (see ``certify.ross_bounds``)."""
-        self._check_certifiable()
-        b = certify.ross_bounds(np.asarray(samples), radius, float(self.sigma), self.gate, alpha, grid,
+        radius, alpha, grid = self._check_certifiable(radius, alpha, grid)
+        b = certify.ross_bounds(self._samples(samples), radius, float(self.sigma), self.gate, alpha, grid,
                                 self.base.value_range)
         return b["lo"], b["hi"]
 

@@ -7,7 +7,7 @@ import time
 from ..certify import certified_records
 from ..evaluate import compute_set, fit_detectors, plan_units
 from ..settings import CertifySettings
-from .common import base_doc, build_detectors, finish, open_benchmark, open_model, start_job
+from .common import base_doc, build_detectors, finish, open_model_and_benchmark, start_job
 
 __all__ = ["run_certify"]
 
@@ -27,12 +27,11 @@ def _arrays(st, job, model, bench, units, sigma) -> dict:
 
 def run_certify(st: CertifySettings) -> dict | None:
     """Run ``ross certify``; returns the results document (rank 0) or None (other ranks)."""
-    job = start_job(st)
+    job, opened = start_job(st, lambda dev: [open_model_and_benchmark(st, dev, st.model[i] if st.model else None)
+                                             for i in range(len(st.sigma))])
     records, model_names, taus, t0 = [], {}, {}, time.time()
-    for i, sigma in enumerate(st.sigma):
-        model, model_name, root = open_model(st, job.dev, st.model[i] if st.model else None)
+    for sigma, (model, model_name, root, bench) in zip(st.sigma, opened):
         model_names[f"{sigma:g}"] = model_name
-        bench = open_benchmark(st, model, root)
         dets = build_detectors(st, model, sigma=sigma)
         arrays = _arrays(st, job, model, bench, plan_units(dets), sigma)
         fitted = fit_detectors(dets, arrays["id_val"])

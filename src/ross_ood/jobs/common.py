@@ -23,7 +23,7 @@ from ..settings import Settings
 from ..store import BlockCache, atomic_write_bytes, atomic_write_text, dist_info
 
 __all__ = ["setup_runtime", "progress_factory", "prepare_out", "Job", "start_job", "open_model", "open_benchmark",
-           "build_detectors", "finish",
+           "open_model_and_benchmark", "build_detectors", "finish",
            "save_scores", "save_input_scores", "set_fingerprints", "base_doc", "CleanRun", "clean_run"]
 
 
@@ -75,16 +75,23 @@ class Job:
     prog: object
 
 
-def start_job(st: Settings) -> Job:
+def start_job(st: Settings, open_inputs=None):
+    """Join the runtime, open the job's inputs with ``open_inputs(device)`` (model, benchmark:
+    every refusal of a bad input happens here), and only then create the output folder and save
+    the settings, so a refused run leaves nothing behind. Returns (job, what ``open_inputs``
+    returned)."""
     import yaml
-    out = Path(st.out)
-    if dist_info()[0] == 0:
-        prepare_out(out)
     dev = setup_runtime(st.device)
+    if hasattr(st, "precision"):  # "auto" resolved: fp16 on the CPU is refused now, not mid-run
+        from ..precision import check_precision
+        check_precision(st.precision, dev)
+    opened = open_inputs(dev) if open_inputs is not None else None
+    out = Path(st.out)
     rank, world = dist_info()
     if rank == 0:
+        prepare_out(out)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
-    return Job(st, dev, out, rank, world, BlockCache(out / "cache"), progress_factory(st.progress))
+    return Job(st, dev, out, rank, world, BlockCache(out / "cache"), progress_factory(st.progress)), opened
 
 
 def open_model(st: Settings, dev: torch.device, name: str | None = None):
@@ -98,9 +105,17 @@ def open_model(st: Settings, dev: torch.device, name: str | None = None):
 
 
 def open_benchmark(st: Settings, model, root):
+    """The settings' benchmark for ``model`` (a classifier with another class count is refused)."""
     from ..data import build_benchmark
     return build_benchmark(st.benchmark, root, model.channels, model.input_size, limit=st.limit, seed=st.seed,
-                           split_seed=st.split_seed, extra_ood=st.extra_ood, only_extra=st.only_extra)
+                           split_seed=st.split_seed, extra_ood=st.extra_ood, only_extra=st.only_extra,
+                           num_classes=getattr(model, "num_classes", None), ood_sets=st.ood_sets)
+
+
+def open_model_and_benchmark(st: Settings, dev: torch.device, name: str | None = None):
+    """(model, model name, data root, benchmark)."""
+    model, name, root = open_model(st, dev, name)
+    return model, name, root, open_benchmark(st, model, root)
 
 
 def build_detectors(st: Settings, model, sigma: float | None = None, n_samples: int | None = None
@@ -130,10 +145,10 @@ class CleanRun:
 def clean_run(st: Settings) -> CleanRun:
     """Start the job, open model and benchmark, build the detectors, evaluate them clean."""
     from ..evaluate import evaluate_benchmark
-    job = start_job(st)
-    model, name, root = open_model(st, job.dev)
-    bench = open_benchmark(st, model, root)
-    dets = build_detectors(st, model)
+    def open_inputs(dev):
+        model, name, root, bench = open_model_and_benchmark(st, dev)
+        return model, name, root, bench, build_detectors(st, model)  # detector settings refused here too
+    job, (model, name, root, bench, dets) = start_job(st, open_inputs)
     res = evaluate_benchmark(model, bench, dets, job.cache, st.batch_size, st.block_size, st.workers, job.prog,
                              st.bootstrap, st.seed)
     return CleanRun(job, model, name, root, bench, dets, res)

@@ -14,7 +14,7 @@ from ..adversarial import compute_adv_set, plans_for
 from ..evaluate import compute_set, plan_units
 from ..metrics import ood_records
 from ..settings import SweepSettings
-from .common import base_doc, build_detectors, finish, open_benchmark, open_model, start_job
+from .common import base_doc, build_detectors, finish, open_model_and_benchmark, start_job
 
 __all__ = ["run_sweep"]
 
@@ -75,9 +75,7 @@ def _point(det, param, value):
 
 def run_sweep(st: SweepSettings) -> dict | None:
     """Run ``ross sweep``; returns the results document (rank 0) or None (other ranks)."""
-    job = start_job(st)
-    model, model_name, root = open_model(st, job.dev)
-    bench = open_benchmark(st, model, root)
+    job, (model, model_name, root, bench) = start_job(st, lambda dev: open_model_and_benchmark(st, dev))
     t0, records = time.time(), []
     if "lam" in st.sweep or "n_samples" in st.sweep:
         n_max = max(st.n_samples_values + [st.n_samples]) if "n_samples" in st.sweep else st.n_samples

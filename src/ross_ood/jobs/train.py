@@ -40,7 +40,8 @@ def _data(st: TrainSettings, root: Path, model, prog):
     if st.limit is not None and st.limit < len(train):
         train = SubsetView(train, stratified_subset(len(train), st.limit, train.labels, st.seed))
     train.prepare(model.channels, model.input_size)
-    bench = build_benchmark(st.benchmark, root, model.channels, model.input_size, limit=st.val_limit, seed=st.seed)
+    bench = build_benchmark(st.benchmark, root, model.channels, model.input_size, limit=st.val_limit, seed=st.seed,
+                            num_classes=model.num_classes)
     bar = prog("load train", len(train)) if prog else None
     try:
         x, y = load_images(train, bar.update if bar else None)
@@ -129,17 +130,19 @@ def run_train(st: TrainSettings) -> dict:
     from ..models import load_model
     out, root, prog = Path(st.out), default_data_root(st.data_root), progress_factory(st.progress)
     dev = setup_runtime(st.device)
+    from ..precision import check_precision
+    check_precision(st.precision, dev)  # "auto" resolved: fp16 on the CPU is refused before any work
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
-    model = load_model(st.model, root, checkpoint=st.checkpoint, device=dev)
+    model = load_model(st.model, root, checkpoint=st.checkpoint, device=dev, pretrained=not st.scratch)
     xo, outlier_desc = _outliers(st, root, model, prog)  # refused before anything is written
-    prepare_out(out)
     if st.scratch:
         torch.manual_seed(st.seed)
         for m in model.net.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
     (x, y), (xv, yv), (xt, yt), train_desc = _data(st, root, model, prog)
+    prepare_out(out)  # after every input is read and checked: a refused run leaves no folder
     x, y = x.to(dev), y.to(dev)  # on a GPU the whole training set lives there (600 MB for CIFAR-10)
     cfg = TrainConfig(st.sigma, st.epochs, st.lr, st.batch_size, st.momentum, st.weight_decay, st.n_noise,
                       st.consistency, st.entropy, st.seed, st.precision, st.outliers, st.oe_weight)

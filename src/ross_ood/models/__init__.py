@@ -87,6 +87,8 @@ ZOO: dict[str, ModelSpec] = {
                                        "de1231fb9ce223241d385ac888d014f5fe3595c99eb424abf5aea369b457daf7",
                                        IMAGENET_MEAN, IMAGENET_STD, 32, packaged=True,
                                        note="noise-trained 36 epochs, sigma 0.25 (pixel): 76.20% under its noise"),
+    "resnet20-cifar100": ModelSpec("resnet20", None, None, CIFAR100_MEAN, CIFAR100_STD, 32, 100,
+                                   note="ResNet-20 trained on CIFAR-100 by ross train"),
     "resnet56": ModelSpec("resnet56", "resnet56-4bfd9763.th",
                           "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367",
                           IMAGENET_MEAN, IMAGENET_STD, 32, note="akamaster ResNet-56 (lossless CIFAR-10)"),
@@ -127,7 +129,7 @@ def _torch_load(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         lines = str(e).splitlines()
-        code = [ln.strip() for ln in lines if "GLOBAL" in ln]
+        code = [ln.strip() for ln in lines if "GLOBAL" in ln] or _code_opcodes(path)
         if code:
             raise CheckpointError(f"refused to load {path}: its pickle would build objects other than tensors "
                                   f"and plain containers, which could run code ({code[0]})") from None
@@ -136,6 +138,29 @@ def _torch_load(path: Path):
     except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{path} is not a PyTorch checkpoint, or is truncated or corrupt ({first})") from None
+
+
+#: pickle opcodes that import or call: a checkpoint holding one is refused as unsafe
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"}
+
+
+def _code_opcodes(path: Path) -> list[str]:
+    """What a raw pickle file would import or call, read with ``pickletools`` (which parses the
+    opcodes and runs nothing): e.g. ``['STACK_GLOBAL os.system']``. Empty for a pickle of plain
+    data, and for a file that is not a raw pickle."""
+    import pickletools
+    found, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if isinstance(arg, str):
+                    strings.append(arg)
+                if op.name in _CODE_OPCODES:
+                    name = arg if op.name == "GLOBAL" else ".".join(strings[-2:]) if op.name == "STACK_GLOBAL" else ""
+                    found.append(f"{op.name} {name}".strip())
+    except Exception:  # noqa: BLE001 - not a parsable pickle: nothing to report
+        pass
+    return found
 
 
 def load_checkpoint(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -196,29 +221,33 @@ def load_state(net: nn.Module, state: dict[str, torch.Tensor], source: str = "ch
 
 
 def load_model(name: str, data_root: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
-               device: str | torch.device = "cpu") -> ModelWrapper:
+               device: str | torch.device = "cpu", pretrained: bool = True) -> ModelWrapper:
     """A zoo model by name (weights from ``<data_root>/weights``, sha256-checked), or
     ``tv:<name>`` for a torchvision classifier (needs torchvision and a ``checkpoint``;
-    ImageNet normalisation, 224 px). Returns a wrapped model in eval mode on ``device``."""
+    ImageNet normalisation, 224 px). Returns a wrapped model in eval mode on ``device``.
+    ``pretrained=False``: the architecture with random weights (training from scratch)."""
     if name.startswith("tv:"):
         return _load_torchvision(name, checkpoint, device)
     if name not in ZOO:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(ZOO)}")
     spec = ZOO[name]
     net = ARCHS[spec.arch](num_classes=spec.num_classes)
+    if not pretrained and checkpoint is None:
+        model = wrap(net.to(device), spec.mean, spec.std, input_size=spec.input_size)
+        model.name, model.fingerprint, model.num_classes = name, f"{name}:random-init", spec.num_classes
+        return model
     if checkpoint is not None:
         path, sha = Path(checkpoint), (spec.sha256 if spec.file and Path(checkpoint).name == spec.file else None)
     elif spec.packaged:
         path, sha = PACKAGED_WEIGHTS / spec.file, spec.sha256
     elif spec.file is not None:
-        if data_root is None:
-            raise ValueError(f"model {name!r} needs a data root holding weights/{spec.file}")
-        path, sha = Path(data_root) / "weights" / spec.file, spec.sha256
+        from ..data import default_data_root  # $ROSS_DATA, as everywhere else
+        path, sha = default_data_root(data_root) / "weights" / spec.file, spec.sha256
     else:
         raise ValueError(f"model {name!r} has no bundled weights: pass checkpoint=PATH ({spec.note})")
     load_state(net, load_checkpoint(path, sha), source=str(path))
     model = wrap(net.to(device), spec.mean, spec.std, input_size=spec.input_size)
-    model.name = name
+    model.name, model.num_classes = name, spec.num_classes
     model.fingerprint = f"{name}:{(sha or sha256_file(path))[:16]}"
     return model
 
