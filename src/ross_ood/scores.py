@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from .model import ModelWrapper, Outputs
 
-__all__ = ["Score", "MSP", "MaxLogit", "Energy", "GEN", "ODIN", "FDBD", "PRO",
-           "get_score", "base_score", "SCORE_NAMES", "score_from_spec"]
+__all__ = ["Score", "MSP", "MaxLogit", "Energy", "GEN", "ODIN", "FDBD", "PRO", "KNN", "Mahalanobis", "ViM",
+           "ReAct", "ASH", "SCALE", "FeatureStats", "fit_feature_stats", "STATS_SCORES",
+           "get_score", "base_score", "SCORE_NAMES", "score_from_spec", "is_score_name"]
 
 
 class Score:
@@ -236,10 +237,262 @@ class PRO(Score):
         return torch.stack(values, 0).min(0).values
 
 
+# ------------------------------------------------------------------ feature-space scores
+class FeatureStats:
+    """Penultimate features ``h`` (N, D) and labels (N,) of a model's ID *training* images: the
+    statistics KNN, Mahalanobis, ViM and ReAct fit on (``fit_feature_stats``). ``fingerprint``
+    (a hash of both) keys every calibration made with them."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, source: str = ""):
+        import hashlib
+        f = torch.as_tensor(features).detach().float().cpu()
+        y = torch.as_tensor(labels).detach().long().cpu()
+        if f.dim() != 2 or f.shape[0] < 2:
+            raise ValueError(f"feature statistics need training features of shape (N >= 2, D), got {tuple(f.shape)}")
+        if y.shape != (f.shape[0],):
+            raise ValueError(f"feature statistics: {y.numel()} labels for {f.shape[0]} features")
+        if not bool(torch.isfinite(f).all()):
+            raise ValueError("feature statistics: the training features contain NaN or Inf")
+        self.features, self.labels, self.source = f.contiguous(), y, source
+        h = hashlib.sha256(f.numpy().tobytes())
+        h.update(y.numpy().tobytes())
+        self.fingerprint = h.hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __repr__(self) -> str:
+        return f"FeatureStats({len(self)} x {self.features.shape[1]}, {self.source or 'unnamed'}, {self.fingerprint})"
+
+
+@torch.no_grad()
+def fit_feature_stats(model: ModelWrapper, data, labels: torch.Tensor | None = None, batch_size: int = 256,
+                      source: str = "") -> FeatureStats:
+    """The ``FeatureStats`` of ``model`` on its ID training data: a tensor (N, C, H, W) with
+    ``labels``, or an iterable of (x, y) batches (a DataLoader). Clean images, eval mode."""
+    if isinstance(data, torch.Tensor):
+        if labels is None:
+            raise ValueError("fit_feature_stats: give the labels of the training images (Mahalanobis needs classes)")
+        batches = ((data[i:i + batch_size], torch.as_tensor(labels)[i:i + batch_size])
+                   for i in range(0, len(data), batch_size))
+    else:
+        batches = data
+    feats, ys = [], []
+    model.eval()
+    for b in batches:
+        if not (isinstance(b, (tuple, list)) and len(b) >= 2):
+            raise ValueError("fit_feature_stats: each batch must be (images, labels): the class means need labels")
+        x = model.prepare(b[0], name="training images")
+        feats.append(model.outputs(x).features.float().cpu())
+        ys.append(torch.as_tensor(b[1]).long().cpu())
+    if not feats:
+        raise ValueError("fit_feature_stats got no training data")
+    return FeatureStats(torch.cat(feats), torch.cat(ys), source)
+
+
+def _need_stats(name: str, stats) -> FeatureStats:
+    if not isinstance(stats, FeatureStats):
+        raise ValueError(f"score {name!r} needs the ID training statistics: pass stats=ross_ood.fit_feature_stats("
+                         "model, train_data) (the command line fits them on the benchmark's training set)")
+    return stats
+
+
+def _linear(model: ModelWrapper, h: torch.Tensor) -> torch.Tensor:
+    """The last linear layer applied to (modified) penultimate features."""
+    lin = model.linear_layer()
+    return F.linear(h, lin.weight.to(h.dtype), None if lin.bias is None else lin.bias.to(h.dtype))
+
+
+class _StatsScore(Score):
+    """A pass-level score of the features (and logits) with fitted training statistics."""
+
+    pass_level, needs_features = True, True
+
+    def params(self):
+        return {**self._own_params(), **({"stats": self.stats.fingerprint} if self.stats is not None else {})}
+
+    def _own_params(self) -> dict:
+        return {}
+
+
+class KNN(_StatsScore):
+    """Deep nearest neighbours (Sun, Ming, Zhu & Li, ICML 2022): minus the L2 distance from the
+    normalised feature h / ||h|| to its ``k``-th nearest normalised training feature."""
+
+    name = "knn"
+    value_range = (-2.0, 0.0)
+
+    def __init__(self, k: int = 50, stats: FeatureStats | None = None):
+        self.stats = _need_stats(self.name, stats)
+        if isinstance(k, bool) or int(k) != k or not 1 <= int(k) <= len(self.stats):
+            raise ValueError(f"KNN k must be an integer in [1, {len(self.stats)}] (training features), got {k!r}")
+        self.k = int(k)
+        self.bank = F.normalize(self.stats.features, dim=1)
+
+    def _own_params(self):
+        return {"k": self.k}
+
+    def from_outputs(self, out, model):
+        h = F.normalize(out.features, dim=1)
+        bank = self.bank.to(h.device, h.dtype)
+        # squared distances of unit vectors, 2 - 2 cos; the k smallest by topk (differentiable)
+        d2 = (2 - 2 * h @ bank.T).clamp_min(0)
+        kth = d2.topk(self.k, dim=1, largest=False).values[:, -1]
+        return -kth.clamp_min(1e-12).sqrt()
+
+
+class Mahalanobis(_StatsScore):
+    """Mahalanobis distance score without input pre-processing (Lee, Lee, Lee & Shin, NeurIPS
+    2018; OpenOOD's MDS): class means mu_c and one shared covariance S of the training features;
+    score = -min_c (h - mu_c)^T S^+ (h - mu_c) (S^+ the pseudo-inverse)."""
+
+    name = "mahalanobis"
+    value_range = (float("-inf"), 0.0)
+
+    def __init__(self, stats: FeatureStats | None = None):
+        self.stats = _need_stats(self.name, stats)
+        f, y = self.stats.features.double(), self.stats.labels
+        classes = torch.unique(y)
+        self.means = torch.stack([f[y == c].mean(0) for c in classes])  # (K, D), classes in label order
+        centred = f - self.means[torch.searchsorted(classes, y)]
+        cov = centred.T @ centred / len(f)
+        self.precision = torch.linalg.pinv(cov, hermitian=True).float()
+        self.means = self.means.float()
+
+    def from_outputs(self, out, model):
+        h = out.features
+        diff = h[:, None, :] - self.means.to(h.device, h.dtype)[None]  # (B, K, D)
+        d = torch.einsum("bkd,de,bke->bk", diff, self.precision.to(h.device, h.dtype), diff)
+        return -d.min(1).values
+
+
+def vim_dim(d: int) -> int:
+    """ViM's principal-subspace dimension for D-dimensional features, the rule of Wang et al.'s
+    code: 1000 for D >= 2048, 512 for D >= 768, else D // 2 (32 for the CIFAR ResNets' 64)."""
+    return 1000 if d >= 2048 else 512 if d >= 768 else d // 2
+
+
+class ViM(_StatsScore):
+    """Virtual-logit matching (Wang, Li, Feng & Zhang, CVPR 2022): with the origin
+    o = -W^+ b, the principal subspace of the training features' (uncentred about o) covariance of
+    dimension ``dim`` (``vim_dim``), the residual r(h) = ||(h - o) R|| onto its complement R and
+    alpha = mean max-logit / mean r over the training set: score = logsumexp(z) - alpha * r(h)."""
+
+    name = "vim"
+
+    def __init__(self, dim: int | None = None, stats: FeatureStats | None = None, model: ModelWrapper | None = None,
+                 alpha: float | None = None, origin: torch.Tensor | None = None):
+        self.stats = _need_stats(self.name, stats)
+        f = self.stats.features.double()
+        d = f.shape[1]
+        self.dim = vim_dim(d) if dim is None else int(dim)
+        if not 1 <= self.dim < d:
+            raise ValueError(f"ViM dim must be in [1, {d - 1}] for {d}-d features, got {dim!r}")
+        if model is None and (alpha is None or origin is None):
+            raise ValueError("ViM needs model= (its last linear layer gives the origin and alpha)")
+        if model is not None:
+            lin = model.linear_layer()
+            w = lin.weight.detach().double().cpu()
+            b = torch.zeros(w.shape[0], dtype=torch.float64) if lin.bias is None else lin.bias.detach().double().cpu()
+            origin = -torch.linalg.pinv(w) @ b
+        self.origin = torch.as_tensor(origin, dtype=torch.float64)
+        c = f - self.origin
+        vals, vecs = torch.linalg.eigh(c.T @ c / len(c))  # ascending eigenvalues
+        self.null = vecs[:, : d - self.dim].contiguous()  # the complement of the top-dim subspace
+        if alpha is None:
+            logits = (f @ w.T + b)
+            alpha = float(logits.max(1).values.mean() / (c @ self.null).norm(dim=1).mean())
+        self.alpha = float(alpha)
+        self.origin, self.null = self.origin.float(), self.null.float()
+
+    def _own_params(self):
+        return {"dim": self.dim, "alpha": round(self.alpha, 10)}
+
+    def from_outputs(self, out, model):
+        h = out.features
+        r = ((h - self.origin.to(h.device, h.dtype)) @ self.null.to(h.device, h.dtype)).norm(dim=1)
+        return torch.logsumexp(out.logits, dim=1) - self.alpha * r
+
+
+class ReAct(_StatsScore):
+    """ReAct (Sun, Guo & Li, NeurIPS 2021): energy of the logits recomputed from the features
+    clipped at c, the ``percentile``-th percentile of all training activations."""
+
+    name = "react"
+
+    def __init__(self, percentile: float = 90.0, stats: FeatureStats | None = None):
+        self.stats = _need_stats(self.name, stats)
+        if not 0 < float(percentile) <= 100:
+            raise ValueError(f"ReAct percentile must be in (0, 100], got {percentile!r}")
+        self.percentile = float(percentile)
+        import numpy as np
+        self.clip = float(np.percentile(self.stats.features.numpy().ravel(), self.percentile))
+
+    def _own_params(self):
+        return {"percentile": self.percentile}
+
+    def from_outputs(self, out, model):
+        return torch.logsumexp(_linear(model, out.features.clamp(max=self.clip)), dim=1)
+
+
+def _top_share(h: torch.Tensor, percentile: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h with all but its top n - round(n p / 100) entries per row zeroed, exp(sum h / sum kept)):
+    the pruning and the scale of ASH-S and SCALE (as their authors' code, on the pooled features)."""
+    n = h.shape[1]
+    k = max(1, n - int(round(n * percentile / 100.0)))
+    v, i = h.topk(k, dim=1)
+    kept = torch.zeros_like(h).scatter(1, i, v)
+    scale = torch.exp(h.sum(1) / kept.sum(1).clamp_min(1e-12))
+    return kept, scale
+
+
+class ASH(Score):
+    """ASH-S, activation shaping (Djurisic, Bozanic, Ashok & Liu, ICLR 2023): keep each
+    feature vector's top (100 - ``percentile``)% entries, scale them by exp(sum h / sum kept), and
+    take the energy of the logits recomputed from the shaped features. No training statistics."""
+
+    name, pass_level, needs_features = "ash", True, True
+
+    def __init__(self, percentile: float = 90.0):
+        if not 0 <= float(percentile) < 100:
+            raise ValueError(f"ASH percentile must be in [0, 100), got {percentile!r}")
+        self.percentile = float(percentile)
+
+    def params(self):
+        return {"percentile": self.percentile}
+
+    def from_outputs(self, out, model):
+        kept, scale = _top_share(out.features, self.percentile)
+        return torch.logsumexp(_linear(model, kept * scale[:, None]), dim=1)
+
+
+class SCALE(ASH):
+    """SCALE (Xu, Chen, Franchi & Yao, ICLR 2024): ASH-S's scale exp(sum h / sum of the top
+    (100 - ``percentile``)% entries) applied to the whole, unpruned feature vector; energy of the
+    recomputed logits. No training statistics."""
+
+    name = "scale"
+
+    def __init__(self, percentile: float = 85.0):
+        super().__init__(percentile)
+
+    def from_outputs(self, out, model):
+        _, scale = _top_share(out.features, self.percentile)
+        return torch.logsumexp(_linear(model, out.features * scale[:, None]), dim=1)
+
+
 _REGISTRY: dict[str, type[Score]] = {
     "msp": MSP, "maxlogit": MaxLogit, "energy": Energy, "gen": GEN, "odin": ODIN, "fdbd": FDBD,
+    "knn": KNN, "mahalanobis": Mahalanobis, "vim": ViM, "react": ReAct, "ash": ASH, "scale": SCALE,
 }
+#: scores fitted on ID training statistics (``FeatureStats``; ViM also needs the model)
+STATS_SCORES = ("knn", "mahalanobis", "vim", "react")
 SCORE_NAMES = tuple(_REGISTRY) + tuple(f"pro-{n}" for n in _REGISTRY if n != "odin")
+
+
+def is_score_name(name: str) -> bool:
+    """Whether ``name`` is a known score name (without building it: some need statistics)."""
+    return isinstance(name, str) and name.strip().lower() in SCORE_NAMES
 
 
 def get_score(name: str | Score, **params) -> Score:
@@ -273,6 +526,9 @@ def score_from_spec(spec: dict) -> Score:
         base = score_from_spec(spec.pop("base"))
         return PRO(base, **spec)
     spec.pop("train_mean_sum", None)
+    if name in STATS_SCORES:
+        raise ValueError(f"a saved {name} score needs its training statistics again: build it with "
+                         "get_score(name, stats=...) and pass it as base=")
     if name == "fdbd" and spec.get("normalizer") == "train_mean":
         raise ValueError("a saved fDBD with normalizer='train_mean' needs its train_mean again: "
                          "build the score yourself and pass it as base=")

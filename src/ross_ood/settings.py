@@ -30,12 +30,13 @@ _BUDGET = AttackBudget()  # the attack defaults live in one place: AttackBudget
 class Settings(FieldSettings):
     """What every command shares."""
 
-    benchmark: str = opt("cifar10", "benchmark: cifar10, mnist, openood-cifar10, openood-cifar100, "
-                         "openood-imagenet200")
+    benchmark: str = opt("cifar10", "benchmark: cifar10 (lossless; near CIFAR-100, Tiny ImageNet), cifar100, "
+                         "cifar10-jpeg (the JPEG copy), mnist, openood-cifar10, openood-cifar100, openood-imagenet200")
     model: str | None = opt(None, "zoo model name, or tv:NAME (default: the benchmark's)")
     checkpoint: str | None = opt(None, "weights file for the model (default: the zoo's file)")
     data_root: str | None = opt(None, "data root (default: $ROSS_DATA, else ../shared/data, else ~/.cache/ross-ood)")
-    detectors: list[str] = opt(DEFAULT_DETECTORS, "plain scores (msp, maxlogit, energy, gen, odin, fdbd, "
+    detectors: list[str] = opt(DEFAULT_DETECTORS, "plain scores (msp, maxlogit, energy, gen, odin, fdbd, knn, "
+                               "mahalanobis, vim, react, ash, scale, "
                                "pro-<score>), median-<score>, quantile-<score>, ross-<score>")
     limit: int | None = opt(None, "seeded class-stratified subset of at most this many images per set")
     seed: int = opt(0, "seed of the noise, attack starts and subsets")
@@ -59,6 +60,10 @@ class Settings(FieldSettings):
     only_extra: bool = opt(False, "use only the --ood sets, not the benchmark's")
     ood_sets: list[str] = opt([], "only these OOD sets of the benchmark: names (cifar100,tin) or a group (near, far); "
                               "none given: all")
+    stats_limit: int | None = opt(None, "knn, mahalanobis, vim, react: seeded class-stratified subset of the "
+                                  "benchmark's training set for their statistics (default: all of it)")
+    stats_cache: str | None = opt(None, "folder caching those statistics per model and training data (default: "
+                                  "$XDG_CACHE_HOME/ross-ood/feature-stats)")
     workers: int = opt(0, "data-loading worker processes")
     progress: bool = opt(True, "progress bars")
     bootstrap: int = opt(1000, "bootstrap resamples of the images for the 95% intervals of AUROC and FPR@95 "
@@ -78,6 +83,12 @@ class Settings(FieldSettings):
         self.lam_value = parse_lam(self.lam, {b for k, b in self.kinds.values() if k == "ross"})
         if self.limit is not None:
             check_int("limit", self.limit)
+        if self.stats_limit is not None:
+            check_int("stats_limit", self.stats_limit, minimum=2)
+        from .scores import STATS_SCORES
+        needs = sorted({b.removeprefix("pro-") for _, b in self.kinds.values()} & set(STATS_SCORES))
+        if needs and not BENCHMARKS[self.benchmark].train:
+            raise ValueError(f"{', '.join(needs)} fit on the ID training set, and benchmark {self.benchmark!r} has none")
         for name in ("seed", "split_seed", "workers", "bootstrap"):
             check_int(name, getattr(self, name), minimum=0)
         for name in ("batch_size", "block_size"):
@@ -234,7 +245,8 @@ class SweepSettings(Settings):
 class TrainSettings(FieldSettings):
     """``ross train``: noise-augmented fine-tuning (or training) of a zoo classifier."""
 
-    benchmark: str = opt("cifar10", "benchmark whose ID training set is used (cifar10: cifar10/train.zip)")
+    benchmark: str = opt("cifar10", "benchmark whose ID training set is used (cifar10 and cifar10-jpeg: "
+                         "cifar10/train.zip, the JPEG copy; cifar100: cifar100/train.zip)")
     model: str = opt("resnet20", "zoo model to start from (its weights, or --checkpoint)")
     checkpoint: str | None = opt(None, "weights to start from (default: the zoo's file)")
     scratch: bool = opt(False, "start from random weights instead")

@@ -75,28 +75,32 @@ def _oo(imglist: str, root: str = "images_classic") -> str:
     return f"openood:benchmark_imglist/{imglist}:{root}"
 
 
+TIN = "tinyimagenet32/val.zip"
+#: the far-OOD sets of the offline CIFAR benchmarks
+CIFAR_FAR = {"mnist": "mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist": "fashion-mnist/t10k-images-idx3-ubyte.gz"}
+
+
+def _real_cifar(name: str, test: str, other: str, other_test: str, model: str, classes: int, train: str,
+                train_note: str = "") -> BenchmarkDef:
+    """A real CIFAR benchmark (OpenOOD v1.5's layout on the offline data): the lossless test set,
+    the other CIFAR and Tiny ImageNet without its CIFAR classes near, MNIST / Fashion-MNIST far."""
+    label = name.upper().replace("CIFAR", "CIFAR-")
+    return BenchmarkDef(
+        name, id=test, near={other: other_test, "tin": TIN}, far=dict(CIFAR_FAR), model=model, num_classes=classes,
+        train=train, exclude={"tin": TIN_CIFAR_OVERLAP},
+        note=f"{label}, lossless official test set (1,000-image stratified validation split carved out); "
+             f"near-OOD: {other.upper().replace('CIFAR', 'CIFAR-')} test and Tiny ImageNet 32x32 without its "
+             f"CIFAR-like classes; far-OOD: MNIST and Fashion-MNIST{train_note}")
+
+
 BENCHMARKS: dict[str, BenchmarkDef] = {
-    "cifar10": BenchmarkDef(
-        "cifar10", id="cifar10-png/test.zip",
-        near={"cifar100": "cifar100/test.zip", "tin": "tinyimagenet32/val.zip"},
-        far={"mnist": "mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist": "fashion-mnist/t10k-images-idx3-ubyte.gz"},
-        model="resnet20-original", num_classes=10, train="cifar10/train.zip", exclude={"tin": TIN_CIFAR_OVERLAP},
-        note="CIFAR-10, lossless official test set (1,000-image stratified validation split carved out); "
-             "near-OOD: CIFAR-100 test and Tiny ImageNet 32x32 without its CIFAR-like classes; "
-             "far-OOD: MNIST and Fashion-MNIST (training set for ross train: the JPEG copy of CIFAR-10's, "
-             "the only one on disk)"),
-    "cifar100": BenchmarkDef(
-        "cifar100", id="cifar100/test.zip",
-        near={"cifar10": "cifar10-png/test.zip", "tin": "tinyimagenet32/val.zip"},
-        far={"mnist": "mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist": "fashion-mnist/t10k-images-idx3-ubyte.gz"},
-        model="resnet20-cifar100", num_classes=100, train="cifar100/train.zip", exclude={"tin": TIN_CIFAR_OVERLAP},
-        note="CIFAR-100, lossless official test set (1,000-image stratified validation split carved out); "
-             "near-OOD: CIFAR-10 test and Tiny ImageNet 32x32 without its CIFAR-like classes; "
-             "far-OOD: MNIST and Fashion-MNIST"),
+    "cifar10": _real_cifar("cifar10", "cifar10-png/test.zip", "cifar100", "cifar100/test.zip", "resnet20-original", 10,
+                           "cifar10/train.zip", " (training set for ross train: the JPEG copy of CIFAR-10's, the "
+                                                "only one on disk)"),
+    "cifar100": _real_cifar("cifar100", "cifar100/test.zip", "cifar10", "cifar10-png/test.zip", "resnet20-cifar100",
+                            100, "cifar100/train.zip"),
     "cifar10-jpeg": BenchmarkDef(
-        "cifar10-jpeg", id="cifar10/test.zip",
-        near={"tin": "tinyimagenet32/val.zip"},
-        far={"mnist": "mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist": "fashion-mnist/t10k-images-idx3-ubyte.gz"},
+        "cifar10-jpeg", id="cifar10/test.zip", near={"tin": TIN}, far=dict(CIFAR_FAR),
         model="resnet20", num_classes=10, train="cifar10/train.zip",
         note="JPEG copy of CIFAR-10 (the project's first benchmark; its own ID distribution, 1,000-image "
              "stratified validation split carved out), Tiny ImageNet 32x32 (near, all classes), MNIST and "

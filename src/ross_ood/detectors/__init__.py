@@ -30,13 +30,11 @@ def parse_detector_name(name: str) -> tuple[str, str]:
     for prefix in ("ross-", "median-", "quantile-"):
         if key.startswith(prefix):
             kind, base = prefix[:-1], key[len(prefix):]
-    try:
-        get_score(base)
-    except ValueError:
-        from ..scores import SCORE_NAMES
+    from ..scores import SCORE_NAMES, is_score_name
+    if not is_score_name(base):
         raise ValueError(f"unknown detector {name!r}: a detector is a base score ({', '.join(SCORE_NAMES)}) or "
                          "one under smoothing, median-<score>, quantile-<score> or ross-<score> "
-                         "(e.g. median-energy, ross-fdbd)") from None
+                         "(e.g. median-energy, ross-fdbd)")
     return kind, base
 
 

@@ -118,13 +118,72 @@ def open_model_and_benchmark(st: Settings, dev: torch.device, name: str | None =
     return model, name, root, open_benchmark(st, model, root)
 
 
-def build_detectors(st: Settings, model, sigma: float | None = None, n_samples: int | None = None
-                    ) -> dict[str, Detector]:
-    """The settings' detectors on ``model`` (unfitted), by name."""
+#: what the feature-statistics cache stores, and the version of its format
+STATS_FORMAT = "ross-ood-feature-stats/1"
+
+
+def feature_stats(st: Settings, model, root: Path):
+    """The ``FeatureStats`` of ``model`` on the settings' benchmark's ID training set (a seeded
+    class-stratified subset with ``stats_limit``), from the cache when there, else computed and
+    cached. The cache file is named by a hash of (model fingerprint, training set signature, limit,
+    seed) and records them: a file whose record differs is stale and refused by name."""
+    import hashlib
+    import json
+
+    from ..data import BENCHMARKS, ZipImageSet
+    from ..data.image import SubsetView, stratified_subset
+    from ..model import model_fingerprint
+    from ..scores import FeatureStats, fit_feature_stats
+    spec = BENCHMARKS[st.benchmark]
+    train = ZipImageSet(root / spec.train)
+    limit = st.stats_limit if st.stats_limit is not None and st.stats_limit < len(train) else None
+    if limit is not None:
+        train = SubsetView(train, stratified_subset(len(train), limit, train.labels, st.seed), "train")
+    train.prepare(model.channels, model.input_size)
+    record = {"format": STATS_FORMAT, "model": model_fingerprint(model), "train": train.describe(),
+              "train_signature": train.signature(), "limit": limit, "seed": st.seed if limit is not None else None}
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+    cache_dir = Path(st.stats_cache) if st.stats_cache else Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ross-ood" / "feature-stats"
+    path = cache_dir / f"{key}.safetensors"
+    from safetensors.torch import load_file, safe_open, save_file
+    if path.is_file():
+        with safe_open(str(path), "pt") as f:
+            saved = json.loads((f.metadata() or {}).get("record", "null"))
+        if saved != record:
+            diff = sorted(k for k in record if not isinstance(saved, dict) or saved.get(k) != record[k])
+            raise ValueError(f"feature-statistics cache {path} is stale: it was made for other {', '.join(diff)}; "
+                             "delete it (or give another --stats-cache) to recompute")
+        t = load_file(str(path))
+        return FeatureStats(t["features"], t["labels"], record["train"])
+    from ..train import load_images
+    x, y = load_images(train)
+    stats = fit_feature_stats(model, x, y, source=record["train"])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"features": stats.features, "labels": stats.labels}, str(tmp), metadata={"record": json.dumps(record)})
+    os.replace(tmp, path)
+    return stats
+
+
+def build_detectors(st: Settings, model, sigma: float | None = None, n_samples: int | None = None,
+                    root: Path | None = None) -> dict[str, Detector]:
+    """The settings' detectors on ``model`` (unfitted), by name. Base scores fitted on training
+    statistics (knn, mahalanobis, vim, react) get them from ``feature_stats`` (the benchmark's
+    training set under ``root``)."""
+    from ..scores import STATS_SCORES, get_score
     smoothing = {"n_samples": n_samples or st.n_samples, "sigma": st.sigma if sigma is None else sigma,
                  "noise_space": st.noise_space, "seed": st.seed, "chunk_size": st.chunk_size,
                  "noise_device": st.noise_device}
-    return {name: make_detector(name, model, lam=st.lam_for(base), tau_quantile=st.tau_quantile,
+    stats, scores = None, {}
+    for _, base in st.kinds.values():
+        plain = base.removeprefix("pro-")
+        if plain in STATS_SCORES and base not in scores:
+            if stats is None:
+                from ..data import default_data_root
+                stats = feature_stats(st, model, root or default_data_root(st.data_root))
+            scores[base] = get_score(base, stats=stats, **({"model": model} if plain == "vim" else {}))
+    return {name: make_detector(name, model, base=scores.get(base), lam=st.lam_for(base), tau_quantile=st.tau_quantile,
                                 accept_rate=st.accept_rate, q=st.quantile, **smoothing)
             for name, (_, base) in st.kinds.items()}
 
@@ -147,7 +206,7 @@ def clean_run(st: Settings) -> CleanRun:
     from ..evaluate import evaluate_benchmark
     def open_inputs(dev):
         model, name, root, bench = open_model_and_benchmark(st, dev)
-        return model, name, root, bench, build_detectors(st, model)  # detector settings refused here too
+        return model, name, root, bench, build_detectors(st, model, root=root)  # detector settings refused here too
     job, (model, name, root, bench, dets) = start_job(st, open_inputs)
     res = evaluate_benchmark(model, bench, dets, job.cache, st.batch_size, st.block_size, st.workers, job.prog,
                              st.bootstrap, st.seed)
