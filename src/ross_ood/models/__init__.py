@@ -89,6 +89,8 @@ ZOO: dict[str, ModelSpec] = {
                                        note="noise-trained 36 epochs, sigma 0.25 (pixel): 76.20% under its noise"),
     "resnet20-cifar100": ModelSpec("resnet20", None, None, CIFAR100_MEAN, CIFAR100_STD, 32, 100,
                                    note="ResNet-20 trained on CIFAR-100 by ross train"),
+    "resnet56-cifar100": ModelSpec("resnet56", None, None, CIFAR100_MEAN, CIFAR100_STD, 32, 100,
+                                   note="ResNet-56 for CIFAR-100 (train it: configs/train/c100-r56-std.yaml, a GPU)"),
     "resnet56": ModelSpec("resnet56", "resnet56-4bfd9763.th",
                           "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367",
                           IMAGENET_MEAN, IMAGENET_STD, 32, note="akamaster ResNet-56 (lossless CIFAR-10)"),
