@@ -132,6 +132,19 @@ def test_stats_scores_name_what_they_need(setup):
         ross_ood.get_score("knn", k=500, stats=stats)
     with pytest.raises(ValueError, match="give the labels"):
         ross_ood.fit_feature_stats(model, setup[4])
+    for name, kw in (("react", {"percentile": 100}), ("ash", {"percentile": 0}), ("scale", {"percentile": -5})):
+        with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\)"):
+            ross_ood.get_score(name, **kw, **({"stats": stats} if name == "react" else {}))
+    with pytest.raises(ValueError, match=r"ViM dim must be in \[1, 7\] for 8-d features"):
+        ross_ood.get_score("vim", stats=stats, model=model, dim=8)
+    with pytest.raises(ValueError, match="2 channels but the model expects 1"):
+        ross_ood.fit_feature_stats(model, torch.rand(4, 2, 1, D), torch.zeros(4))
+    other = _model()  # the same architecture, other weights
+    with torch.no_grad():
+        other.net[1].weight.add_(1.0)
+    knn = ross_ood.get_score("knn", k=5, stats=stats)
+    with pytest.raises(ValueError, match="knn: its training statistics were fitted on model"):
+        ross_ood.base_score(knn, other, setup[4])
 
 
 def test_cli_fits_caches_and_refuses_a_stale_cache(tmp_path):

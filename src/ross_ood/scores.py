@@ -243,7 +243,7 @@ class FeatureStats:
     statistics KNN, Mahalanobis, ViM and ReAct fit on (``fit_feature_stats``). ``fingerprint``
     (a hash of both) keys every calibration made with them."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, source: str = ""):
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, source: str = "", model: str | None = None):
         import hashlib
         f = torch.as_tensor(features).detach().float().cpu()
         y = torch.as_tensor(labels).detach().long().cpu()
@@ -253,7 +253,7 @@ class FeatureStats:
             raise ValueError(f"feature statistics: {y.numel()} labels for {f.shape[0]} features")
         if not bool(torch.isfinite(f).all()):
             raise ValueError("feature statistics: the training features contain NaN or Inf")
-        self.features, self.labels, self.source = f.contiguous(), y, source
+        self.features, self.labels, self.source, self.model = f.contiguous(), y, source, model
         h = hashlib.sha256(f.numpy().tobytes())
         h.update(y.numpy().tobytes())
         self.fingerprint = h.hexdigest()[:16]
@@ -287,7 +287,8 @@ def fit_feature_stats(model: ModelWrapper, data, labels: torch.Tensor | None = N
         ys.append(torch.as_tensor(b[1]).long().cpu())
     if not feats:
         raise ValueError("fit_feature_stats got no training data")
-    return FeatureStats(torch.cat(feats), torch.cat(ys), source)
+    from .model import model_fingerprint
+    return FeatureStats(torch.cat(feats), torch.cat(ys), source, model_fingerprint(model))
 
 
 def _need_stats(name: str, stats) -> FeatureStats:
@@ -304,9 +305,25 @@ def _linear(model: ModelWrapper, h: torch.Tensor) -> torch.Tensor:
 
 
 class _StatsScore(Score):
-    """A pass-level score of the features (and logits) with fitted training statistics."""
+    """A pass-level score of the features (and logits) with fitted training statistics. Used on
+    another model than the one its statistics were fitted on, it refuses to score."""
 
     pass_level, needs_features = True, True
+    _checked: int | None = None  # id() of the last model found to match the statistics
+
+    def _check_model(self, model: ModelWrapper) -> None:
+        if self.stats.model is None or self._checked == id(model):
+            return
+        from .model import model_fingerprint
+        have = model_fingerprint(model)
+        if have != self.stats.model:
+            raise ValueError(f"{self.name}: its training statistics were fitted on model {self.stats.model!r}, "
+                             f"not on this one ({have!r}); fit them on this model (fit_feature_stats)")
+        self._checked = id(model)
+
+    def from_outputs(self, out, model):
+        self._check_model(model)
+        return self._from_outputs(out, model)
 
     def params(self):
         return {**self._own_params(), **({"stats": self.stats.fingerprint} if self.stats is not None else {})}
@@ -332,7 +349,7 @@ class KNN(_StatsScore):
     def _own_params(self):
         return {"k": self.k}
 
-    def from_outputs(self, out, model):
+    def _from_outputs(self, out, model):
         h = F.normalize(out.features, dim=1)
         bank = self.bank.to(h.device, h.dtype)
         # squared distances of unit vectors, 2 - 2 cos; the k smallest by topk (differentiable)
@@ -359,7 +376,7 @@ class Mahalanobis(_StatsScore):
         self.precision = torch.linalg.pinv(cov, hermitian=True).float()
         self.means = self.means.float()
 
-    def from_outputs(self, out, model):
+    def _from_outputs(self, out, model):
         h = out.features
         diff = h[:, None, :] - self.means.to(h.device, h.dtype)[None]  # (B, K, D)
         d = torch.einsum("bkd,de,bke->bk", diff, self.precision.to(h.device, h.dtype), diff)
@@ -408,7 +425,7 @@ class ViM(_StatsScore):
     def _own_params(self):
         return {"dim": self.dim, "alpha": round(self.alpha, 10)}
 
-    def from_outputs(self, out, model):
+    def _from_outputs(self, out, model):
         h = out.features
         r = ((h - self.origin.to(h.device, h.dtype)) @ self.null.to(h.device, h.dtype)).norm(dim=1)
         return torch.logsumexp(out.logits, dim=1) - self.alpha * r
@@ -422,8 +439,8 @@ class ReAct(_StatsScore):
 
     def __init__(self, percentile: float = 90.0, stats: FeatureStats | None = None):
         self.stats = _need_stats(self.name, stats)
-        if not 0 < float(percentile) <= 100:
-            raise ValueError(f"ReAct percentile must be in (0, 100], got {percentile!r}")
+        if not 0 < float(percentile) < 100:
+            raise ValueError(f"ReAct percentile must be in (0, 100), got {percentile!r}")
         self.percentile = float(percentile)
         import numpy as np
         self.clip = float(np.percentile(self.stats.features.numpy().ravel(), self.percentile))
@@ -431,7 +448,7 @@ class ReAct(_StatsScore):
     def _own_params(self):
         return {"percentile": self.percentile}
 
-    def from_outputs(self, out, model):
+    def _from_outputs(self, out, model):
         return torch.logsumexp(_linear(model, out.features.clamp(max=self.clip)), dim=1)
 
 
@@ -454,8 +471,8 @@ class ASH(Score):
     name, pass_level, needs_features = "ash", True, True
 
     def __init__(self, percentile: float = 90.0):
-        if not 0 <= float(percentile) < 100:
-            raise ValueError(f"ASH percentile must be in [0, 100), got {percentile!r}")
+        if not 0 < float(percentile) < 100:
+            raise ValueError(f"{self.name} percentile must be in (0, 100), got {percentile!r}")
         self.percentile = float(percentile)
 
     def params(self):

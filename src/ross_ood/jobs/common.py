@@ -155,7 +155,7 @@ def feature_stats(st: Settings, model, root: Path):
             raise ValueError(f"feature-statistics cache {path} is stale: it was made for other {', '.join(diff)}; "
                              "delete it (or give another --stats-cache) to recompute")
         t = load_file(str(path))
-        return FeatureStats(t["features"], t["labels"], record["train"])
+        return FeatureStats(t["features"], t["labels"], record["train"], record["model"])
     from ..train import load_images
     x, y = load_images(train)
     stats = fit_feature_stats(model, x, y, source=record["train"])
