@@ -258,3 +258,68 @@ def test_outliers_change_the_step_and_are_seeded(source):
     if source == "files":
         with pytest.raises(ValueError, match="is a file source: pass its images"):
             run(cfg, None)
+
+
+def _flat_model():
+    import ross_ood
+    torch.manual_seed(0)
+    return ross_ood.wrap(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 4)), [0.5] * 3, [0.25] * 3)
+
+
+def test_training_attack_raises_the_noisy_loss_inside_the_ball():
+    """The SmoothAdv-style attack: within eps (pixel units) and [0, 1], and the mean cross-entropy
+    of the noisy copies (same noise) is higher at the attacked images than at the clean ones."""
+    from ross_ood.train import adversarial_under_noise
+    model = _flat_model()
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(16, 3, 8, 8, generator=g)
+    y = torch.arange(16) % 4
+    cfg = TrainConfig(sigma=0.1, n_noise=2, adv_eps=8 / 255, adv_steps=3)
+    noise = torch.randn(32, 3, 8, 8, generator=g)
+    start = (torch.rand(x.shape, generator=g) * 2 - 1) * cfg.adv_eps
+    xa = adversarial_under_noise(model, x, y, noise, cfg, start)
+    assert (xa - x).abs().max() <= cfg.adv_eps + 1e-7 and xa.min() >= 0 and xa.max() <= 1
+
+    def noisy_ce(v):
+        with torch.no_grad():
+            return F.cross_entropy(model((v.repeat(2, 1, 1, 1) + 0.1 * noise).clamp(0, 1)), y.repeat(2)).item()
+    assert noisy_ce(xa) > noisy_ce(x) + 0.05
+    assert not model.training  # the mode the network was in is restored: eval here, train below
+    model.train()
+    adversarial_under_noise(model, x, y, noise, cfg, start)
+    assert model.training
+
+
+def test_adversarial_epoch_is_seeded_and_differs_from_plain():
+    from ross_ood.train import train_epoch
+    x = torch.rand(20, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(20) % 4
+
+    def run(cfg):
+        model = _flat_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        train_epoch(model, x, y, opt, cfg, 0)
+        return model.net[1].weight.detach().clone()
+    adv = TrainConfig(sigma=0.1, epochs=1, batch_size=8, adv_eps=4 / 255, adv_steps=2)
+    assert torch.equal(run(adv), run(adv))
+    assert not torch.allclose(run(adv), run(TrainConfig(sigma=0.1, epochs=1, batch_size=8)))
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--adv-eps", "-1"], "adv_eps must be one finite number >= 0"),
+    (["--adv-eps", "abc"], "adv_eps must be one finite number >= 0"),
+    (["--adv-eps", "2", "--adv-steps", "0"], "adv_steps must be an integer >= 1"),
+])
+def test_training_attack_settings_are_checked(tmp_path, capsys, flags, message):
+    assert cli.main(["train", "--out", str(tmp_path / "o"), "--device", "cpu", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_with_other_adversarial_settings_is_refused(tmp_path):
+    need_data("cifar10", "train.zip")
+    need_data("cifar10-png", "test.zip")
+    run_train(_st(tmp_path / "a", epochs=2, limit=32, adv_eps="2", adv_steps=1))
+    (tmp_path / "a" / "model.pt").unlink()
+    with pytest.raises(ValueError, match=r"started with other settings \(adv_eps '2' -> '4'\)"):
+        run_train(_st(tmp_path / "a", epochs=2, limit=32, adv_eps="4", adv_steps=1, resume=True))

@@ -264,6 +264,9 @@ class TrainSettings(FieldSettings):
     outliers: str | None = opt(None, "outlier exposure: 'jigsaw' (synthetic, tiles of the ID batch shuffled) or a "
                                "folder / ZIP archive of outlier images disjoint from every evaluation set")
     oe_weight: float = opt(0.5, "weight of the outlier-exposure loss (cross-entropy to uniform on the outliers)")
+    adv_eps: str = opt("0", "adversarial training under noise: L-inf radius of the training attack in 1/255 pixel "
+                       "units ('2', '2/255'; 0: none), PGD on the mean loss of the noisy copies (SmoothAdv-style)")
+    adv_steps: int = opt(2, "PGD steps of the training attack (step 2.5 eps / steps, random start)")
     limit: int | None = opt(None, "seeded class-stratified subset of the training images")
     val_limit: int = opt(1000, "images of the ID validation split for per-epoch accuracy")
     test_limit: int | None = opt(None, "images of the ID test archive for the final accuracy (default: all)")
@@ -289,6 +292,12 @@ class TrainSettings(FieldSettings):
         if self.consistency > 0 and self.n_noise < 2:
             raise ValueError("consistency regularisation compares noisy copies: give n_noise >= 2")
         check_number("oe_weight", self.oe_weight, strict=True)
+        try:
+            (self.adv_eps_value,) = parse_eps([str(self.adv_eps)])
+        except ValueError:
+            raise ValueError(f"adv_eps must be one finite number >= 0 (in 1/255 units, e.g. 2 or 2/255), "
+                             f"got {self.adv_eps!r}") from None
+        check_int("adv_steps", self.adv_steps)
         if self.outliers is not None:
             from .train import SYNTHETIC_OUTLIERS
             if self.outliers not in SYNTHETIC_OUTLIERS and not Path(self.outliers).exists():

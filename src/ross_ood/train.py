@@ -18,6 +18,13 @@ permutation drawn per image: colours and local texture of the ID data, no object
 images of a file source handed to ``train_epoch`` (drawn in an order of (seed, epoch), cropped
 and flipped like the ID images).
 
+Adversarial training under noise (SmoothAdv-style, Salman et al., NeurIPS 2019: PGD on the
+expectation over the noise draws): with ``adv_eps`` > 0, every step first attacks the ID images
+of the batch with ``adv_steps`` steps of L-inf PGD (pixel units, step 2.5 eps / steps, a uniform
+random start, clipped to [0, 1]) on the mean cross-entropy of their ``n_noise`` noisy copies, the
+noise fixed across the steps and the network in eval mode; the training loss is then computed on
+the adversarial images with the same noise. The outliers (if any) are not attacked.
+
 Every random draw of epoch e comes from generators seeded by (seed, e) alone: order, crops and
 flips from a CPU generator, the noise from a generator on the training device (so a GPU draws
 its noise where it trains). A run resumed after epoch e gives the same weights as an
@@ -37,7 +44,7 @@ from .model import ModelWrapper
 from .noise import pair_seed
 from .precision import autocast
 
-__all__ = ["TrainConfig", "train_epoch", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
+__all__ = ["TrainConfig", "train_epoch", "adversarial_under_noise", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
            "load_images", "jigsaw", "SYNTHETIC_OUTLIERS"]
 
 #: outlier kinds made from the ID batch, with their description (anything else given as
@@ -63,6 +70,8 @@ class TrainConfig:
     precision: str = "fp32"
     outliers: str | None = None
     oe_weight: float = 0.5
+    adv_eps: float = 0.0  # L-inf radius of the training attack, pixel units (0: no adversarial training)
+    adv_steps: int = 2
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -111,15 +120,44 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+def adversarial_under_noise(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor,
+                            cfg: TrainConfig, start: torch.Tensor) -> torch.Tensor:
+    """``x`` attacked by ``cfg.adv_steps`` steps of L-inf PGD (radius ``cfg.adv_eps``, pixel units,
+    from ``x + start``, ``start`` uniform in the ball) on the mean cross-entropy over the noisy
+    copies ``x + cfg.sigma * noise`` (``noise`` (n_noise * B, C, H, W), fixed across the steps)."""
+    eps, m = cfg.adv_eps, cfg.n_noise
+    alpha = 2.5 * eps / cfg.adv_steps
+    was_training = model.training
+    model.eval()
+    delta = start.clone()
+    try:
+        for _ in range(cfg.adv_steps):
+            delta.requires_grad_(True)
+            xa = (x + delta).clamp(0.0, 1.0)
+            with autocast(cfg.precision, x.device):
+                logits = model((xa.repeat(m, 1, 1, 1) + cfg.sigma * noise).clamp(0.0, 1.0))
+            loss = F.cross_entropy(logits.float(), y.repeat(m))
+            (g,) = torch.autograd.grad(loss, delta)
+            delta = (delta.detach() + alpha * g.sign()).clamp(-eps, eps)
+    finally:
+        model.train(was_training)
+    return (x + delta).clamp(0.0, 1.0).detach()
+
+
 def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
-          outliers: torch.Tensor | None = None):
+          outliers: torch.Tensor | None = None, adv_start: torch.Tensor | None = None):
     m = cfg.n_noise
+    n_id = m * len(x)
+    noise = torch.randn((n_id + (0 if outliers is None else len(outliers)), *x.shape[1:]), generator=gen,
+                        device=gen.device).to(x.device)
+    if cfg.adv_eps > 0:
+        if adv_start is None:
+            raise ValueError("adversarial training needs the attack's random start (adv_start)")
+        x = adversarial_under_noise(model, x, y, noise[:n_id], cfg, adv_start)
     xs = x.repeat(m, 1, 1, 1) if outliers is None else torch.cat([x.repeat(m, 1, 1, 1), outliers])
-    noise = torch.randn(xs.shape, generator=gen, device=gen.device).to(x.device)
     with autocast(cfg.precision, x.device):
         logits = model((xs + cfg.sigma * noise).clamp(0.0, 1.0))
     logits = logits.float()
-    n_id = m * len(x)
     loss = F.cross_entropy(logits[:n_id], y.repeat(m))
     if outliers is not None:  # cross-entropy to the uniform distribution
         loss = loss - cfg.oe_weight * logits[n_id:].log_softmax(1).mean(1).mean()
@@ -165,7 +203,10 @@ def train_epoch(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor,
             xo = augment(outlier_images[oidx], gen).to(model.device)
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch * steps + k, cfg.epochs * steps)
-        loss, logits = _loss(model, x, y, cfg, noise_gen, xo)
+        start = None
+        if cfg.adv_eps > 0:  # the attack's random start, from the epoch's CPU generator
+            start = ((torch.rand(x.shape, generator=gen) * 2 - 1) * cfg.adv_eps).to(x.device)
+        loss, logits = _loss(model, x, y, cfg, noise_gen, xo, start)
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()

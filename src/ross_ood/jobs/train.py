@@ -99,6 +99,11 @@ def _recipe(st: TrainSettings) -> dict:
     return {k: v for k, v in st.to_dict().items() if k not in _RUN_ONLY}
 
 
+def _field_defaults(st: TrainSettings) -> dict:
+    from dataclasses import MISSING, fields
+    return {f.name: (f.default_factory() if f.default is MISSING else f.default) for f in fields(st)}
+
+
 def _start(st: TrainSettings, model, out: Path):
     opt = torch.optim.SGD(model.parameters(), lr=st.lr, momentum=st.momentum, weight_decay=st.weight_decay,
                           nesterov=st.momentum > 0)
@@ -111,6 +116,9 @@ def _start(st: TrainSettings, model, out: Path):
     except (RuntimeError, KeyError, ValueError, EOFError) as e:
         raise CheckpointError(f"cannot resume from {state}: {str(e).splitlines()[0]}") from None
     recipe, now = saved.get("recipe"), _recipe(st)
+    if recipe is not None:  # a setting newer than the run was at its default then
+        defaults = _field_defaults(st)
+        recipe = {k: recipe.get(k, defaults.get(k)) for k in now}
     if recipe is not None and recipe != now:
         diff = ", ".join(f"{k} {recipe.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(recipe) | set(now))
                          if recipe.get(k) != now.get(k))
@@ -145,7 +153,8 @@ def run_train(st: TrainSettings) -> dict:
     prepare_out(out)  # after every input is read and checked: a refused run leaves no folder
     x, y = x.to(dev), y.to(dev)  # on a GPU the whole training set lives there (600 MB for CIFAR-10)
     cfg = TrainConfig(st.sigma, st.epochs, st.lr, st.batch_size, st.momentum, st.weight_decay, st.n_noise,
-                      st.consistency, st.entropy, st.seed, st.precision, st.outliers, st.oe_weight)
+                      st.consistency, st.entropy, st.seed, st.precision, st.outliers, st.oe_weight, st.adv_eps_value,
+                      st.adv_steps)
     opt, start, history = _start(st, model, out)
     scaler = grad_scaler(st.precision, dev)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
