@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     pcm.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     pcm.set_defaults(func=_cmd_compare)
     prr = sub.add_parser("reproduce", help="the paper's tables from one command (presets offline, openood)",
-                         description="offline: reduced-scale tables on the data root's JPEG CIFAR-10 copy, cifar10-jpeg (eval x 3 "
-                                     "seeds, attack, sweeps, certificates), then one report (36 min on 2 CPU "
+                         description="offline: reduced-scale tables on the data root's JPEG CIFAR-10 copy, "
+                                     "cifar10-jpeg (eval x 3 seeds, attack, sweeps, certificates), then one report "
+                                     "(36 min on 2 CPU "
                                      "cores). openood: the full CIFAR-10 / CIFAR-100 / ImageNet-200 tables with "
                                      "OpenOOD v1.5 data and checkpoints (3 seeds, mean ± std).")
     prr.add_argument("preset", choices=["offline", "openood"])
