@@ -126,3 +126,9 @@ def test_compare_cli_pairs_two_detectors_and_refuses_other_images(tmp_path, caps
     assert "not run on the same images" in capsys.readouterr().err
     assert cli.main(["compare", str(tmp_path / "a"), "--a", "odin", "--b", "msp"]) == 2
     assert "detector 'odin' is not in" in capsys.readouterr().err
+    # a stored run may keep its per-input scores gzip'd: the same comparison
+    import gzip
+    p = tmp_path / "a" / "input_scores.json"
+    (tmp_path / "a" / "input_scores.json.gz").write_bytes(gzip.compress(p.read_bytes()))
+    p.unlink()
+    assert compare_runs(tmp_path / "a", None, "energy", "msp")["rows"] == doc["rows"]

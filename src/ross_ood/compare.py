@@ -21,7 +21,8 @@ __all__ = ["load_run_scores", "compare_runs", "render_comparison"]
 
 
 def load_run_scores(run_dir) -> tuple[dict, dict]:
-    """(results document, per-input scores) of an attack or eval run folder (``input_scores.json``).
+    """(results document, per-input scores) of an attack or eval run folder (``input_scores.json``,
+    or ``input_scores.json.gz``).
     Scores are keyed (detector, eps or "clean", side or "clean", set, target); eval runs give their
     clean scores."""
     d = Path(run_dir)
@@ -30,6 +31,8 @@ def load_run_scores(run_dir) -> tuple[dict, dict]:
         raise FileNotFoundError(f"{d} holds no results.json: not a finished ross eval / attack run")
     doc = json.loads(res.read_text())
     path = d / "input_scores.json"
+    if not path.is_file() and path.with_suffix(".json.gz").is_file():  # stored runs keep large ones gzip'd
+        path = path.with_suffix(".json.gz")
     if doc.get("command") not in ("eval", "attack"):
         raise ValueError(f"{d} holds ross {doc.get('command')} results: only eval and attack runs store per-input "
                          "scores, so only they can be compared (certify runs cannot be compared yet)")
@@ -37,7 +40,12 @@ def load_run_scores(run_dir) -> tuple[dict, dict]:
         raise FileNotFoundError(f"{d} holds no per-input scores (input_scores.json); re-run it with this version "
                                 "of ross-ood")
     out: dict = {}
-    for k, v in json.loads(path.read_text()).items():
+    if path.suffix == ".gz":
+        import gzip
+        text = gzip.decompress(path.read_bytes()).decode()
+    else:
+        text = path.read_text()
+    for k, v in json.loads(text).items():
         parts = k.split("|")
         key = ((parts[0], "clean", "clean", parts[2], "clean") if parts[1] == "clean"
                else (parts[0], float(parts[1]), parts[2], parts[3], parts[4]))
