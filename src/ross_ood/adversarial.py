@@ -359,18 +359,22 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
                      objectives, eps_space: str, targets, budget: AttackBudget, seed: int, cache: BlockCache,
                      batch_size=64, block_size=256, progress_factory=None,
                      n_resamples: int = 1000, plan_scores: dict | None = None,
-                     attacked_scores: dict | None = None) -> tuple[list, list, float]:
+                     attacked_scores: dict | None = None, stop_scores: dict | None = None) -> tuple[list, list, float]:
     """Records per (detector, OOD set, eps, objective, target) of fitted detectors ``dets``,
     their means over the OOD sets (with bootstrap intervals), and the wall time.
     ``clean_scores`` is ``EvalResult.scores`` of the clean evaluation that fitted them.
     ``plan_scores`` (a dict) receives each attack plan's per-input scores (see ``_attacked``);
-    ``attacked_scores`` the per-input scores of every target, keyed (detector, eps, side, set, target)."""
+    ``attacked_scores`` the per-input scores of every target, keyed (detector, eps, side, set, target).
+    ``stop_scores`` (like ``clean_scores``): the clean scores the early-stopping thresholds come
+    from, when they are not those of ``bench`` (a piece of a run stops where the whole run would)."""
     t0 = time.time()
     clean = {n: {s: v["score"] for s, v in per.items()} for n, per in clean_scores.items()}
+    stop = clean if stop_scores is None else {n: {s: v["score"] for s, v in per.items()}
+                                              for n, per in stop_scores.items()}
     records, means = [], []
     for eps in eps_list:
         att = {side: _attacked(model, bench, dets, eps, side, eps_space, targets, budget, seed, cache, batch_size,
-                               block_size, progress_factory, _thresholds(clean, side, list(bench.ood)), plan_scores)
+                               block_size, progress_factory, _thresholds(stop, side, list(bench.ood)), plan_scores)
                for side in ("min", "max") if any(side in SIDES[o] for o in objectives)}
         if attacked_scores is not None:
             for side, per_det in att.items():

@@ -1,5 +1,5 @@
 """The ``ross`` command line: ``eval``, ``attack``, ``certify``, ``sweep``, ``train``, ``report``, ``leaderboard``,
-``compare``, ``reproduce``.
+``compare``, ``combine``, ``reproduce``.
 
 The flags of the four jobs are generated from their typed settings (``settings``): one flag
 per field, help texts with the defaults. Flags override a ``--config`` YAML file, which
@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     pcm.add_argument("--b", dest="det_b", default=None, help="detector of run B")
     pcm.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     pcm.set_defaults(func=_cmd_compare)
+    pco = sub.add_parser("combine", help="one table from the pieces (--part K/M) of a long eval or attack run",
+                         description="Joins stored runs made with --part 1/M ... M/M and otherwise the same settings "
+                                     "into one run folder: per-input scores concatenated, every metric and interval "
+                                     "recomputed over all the images. Pieces with other settings, models or attack "
+                                     "versions, or on the same images, are refused.")
+    pco.add_argument("out", help="output folder of the combined run")
+    pco.add_argument("runs", nargs="+", help="the pieces' run folders")
+    pco.set_defaults(func=_cmd_combine)
     prr = sub.add_parser("reproduce", help="the paper's tables from one command (presets offline, openood)",
                          description="offline: reduced-scale tables on the data root's JPEG CIFAR-10 copy, "
                                      "cifar10-jpeg (eval x 3 seeds, attack, sweeps, certificates), then one report "
@@ -154,6 +162,14 @@ def _cmd_leaderboard(args) -> None:
 def _cmd_compare(args) -> None:
     from .compare import compare_runs, render_comparison
     print(render_comparison(compare_runs(args.run_a, args.run_b, args.det_a, args.det_b, args.bootstrap)))
+
+
+def _cmd_combine(args) -> None:
+    from .combine import combine_runs
+    from .tables import render
+    doc = combine_runs(args.runs, args.out)
+    print(render(doc))
+    print(f"wrote {args.out}/results.json, results.md, input_scores.json ({len(args.runs)} pieces)")
 
 
 def _cmd_reproduce(args) -> None:

@@ -60,6 +60,8 @@ class Settings(FieldSettings):
     only_extra: bool = opt(False, "use only the --ood sets, not the benchmark's")
     ood_sets: list[str] = opt([], "only these OOD sets of the benchmark: names (cifar100,tin) or a group (near, far); "
                               "none given: all")
+    part: str | None = opt(None, "K/M: only the K-th of M disjoint parts of the ID test set and of every OOD set (a "
+                           "long run in pieces; ross combine joins them into one table)")
     stats_limit: int | None = opt(None, "knn, mahalanobis, vim, react: seeded class-stratified subset of the "
                                   "benchmark's training set for their statistics (default: all of it)")
     stats_cache: str | None = opt(None, "folder caching those statistics per model and training data (default: "
@@ -85,6 +87,8 @@ class Settings(FieldSettings):
             check_int("limit", self.limit)
         if self.stats_limit is not None:
             check_int("stats_limit", self.stats_limit, minimum=2)
+        from .combine import parse_part
+        self.part_value = parse_part(self.part)
         from .scores import STATS_SCORES
         needs = sorted({b.removeprefix("pro-") for _, b in self.kinds.values()} & set(STATS_SCORES))
         if needs and not BENCHMARKS[self.benchmark].train:

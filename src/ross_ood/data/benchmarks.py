@@ -209,7 +209,7 @@ def check_num_classes(name: str, num_classes: int | None) -> None:
 def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size: int, limit: int | None = None,
                     seed: int = 0, split_seed: int = 0, extra_ood: dict | None = None,
                     only_extra: bool = False, num_classes: int | None = None,
-                    ood_sets: list[str] | None = None) -> Benchmark:
+                    ood_sets: list[str] | None = None, part: tuple[int, int] | None = None) -> Benchmark:
     """Open every set of benchmark ``name`` prepared for a model of ``channels`` x ``size``.
 
     ``limit`` keeps a seeded random subset of each set (class-stratified where labels exist).
@@ -218,6 +218,9 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
     extra set holding an image of the ID set (same decoded pixels) is refused.
     ``num_classes``: the classifier's class count, refused when it is not the benchmark's.
     ``ood_sets``: only these of the benchmark's OOD sets (names, or "near" / "far"; default all).
+    ``part`` (K, M): of the ID test set and every OOD set (after ``limit``), only the K-th of M
+    disjoint interleaved parts (positions K-1, K-1+M, ...): a long run in pieces (``ross combine``).
+    The ID validation split stays whole.
     """
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
@@ -275,6 +278,14 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
                      f"(class-stratified where labels exist; seed {seed})")
     val, test = cut(val, "id_val"), cut(test, "id_test")
     ood = {k: cut(v, k) for k, v in ood.items()}
+    if part is not None:
+        k, m = part
+
+        def piece(s: ImageSet, nm: str) -> ImageSet:
+            return SubsetView(s, np.arange(k - 1, len(s), m), nm)
+        test, ood = piece(test, "id_test"), {n: piece(v, n) for n, v in ood.items()}
+        notes.append(f"part {k}/{m}: the ID test set and every OOD set hold only every {m}-th image from position "
+                     f"{k} (a piece of a longer run; ross combine joins the pieces)")
     for s in [val, test, *ood.values()]:
         s.prepare(channels, size, d.pre_size)
     return Benchmark(name, val, test, ood, groups, notes)

@@ -16,10 +16,18 @@ def run_attack(st: AttackSettings) -> dict | None:
     run = clean_run(st)
     clean, job = run.result, run.job
     attacked: dict = {}
+    stop = None
+    if st.part_value is not None:  # a piece stops attacking where the whole run would: its thresholds
+        import dataclasses         # come from the clean scores of all the images (cheap beside the attack)
+        from ..evaluate import evaluate_benchmark
+        from .common import open_benchmark
+        whole = open_benchmark(dataclasses.replace(st, part=None), run.model, run.root)
+        stop = evaluate_benchmark(run.model, whole, run.dets, job.cache, st.batch_size, st.block_size, st.workers,
+                                  job.prog, 0, st.seed).scores
     records, means, wall = attack_benchmark(run.model, run.bench, run.dets, clean.scores, st.eps_values,
                                             st.objective, st.eps_space, st.target, st.budget, st.seed, job.cache,
                                             st.attack_batch, st.block_size, job.prog, st.bootstrap,
-                                            attacked_scores=attacked)
+                                            attacked_scores=attacked, stop_scores=stop)
     if job.rank != 0:
         return None
     save_input_scores(job.out, clean.scores, attacked)

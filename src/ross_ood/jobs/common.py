@@ -109,7 +109,8 @@ def open_benchmark(st: Settings, model, root):
     from ..data import build_benchmark
     return build_benchmark(st.benchmark, root, model.channels, model.input_size, limit=st.limit, seed=st.seed,
                            split_seed=st.split_seed, extra_ood=st.extra_ood, only_extra=st.only_extra,
-                           num_classes=getattr(model, "num_classes", None), ood_sets=st.ood_sets)
+                           num_classes=getattr(model, "num_classes", None), ood_sets=st.ood_sets,
+                           part=st.part_value)
 
 
 def open_model_and_benchmark(st: Settings, dev: torch.device, name: str | None = None):

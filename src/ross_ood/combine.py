@@ -1,0 +1,147 @@
+"""``ross combine OUT RUN...``: one table from the pieces of a run too long for one session.
+
+A long ``ross eval`` or ``ross attack`` is split with ``--part K/M``: the same settings, each
+piece the K-th of M disjoint, interleaved parts of every evaluated set (ID test and each OOD
+set; the ID validation split, which calibrates, is the same whole split in every piece). Each
+piece finishes on its own and is stored with its per-input scores; ``combine`` concatenates
+those scores and recomputes every metric, interval and mean from them, exactly as one run over
+all the images would (the bootstrap resamples the combined images). Pieces run with different
+settings, models, benchmarks or attack versions, the same part twice, parts of different
+splits, or on the same images (equal set fingerprints) are refused by name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .compare import load_run_scores
+from .evaluate import group_means
+from .metrics import ood_records
+from .tables import render, write_results
+
+__all__ = ["combine_runs", "RUN_ONLY_SETTINGS", "parse_part"]
+
+#: settings that do not change a run's numbers: pieces may differ in them
+RUN_ONLY_SETTINGS = ("out", "part", "progress", "device", "workers", "batch_size", "block_size", "chunk_size",
+                     "attack_batch", "data_root")
+
+
+def parse_part(part: str | None) -> tuple[int, int] | None:
+    """'K/M' -> (K, M) with 1 <= K <= M; None for no split."""
+    if part is None:
+        return None
+    k, sep, m = str(part).partition("/")
+    try:
+        k_i, m_i = int(k), int(m)
+    except ValueError:
+        k_i = m_i = 0
+    if not sep or not 1 <= k_i <= m_i or m_i < 2:
+        raise ValueError(f"part must be K/M with 1 <= K <= M and M >= 2 (the K-th of M disjoint parts), got {part!r}")
+    return k_i, m_i
+
+
+def _check_pieces(docs: list[tuple[Path, dict]]) -> int:
+    first_dir, first = docs[0]
+    kind = first.get("command")
+    if kind not in ("eval", "attack"):
+        raise ValueError(f"{first_dir}: only ross eval and ross attack runs can be combined, not {kind!r}")
+    parts = []
+    for d, doc in docs:
+        if doc.get("command") != kind:
+            raise ValueError(f"{d} holds ross {doc.get('command')} results, {first_dir} ross {kind}: not one table")
+        part = parse_part((doc.get("config") or {}).get("part"))
+        if part is None:
+            raise ValueError(f"{d} was not run as a part (--part K/M): only the parts of one split combine")
+        parts.append(part)
+        for key in ("benchmark", "model", "attack_version", "eps_space", "noise_space"):
+            if doc.get(key) != first.get(key):
+                raise ValueError(f"{d} and {first_dir} differ in {key} ({doc.get(key)!r} vs {first.get(key)!r})")
+        a = {k: v for k, v in doc["config"].items() if k not in RUN_ONLY_SETTINGS}
+        b = {k: v for k, v in first["config"].items() if k not in RUN_ONLY_SETTINGS}
+        if a != b:
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            raise ValueError(f"{d} and {first_dir} were run with other settings ({', '.join(diff)}): "
+                             "only parts of one run combine")
+    if len({m for _, m in parts}) != 1:
+        raise ValueError(f"the pieces are parts of different splits: {sorted({f'{k}/{m}' for k, m in parts})}")
+    seen: dict = {}
+    for (d, _), (k, m) in zip(docs, parts):
+        if k in seen:
+            raise ValueError(f"{d} and {seen[k]} are both part {k}/{m}: the same images twice")
+        seen[k] = d
+    for i, (d, doc) in enumerate(docs):
+        for d2, doc2 in docs[:i]:
+            for s, fp in (doc.get("set_fingerprints") or {}).items():
+                if fp == (doc2.get("set_fingerprints") or {}).get(s):
+                    raise ValueError(f"{d} and {d2} hold the same images of {s} (equal set fingerprints)")
+    return parts[0][1]
+
+
+def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None) -> dict:
+    """Combine the stored pieces ``dirs`` into one run folder ``out`` (results and per-input
+    scores); returns its results document."""
+    if len(dirs) < 2:
+        raise ValueError("combine needs at least two pieces")
+    loaded = [(Path(d), *load_run_scores(d)) for d in dirs]
+    m = _check_pieces([(d, doc) for d, doc, _ in loaded])
+    loaded.sort(key=lambda t: parse_part(t[1]["config"]["part"])[0])
+    first = loaded[0][1]
+    keys = set(loaded[0][2])
+    for d, _, sc in loaded[1:]:
+        if set(sc) != keys:
+            raise ValueError(f"{d} holds per-input scores of other (detector, attack, set) cells than "
+                             f"{loaded[0][0]}: not parts of one run")
+    # the ID validation split is whole in every piece (it calibrates): kept once, the rest concatenated
+    scores = {k: loaded[0][2][k] if k[3] == "id_val" else np.concatenate([sc[k] for _, _, sc in loaded])
+              for k in sorted(keys, key=str)}
+    seed = int(first["config"].get("seed", 0))
+    n_res = int(first["config"].get("bootstrap", 1000)) if n_resamples is None else int(n_resamples)
+    groups = first["groups"]
+    dets = list(dict.fromkeys(r["detector"] for r in first.get("clean", first.get("results", []))))
+    clean_recs, clean_means = [], []
+    for det in dets:
+        recs = ood_records(scores[(det, "clean", "clean", "id_test", "clean")],
+                           {s: scores[(det, "clean", "clean", s, "clean")] for s in groups}, groups,
+                           group_means(groups), {"detector": det}, n_res, seed)
+        clean_recs += [r for r in recs if r["ood_set"] in groups]
+        clean_means += [r for r in recs if r["ood_set"] not in groups]
+    sizes = {s: int(sum(doc["set_sizes"][s] for _, doc, _ in loaded)) for s in first["set_sizes"]}
+    sizes["id_val"] = first["set_sizes"]["id_val"]  # the same calibration split in every piece
+    n_test = [doc["set_sizes"]["id_test"] for _, doc, _ in loaded]
+    acc = float(np.average([doc["id_accuracy"] for _, doc, _ in loaded], weights=n_test))
+    doc = {**first, "set_sizes": sizes, "id_accuracy": acc,
+           "set_fingerprints": [doc.get("set_fingerprints") for _, doc, _ in loaded],
+           "wall_time_s": float(sum(doc["wall_time_s"] for _, doc, _ in loaded)),
+           "combined_from": [str(d) for d, _, _ in loaded], "parts": m,
+           "notes": list(first.get("notes", [])) + [f"combined from {m} disjoint parts ({', '.join(str(d) for d, _, _ in loaded)}) "
+                                                   "by ross combine: metrics recomputed over all their images"]}
+    doc.pop("id_accuracy_val_and_test", None)
+    if first["command"] == "eval":
+        doc.update(results=clean_recs, means=clean_means)
+    else:
+        records, means = [], []
+        sides = {"min": ("min",), "max": ("max",), "both": ("min", "max")}
+        for r in first["means"]:
+            det, eps, objective, target = r["detector"], r["eps"], r["objective"], r["target"]
+
+            def get(side, s):
+                if side in sides[objective]:
+                    return scores[(det, float(eps), side, s, target)]
+                return scores[(det, "clean", "clean", s, "clean")]
+            extra = {k: r[k] for k in ("detector", "attack", "target", "eps", "eps_space", "objective")}
+            recs = ood_records(get("min", "id_test"), {s: get("max", s) for s in groups}, groups,
+                               {"mean": ("all", list(groups))}, extra, n_res, seed)
+            records += recs[:-1]
+            means.append(recs[-1])
+        doc.update(clean=clean_recs, clean_means=clean_means, results=records, means=means)
+    from .jobs.common import prepare_out, save_input_scores
+    out = Path(out)
+    prepare_out(out)
+    clean = {}
+    for (det, eps, _, s, _), v in scores.items():
+        if eps == "clean":
+            clean.setdefault(det, {})[s] = {"score": v}
+    save_input_scores(out, clean, {k: v for k, v in scores.items() if k[1] != "clean"})
+    write_results(out, doc, render(doc))
+    return doc

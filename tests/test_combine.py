@@ -1,0 +1,73 @@
+"""A run in pieces (--part K/M) combined by ``ross combine`` equals the same run in one go:
+the same per-input scores, metrics and intervals; pieces that are not parts of one run are refused."""
+import json
+
+import numpy as np
+import pytest
+
+from ross_ood import cli
+from ross_ood.combine import combine_runs
+
+from .conftest import DATA_ROOT, need_data
+
+COMMON = ["--benchmark", "cifar10-jpeg", "--model", "resnet20", "--detectors", "msp,median-energy", "-N", "3",
+          "--sigma", "0.1", "--limit", "12", "--ood-sets", "tin", "--no-progress", "--device", "cpu",
+          "--data-root", str(DATA_ROOT), "--bootstrap", "200"]
+ATTACK = ["--eps", "2", "--target", "transfer,worst", "--transfer-steps", "2", "--adaptive-steps", "2",
+          "--restarts", "1", "--eotpgd-steps", "0", "--attack-n", "2"]
+
+
+def _run(tmp_path, cmd, name, *extra):
+    out = tmp_path / name
+    assert cli.main([cmd, *COMMON, *(ATTACK if cmd == "attack" else []), "--out", str(out), *extra]) == 0
+    return out
+
+
+def _scores(d):
+    return json.loads((d / "input_scores.json").read_text())
+
+
+@pytest.mark.parametrize("cmd", ["eval", "attack"])
+def test_pieces_combine_to_the_whole_run(tmp_path, cmd):
+    need_data("cifar10", "test.zip")
+    whole = _run(tmp_path, cmd, "whole")
+    parts = [_run(tmp_path, cmd, f"p{k}", "--part", f"{k}/3") for k in (1, 2, 3)]
+    doc = combine_runs(parts[::-1], tmp_path / "combined")  # any order
+    ref = json.loads((whole / "results.json").read_text())
+    assert doc["set_sizes"] == ref["set_sizes"]
+    a, b = _scores(tmp_path / "combined"), _scores(whole)
+    assert set(a) == set(b)
+    for k in a:  # the same images: the same multiset of per-input scores (pieces interleave the order)
+        np.testing.assert_allclose(np.sort(a[k]), np.sort(b[k]), rtol=0, atol=1e-12, err_msg=k)
+    key = "means"
+    for r, q in zip(doc[key], ref[key]):
+        assert {k: r[k] for k in ("detector", "ood_set")} == {k: q[k] for k in ("detector", "ood_set")}
+        assert r["auroc"] == pytest.approx(q["auroc"], abs=1e-12) and r["fpr95"] == pytest.approx(q["fpr95"], abs=1e-12)
+    assert (tmp_path / "combined" / "results.md").read_text().count("|") > 10
+
+
+def test_pieces_that_do_not_belong_together_are_refused(tmp_path, capsys):
+    need_data("cifar10", "test.zip")
+    p1 = _run(tmp_path, "eval", "p1", "--part", "1/2")
+    p2 = _run(tmp_path, "eval", "p2", "--part", "2/2")
+    other = _run(tmp_path, "eval", "o2", "--part", "2/2", "--seed", "1")
+    again = _run(tmp_path, "eval", "a1", "--part", "1/2", "--batch-size", "4")
+    three = _run(tmp_path, "eval", "t2", "--part", "2/3")
+    whole = _run(tmp_path, "eval", "w")
+    for runs, message in (([p1, other], r"other settings \(seed\)"), ([p1, again], "both part 1/2"),
+                          ([p1, three], "parts of different splits"), ([p1, whole], "was not run as a part"),
+                          ([p1], "at least two pieces")):
+        with pytest.raises(ValueError, match=message):
+            combine_runs(runs, tmp_path / "c")
+    assert cli.main(["combine", str(tmp_path / "c"), str(p1), str(other)]) == 2
+    assert "other settings (seed)" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    combine_runs([p1, p2], tmp_path / "ok")  # the right pieces combine
+
+
+def test_part_is_checked():
+    from ross_ood.combine import parse_part
+    for bad in ("3/2", "0/2", "1/1", "a/b", "2"):
+        with pytest.raises(ValueError, match="part must be K/M"):
+            parse_part(bad)
+    assert parse_part("2/5") == (2, 5)
