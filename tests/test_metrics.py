@@ -170,3 +170,19 @@ def test_paired_difference_refuses_other_images():
         paired_auroc_difference((np.ones(3), {"o": np.zeros(2)}), (np.ones(4), {"o": np.zeros(2)}))
     with pytest.raises(ValueError, match="set o has 2 scores in a and 3 in b"):
         paired_auroc_difference((np.ones(3), {"o": np.zeros(2)}), (np.ones(3), {"o": np.zeros(3)}))
+
+
+def test_paired_difference_group_means_are_the_means_of_their_sets():
+    """A group's difference is the mean of its sets' differences, and its interval is that of the
+    mean of their resampled differences (so it sits between the group's own extremes' intervals)."""
+    import numpy as np
+    from ross_ood.metrics import paired_auroc_difference
+    rng = np.random.default_rng(0)
+    a = (rng.normal(1, 1, 50), {s: rng.normal(0, 1, 40) for s in "pqr"})
+    b = (a[0] + rng.normal(0, 0.5, 50), {s: v + rng.normal(0, 0.5, 40) for s, v in a[1].items()})
+    d = paired_auroc_difference(a, b, 300, seed=1, groups={"near": ["p", "q"], "far": ["r"]})
+    assert d["near"]["diff"] == pytest.approx((d["p"]["diff"] + d["q"]["diff"]) / 2, abs=1e-12)
+    assert d["far"]["diff"] == pytest.approx(d["r"]["diff"], abs=1e-12)
+    assert (d["far"]["lo"], d["far"]["hi"]) == pytest.approx((d["r"]["lo"], d["r"]["hi"]), abs=1e-12)
+    assert d["near"]["n_ood"] == 80 and d["mean"]["n_ood"] == 120
+    assert d["mean"] == paired_auroc_difference(a, b, 300, seed=1)["mean"]  # groups do not move the mean

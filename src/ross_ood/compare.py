@@ -97,6 +97,9 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
         if not pairs:
             raise ValueError(f"{dir_a} and {dir_b} share no detector; name the two with --a and --b")
     ood_sets = [s for s in doc_a.get("set_sizes", {}) if s not in ("id_val", "id_test")]
+    set_groups = doc_a.get("groups", {})
+    groups = {g: [s for s in ood_sets if set_groups.get(s) == g] for g in ("near", "far")}
+    groups = {g: v for g, v in groups.items() if v and len(v) < len(ood_sets)}  # a group that is not all sets
     keys = sorted({(k[1], k[4]) for k in sa if k[1] != "clean"}, key=str) + [("clean", "clean")]
     rows = []
     for da, db in pairs:
@@ -106,14 +109,14 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
                 pb = _pairs(sb, db, eps, objective, target, ood_sets)
                 if pa is None or pb is None:
                     continue
-                diff = paired_auroc_difference(pa, pb, n_resamples, seed=seed)
+                diff = paired_auroc_difference(pa, pb, n_resamples, seed=seed, groups=groups)
                 rows.append({"a": da, "b": db, "eps": eps, "objective": objective, "target": target,
                              "auroc_a": _mean_auroc(pa), "auroc_b": _mean_auroc(pb), "diff": diff})
     if not rows:
         raise ValueError(f"{dir_a} ({', '.join(sorted({a for a, _ in pairs}))}) and {dir_b or dir_a} "
                          f"({', '.join(sorted({b for _, b in pairs}))}) share no (eps, objective) with scores for "
                          "every set: nothing to compare")
-    return {"a": str(dir_a), "b": str(dir_b or dir_a), "ood_sets": ood_sets, "rows": rows}
+    return {"a": str(dir_a), "b": str(dir_b or dir_a), "ood_sets": ood_sets, "groups": groups, "rows": rows}
 
 
 def _mean_auroc(pair) -> float:
@@ -124,11 +127,13 @@ def _mean_auroc(pair) -> float:
 
 def render_comparison(doc: dict) -> str:
     sets = doc["ood_sets"]
+    groups = list(doc.get("groups", {}))
+    cols = [*(f"{g}-mean" for g in groups), *sets]
     lines = [f"A = {doc['a']}, B = {doc['b']}: AUROC % (mean over {', '.join(sets)}) and A - B with its 95% "
-             "paired bootstrap interval over the images, per set and for the mean.", "",
+             "paired bootstrap interval over the images, for the mean, the near / far means and per set.", "",
              "| A | B | eps | objective | target | n ID / OOD | A | B | A - B (mean) | "
-             + " | ".join(f"A - B ({s})" for s in sets) + " |",
-             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(sets)]
+             + " | ".join(f"A - B ({c})" for c in cols) + " |",
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(cols)]
     for r in doc["rows"]:
         d = r["diff"]
         eps = "clean" if r["eps"] == "clean" else f"{r['eps'] * 255:.4g}/255"
@@ -137,5 +142,5 @@ def render_comparison(doc: dict) -> str:
             return f"{100 * v['diff']:+.2f} [{100 * v['lo']:+.2f}, {100 * v['hi']:+.2f}]"
         lines.append(f"| {r['a']} | {r['b']} | {eps} | {r['objective']} | {r['target']} | "
                      f"{d['mean']['n_id']} / {d['mean']['n_ood']} | {pct(r['auroc_a'])} | {pct(r['auroc_b'])} | "
-                     f"{cell(d['mean'])} | " + " | ".join(cell(d[s]) for s in sets) + " |")
+                     f"{cell(d['mean'])} | " + " | ".join(cell(d[c]) for c in [*groups, *sets]) + " |")
     return "\n".join(lines) + "\n"

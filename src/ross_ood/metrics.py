@@ -149,7 +149,7 @@ def ood_records(id_scores, ood: dict, groups: dict, means: dict, extra: dict, n_
 
 
 def paired_auroc_difference(a: tuple, b: tuple, n_resamples: int = 1000, confidence: float = 0.95,
-                            seed: int = 0) -> dict[str, dict]:
+                            seed: int = 0, groups: dict | None = None) -> dict[str, dict]:
     """AUROC(a) - AUROC(b) for two score sets *on the same images*, with a paired bootstrap
     interval: each resample draws the images of every set once (ID, and each OOD set) and
     applies that draw to both a and b, so what the two share (the images) cancels and only
@@ -159,7 +159,7 @@ def paired_auroc_difference(a: tuple, b: tuple, n_resamples: int = 1000, confide
     ``a`` and ``b`` are ``(id_scores, {ood set: scores})`` with the same sets and sizes, row i
     of a set being the same image in both. Returns, per OOD set and for ``"mean"`` (the mean
     over the sets, resampled jointly), ``{"diff", "lo", "hi", "n_id", "n_ood"}`` in AUROC
-    fractions. scipy's ``bootstrap(paired=True)`` needs one common sample size, which an ID set
+    fractions; ``groups`` (label -> set names, e.g. near / far) adds the mean over each group. scipy's ``bootstrap(paired=True)`` needs one common sample size, which an ID set
     and OOD sets of other sizes do not have; hence this formula over ``auroc_by_ranks``."""
     id_a, ood_a = a
     id_b, ood_b = b
@@ -191,8 +191,9 @@ def paired_auroc_difference(a: tuple, b: tuple, n_resamples: int = 1000, confide
         point = auroc_by_ranks(ia, oa[k]) - auroc_by_ranks(ib, ob[k])
         lo, hi = np.percentile(d, q)
         out[k] = {"diff": float(point), "lo": float(lo), "hi": float(hi), "n_id": int(ia.size), "n_ood": int(oa[k].size)}
-    dm = np.mean([np.concatenate(diffs[k]) for k in names], axis=0)
-    lo, hi = np.percentile(dm, q)
-    out["mean"] = {"diff": float(np.mean([out[k]["diff"] for k in names])), "lo": float(lo), "hi": float(hi),
-                   "n_id": int(ia.size), "n_ood": int(sum(oa[k].size for k in names))}
+    for label, members in {**(groups or {}), "mean": names}.items():
+        dm = np.mean([np.concatenate(diffs[k]) for k in members], axis=0)
+        lo, hi = np.percentile(dm, q)
+        out[label] = {"diff": float(np.mean([out[k]["diff"] for k in members])), "lo": float(lo), "hi": float(hi),
+                      "n_id": int(ia.size), "n_ood": int(sum(oa[k].size for k in members))}
     return out
