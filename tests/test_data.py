@@ -177,7 +177,7 @@ def test_real_cifar_benchmarks(name, near_other, id_classes):
     need_data("cifar100", "test.zip")
     import yaml
     from ross_ood.data import build_benchmark
-    from ross_ood.data.benchmarks import TIN_CIFAR_OVERLAP
+    from ross_ood.data.benchmarks import TIN_CIFAR_OVERLAP, TIN_OE_CLASSES, tin_oe_set
     b = build_benchmark(name, DATA_ROOT, 3, 32)
     assert set(b.groups.items()) == {(near_other, "near"), ("tin", "near"), ("mnist", "far"),
                                      ("fashion-mnist", "far")}
@@ -185,11 +185,15 @@ def test_real_cifar_benchmarks(name, near_other, id_classes):
     assert np.bincount(b.val.labels).tolist() == [1000 // id_classes] * id_classes
     assert str(b.id.base.path).endswith(("cifar10-png/test.zip", "cifar100/test.zip"))
     assert b.id.base.path.suffix == ".zip" and b.id.base.members[0].endswith(".png")  # lossless
-    excluded = set(yaml.safe_load(TIN_CIFAR_OVERLAP.read_text()))
+    cifar = set(yaml.safe_load(TIN_CIFAR_OVERLAP.read_text()))
+    oe = set(yaml.safe_load(TIN_OE_CLASSES.read_text()))
+    assert cifar.isdisjoint(oe) and len(oe) == (200 - len(cifar)) // 2
     tin = b.ood["tin"]
     kept = {tin.classes[k] for k in np.unique(tin.labels)}
-    assert kept.isdisjoint(excluded) and len(kept) == 200 - len(excluded)
-    assert len(tin) == 50 * (200 - len(excluded))  # 50 validation images per class
+    assert kept.isdisjoint(cifar | oe) and len(kept) == 200 - len(cifar) - len(oe)
+    assert len(tin) == 50 * len(kept)  # 50 validation images per class
+    oe_set = tin_oe_set(DATA_ROOT)  # the outlier-exposure half: the other classes, none a CIFAR one
+    assert {oe_set.classes[k] for k in np.unique(oe_set.labels)} == oe and len(oe_set) == 50 * len(oe)
     assert len(b.ood[near_other]) == 10000
 
 

@@ -323,3 +323,29 @@ def test_resume_with_other_adversarial_settings_is_refused(tmp_path):
     (tmp_path / "a" / "model.pt").unlink()
     with pytest.raises(ValueError, match=r"started with other settings \(adv_eps '2' -> '4'\)"):
         run_train(_st(tmp_path / "a", epochs=2, limit=32, adv_eps="4", adv_steps=1, resume=True))
+
+
+def test_tin_outliers_must_be_the_held_out_half(tmp_path, capsys):
+    """A Tiny ImageNet folder holding a class the benchmark evaluates on is refused by class (even
+    re-encoded, where a hash would not match); the held-out half, tin-oe, is accepted."""
+    need_data("tinyimagenet32", "val.zip")
+    need_data("cifar10-png", "test.zip")
+    import zipfile
+    from PIL import Image
+    from ross_ood.data import build_benchmark
+    tin = build_benchmark("cifar10", DATA_ROOT, 3, 32).ood["tin"]
+    eval_class = tin.classes[int(tin.labels[0])]
+    src = tmp_path / "tin"
+    (src / eval_class).mkdir(parents=True)
+    (src / "n99999999").mkdir()
+    rng = np.random.default_rng(0)
+    for d in (eval_class, "n99999999"):  # new pixels: only the class gives it away
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src / d / "0.png")
+    base = ["train", "--data-root", str(DATA_ROOT), "--no-progress", "--device", "cpu", "--limit", "16",
+            "--epochs", "1", "--val-limit", "10", "--test-limit", "10", "--batch-size", "8"]
+    assert cli.main([*base, "--out", str(tmp_path / "o1"), "--outliers", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert f"holds 1 class(es) of the evaluation set tin ({eval_class})" in err and "tin-oe" in err
+    assert not (tmp_path / "o1").exists()
+    doc = run_train(_st(tmp_path / "o2", epochs=1, limit=16, outliers="tin-oe"))
+    assert doc["outlier_images"] == 3300 and "tin-oe" in doc["outliers"]

@@ -265,7 +265,8 @@ class TrainSettings(FieldSettings):
     n_noise: int = opt(1, "noisy copies per image and step")
     consistency: float = opt(0.0, "consistency regularisation lambda (Jeong & Shin 2020; needs n_noise >= 2)")
     entropy: float = opt(0.5, "entropy weight eta of the consistency loss")
-    outliers: str | None = opt(None, "outlier exposure: 'jigsaw' (synthetic, tiles of the ID batch shuffled) or a "
+    outliers: str | None = opt(None, "outlier exposure: 'jigsaw' (synthetic, tiles of the ID batch shuffled), "
+                               "'tin-oe' (the half of Tiny ImageNet's classes no benchmark evaluates on), or a "
                                "folder / ZIP archive of outlier images disjoint from every evaluation set")
     oe_weight: float = opt(0.5, "weight of the outlier-exposure loss (cross-entropy to uniform on the outliers)")
     adv_eps: str = opt("0", "adversarial training under noise: L-inf radius of the training attack in 1/255 pixel "
@@ -303,10 +304,12 @@ class TrainSettings(FieldSettings):
                              f"got {self.adv_eps!r}") from None
         check_int("adv_steps", self.adv_steps)
         if self.outliers is not None:
-            from .train import SYNTHETIC_OUTLIERS
-            if self.outliers not in SYNTHETIC_OUTLIERS and not Path(self.outliers).exists():
-                raise ValueError(f"outliers {self.outliers!r} not found: give {' or '.join(SYNTHETIC_OUTLIERS)}, "
-                                 "or a folder or ZIP archive of images")
+            from .train import NAMED_OUTLIERS, SYNTHETIC_OUTLIERS
+            if (self.outliers not in SYNTHETIC_OUTLIERS and self.outliers not in NAMED_OUTLIERS
+                    and not Path(self.outliers).exists()):
+                named = ", ".join([*SYNTHETIC_OUTLIERS, *NAMED_OUTLIERS])
+                raise ValueError(f"outliers {self.outliers!r} not found: give {named}, or a folder or ZIP archive "
+                                 "of images")
         if self.limit is not None:
             check_int("limit", self.limit)
         check_int("val_limit", self.val_limit)

@@ -44,11 +44,14 @@ from .model import ModelWrapper
 from .noise import pair_seed
 from .precision import autocast
 
-__all__ = ["TrainConfig", "train_epoch", "adversarial_under_noise", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
+__all__ = ["NAMED_OUTLIERS", "TrainConfig", "train_epoch", "adversarial_under_noise", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
            "load_images", "jigsaw", "SYNTHETIC_OUTLIERS"]
 
 #: outlier kinds made from the ID batch, with their description (anything else given as
 #: ``outliers`` is a path to images)
+#: outlier sources by name (the rest are paths): ``tin-oe``, the half of Tiny ImageNet's non-CIFAR classes that
+#: the real benchmarks never evaluate on (``data.benchmarks.TIN_OE_CLASSES``)
+NAMED_OUTLIERS = ("tin-oe",)
 SYNTHETIC_OUTLIERS = {"jigsaw": "synthetic, each augmented ID image of the batch cut into 4 x 4 tiles, "
                                 "the tiles shuffled per image"}
 

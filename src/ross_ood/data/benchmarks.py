@@ -16,10 +16,13 @@ import numpy as np
 from .sets import ImageSet, SubsetView, open_set, stratified_subset
 
 __all__ = ["BenchmarkDef", "Benchmark", "BENCHMARKS", "build_benchmark", "resolve_spec", "TIN_CIFAR_OVERLAP",
-           "tin_exclusions", "exclude_classes"]
+           "TIN_OE_CLASSES", "tin_exclusions", "exclude_classes", "tin_oe_set"]
 
 #: the Tiny ImageNet classes that are CIFAR-10 / CIFAR-100 classes, each with its reason
 TIN_CIFAR_OVERLAP = Path(__file__).resolve().parent / "tin_cifar_overlap.yaml"
+#: half of the other Tiny ImageNet classes, kept for outlier-exposure training (``ross train
+#: --outliers tin-oe``): the real benchmarks evaluate Tiny ImageNet on the remaining half only
+TIN_OE_CLASSES = Path(__file__).resolve().parent / "tin_oe_classes.yaml"
 
 
 def tin_exclusions(path: str | os.PathLike = TIN_CIFAR_OVERLAP) -> dict:
@@ -40,6 +43,18 @@ def tin_exclusions(path: str | os.PathLike = TIN_CIFAR_OVERLAP) -> dict:
             raise ValueError(f"class-exclusion list {path}: class {k!r} has no reason")
         out[str(k)] = reason
     return out
+
+
+def tin_oe_set(data_root: str | os.PathLike) -> SubsetView:
+    """The outlier-exposure half of Tiny ImageNet (``TIN_OE_CLASSES``): disjoint by class from the
+    Tiny ImageNet set of the real benchmarks, and free of CIFAR classes."""
+    tin = _open(resolve_spec(TIN, Path(data_root)), "tin-oe", "tin-oe", 0)
+    keep = set(tin_exclusions(TIN_OE_CLASSES))
+    unknown = sorted(keep - set(tin.classes or []))
+    if unknown:
+        raise ValueError(f"{TIN_OE_CLASSES} names classes that {tin.describe()} does not have: {', '.join(unknown[:5])}")
+    return exclude_classes(tin, {c: "not an outlier-exposure class" for c in tin.classes if c not in keep},
+                           "the outlier-exposure split")
 
 
 def exclude_classes(ds: ImageSet, excluded: dict, source: str = "the exclusion list") -> SubsetView:
@@ -68,7 +83,7 @@ class BenchmarkDef:
     note: str = ""
     train: str | None = None  # the ID training set, for ``ross train``
     num_classes: int | None = None  # classes of the ID set (a classifier with another count is refused)
-    exclude: dict = field(default_factory=dict)  # OOD set name -> class-exclusion list (``tin_exclusions``)
+    exclude: dict = field(default_factory=dict)  # OOD set name -> class-exclusion lists (``tin_exclusions``)
 
 
 def _oo(imglist: str, root: str = "images_classic") -> str:
@@ -87,10 +102,11 @@ def _real_cifar(name: str, test: str, other: str, other_test: str, model: str, c
     label = name.upper().replace("CIFAR", "CIFAR-")
     return BenchmarkDef(
         name, id=test, near={other: other_test, "tin": TIN}, far=dict(CIFAR_FAR), model=model, num_classes=classes,
-        train=train, exclude={"tin": TIN_CIFAR_OVERLAP},
+        train=train, exclude={"tin": (TIN_CIFAR_OVERLAP, TIN_OE_CLASSES)},
         note=f"{label}, lossless official test set (1,000-image stratified validation split carved out); "
              f"near-OOD: {other.upper().replace('CIFAR', 'CIFAR-')} test and Tiny ImageNet 32x32 without its "
-             f"CIFAR-like classes; far-OOD: MNIST and Fashion-MNIST{train_note}")
+             f"CIFAR classes and without the half of its classes kept for outlier exposure; far-OOD: MNIST and "
+             f"Fashion-MNIST{train_note}")
 
 
 BENCHMARKS: dict[str, BenchmarkDef] = {
@@ -254,10 +270,12 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
             for k, spec in sets.items():
                 ood[k], groups[k] = _open(resolve_spec(spec, root), name, k, seed), group
                 if k in d.exclude:
-                    listed = tin_exclusions(d.exclude[k])
-                    ood[k] = exclude_classes(ood[k], listed, f"class-exclusion list {d.exclude[k]}")
-                    notes.append(f"{k}: {len(ood[k])} of {len(ood[k].base)} images, without the {len(listed)} "
-                                 f"classes of {Path(d.exclude[k]).name} (classes of the ID data sets)")
+                    full = ood[k]
+                    for lst in d.exclude[k]:
+                        ood[k] = exclude_classes(ood[k], tin_exclusions(lst), f"class-exclusion list {lst}")
+                    counts = " and ".join(f"the {len(tin_exclusions(lst))} of {Path(lst).name}" for lst in d.exclude[k])
+                    notes.append(f"{k}: {len(ood[k])} of {len(full)} images, without the classes of the ID data "
+                                 f"sets and those kept for outlier exposure ({counts})")
     for k, spec in (extra_ood or {}).items():
         if k in ("id_val", "id_test"):
             raise ValueError(f"--ood name {k!r} is reserved")

@@ -26,7 +26,7 @@ from ..config import command_line
 from ..settings import TrainSettings
 from ..store import atomic_write_bytes, atomic_write_text
 from ..precision import grad_scaler
-from ..train import SYNTHETIC_OUTLIERS, TrainConfig, evaluate_accuracy, load_images, train_epoch
+from ..train import NAMED_OUTLIERS, SYNTHETIC_OUTLIERS, TrainConfig, evaluate_accuracy, load_images, train_epoch
 from .common import prepare_out, progress_factory, setup_runtime
 
 __all__ = ["run_train"]
@@ -65,8 +65,22 @@ def _outliers(st: TrainSettings, root: Path, model, prog):
     if st.outliers in SYNTHETIC_OUTLIERS:
         return None, f"{st.outliers}: {SYNTHETIC_OUTLIERS[st.outliers]}"
     from ..data import build_benchmark, open_set
+    from ..data.benchmarks import tin_oe_set
     from ..data.image import content_hash
-    src = open_set(st.outliers, name="outliers").prepare(model.channels, model.input_size)
+    src = tin_oe_set(root) if st.outliers == NAMED_OUTLIERS[0] else open_set(st.outliers, name="outliers")
+    src.prepare(model.channels, model.input_size)
+    bench = build_benchmark(st.benchmark, root, model.channels, model.input_size)
+    if src.classes and src.labels is not None:  # Tiny ImageNet classes that a benchmark evaluates on
+        import numpy as np
+        for name, ds in bench.ood.items():
+            if ds.classes and ds.labels is not None and name == "tin":
+                shared = sorted(set(src.classes[k] for k in np.unique(src.labels))
+                                & {ds.classes[k] for k in np.unique(ds.labels)})
+                if shared:
+                    raise ValueError(f"outliers {st.outliers}: holds {len(shared)} class(es) of the evaluation set "
+                                     f"{name} ({', '.join(shared[:4])}{' ...' if len(shared) > 4 else ''}); "
+                                     "outlier exposure needs classes disjoint from every evaluation set (give "
+                                     "--outliers tin-oe, the held-out half of Tiny ImageNet)")
     bar = prog("load outliers", len(src)) if prog else None
     try:
         xo, _ = load_images(src, bar.update if bar else None, labelled=False)
@@ -74,7 +88,6 @@ def _outliers(st: TrainSettings, root: Path, model, prog):
         if bar:
             bar.close()
     mine = {content_hash(x) for x in xo}
-    bench = build_benchmark(st.benchmark, root, model.channels, model.input_size)
     for name, ds in bench.sets().items():
         hits = [j for j in range(len(ds)) if content_hash(ds[j][0]) in mine]
         if hits:
