@@ -4,17 +4,21 @@
 # its config, results and per-input scores in docs/benchmarks/NAME/, renders
 # docs/benchmarks/report.md (`ross report`) and the paired comparisons the docs cite
 # (docs/benchmarks/comparisons.md, `ross compare`).
-#   scripts/benchmark_tables.sh [NAME ...]      (default: every config whose run is stored)
+#   scripts/benchmark_tables.sh [--render] [NAME ...]   (default: every config whose run is stored;
+#   --render: no runs, only the report and the comparisons from what is stored)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 ross=.venv/bin/ross
+render_only=0
+if [ "${1:-}" = "--render" ]; then render_only=1; shift; fi
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
   for d in docs/benchmarks/*/; do names+=("$(basename "$d")"); done
 fi
 for n in "${names[@]}"; do
-  cfg="configs/benchmarks/$n.yaml"
+  [ "$render_only" = 1 ] && break
+  [ "$n" = main-run ] && cfg=configs/cifar10.yaml || cfg="configs/benchmarks/$n.yaml"
   [ -f "$cfg" ] || { echo "no config $cfg" >&2; exit 2; }
   cmd=eval; grep -q '^eps:' "$cfg" && cmd=attack
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" $ross $cmd --config "$cfg" --no-progress --out "runs/bench/$n" > "runs/bench/$n.log"
