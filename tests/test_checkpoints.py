@@ -150,7 +150,7 @@ def every_fifth_cifar100_test_image():
     return load_images(SubsetView(ds, np.arange(0, 10000, 5)))
 
 
-@pytest.mark.parametrize("name,want", [("resnet20-cifar100", 0.6517)])
+@pytest.mark.parametrize("name,want", [("resnet20-cifar100", 0.6517), ("resnet20-cifar100-noise012", 0.4028)])
 def test_packaged_cifar100_models_load_and_classify(name, want, every_fifth_cifar100_test_image):
     """The CIFAR-100 models trained here: sha256-checked, 100 classes, and on 2,000 test images
     (every fifth) within 3 points of the record's 10,000-image accuracy (over three standard errors)."""
