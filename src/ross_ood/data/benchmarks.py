@@ -270,10 +270,10 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
             for k, spec in sets.items():
                 ood[k], groups[k] = _open(resolve_spec(spec, root), name, k, seed), group
                 if k in d.exclude:
-                    full = ood[k]
-                    for lst in d.exclude[k]:
-                        ood[k] = exclude_classes(ood[k], tin_exclusions(lst), f"class-exclusion list {lst}")
-                    counts = " and ".join(f"the {len(tin_exclusions(lst))} of {Path(lst).name}" for lst in d.exclude[k])
+                    full, lists = ood[k], [(lst, tin_exclusions(lst)) for lst in d.exclude[k]]
+                    for lst, listed in lists:
+                        ood[k] = exclude_classes(ood[k], listed, f"class-exclusion list {lst}")
+                    counts = " and ".join(f"the {len(listed)} of {Path(lst).name}" for lst, listed in lists)
                     notes.append(f"{k}: {len(ood[k])} of {len(full)} images, without the classes of the ID data "
                                  f"sets and those kept for outlier exposure ({counts})")
     for k, spec in (extra_ood or {}).items():
