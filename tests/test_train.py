@@ -290,6 +290,49 @@ def test_training_attack_raises_the_noisy_loss_inside_the_ball():
     assert model.training
 
 
+def test_attacked_outliers_move_toward_confidence_and_leave_the_id_attack_unchanged():
+    """ALOE-style: the outliers are attacked in the same steps, inside the ball and [0, 1], and their
+    cross-entropy to the uniform distribution (same noise) rises; the network is in eval mode, so the
+    ID images' attack is exactly the one without outliers (the loss is a sum over the two parts)."""
+    from ross_ood.train import adversarial_under_noise
+    model = _flat_model()
+    g = torch.Generator().manual_seed(3)
+    x, xo = torch.rand(8, 3, 8, 8, generator=g), torch.rand(6, 3, 8, 8, generator=g)
+    y = torch.arange(8) % 4
+    cfg = TrainConfig(sigma=0.1, n_noise=2, adv_eps=8 / 255, adv_steps=3, oe_weight=0.5, adv_outliers=True)
+    noise, onoise = torch.randn(16, 3, 8, 8, generator=g), torch.randn(6, 3, 8, 8, generator=g)
+    start = (torch.rand(x.shape, generator=g) * 2 - 1) * cfg.adv_eps
+    ostart = (torch.rand(xo.shape, generator=g) * 2 - 1) * cfg.adv_eps
+    xa, xoa = adversarial_under_noise(model, x, y, noise, cfg, start, xo, onoise, ostart)
+    assert torch.allclose(xa, adversarial_under_noise(model, x, y, noise, cfg, start), atol=1e-7)
+    assert (xoa - xo).abs().max() <= cfg.adv_eps + 1e-7 and xoa.min() >= 0 and xoa.max() <= 1
+
+    def uniform_ce(v):  # written out here: -(1/K) sum_k log softmax_k, mean over the outliers
+        with torch.no_grad():
+            logp = torch.log_softmax(model((v + 0.1 * onoise).clamp(0, 1)), 1)
+        return float(-(logp.sum(1) / logp.shape[1]).mean())
+    assert uniform_ce(xoa) > uniform_ce(xo) + 0.01
+
+
+def test_attacked_outliers_need_adversarial_training_and_outliers(tmp_path, capsys):
+    for flags in (["--adv-outliers"], ["--adv-outliers", "--adv-eps", "2"], ["--adv-outliers", "--outliers", "jigsaw"]):
+        assert cli.main(["train", "--out", str(tmp_path / "o"), "--device", "cpu", *flags]) == 2
+        assert "adv_outliers attacks the outliers of adversarial training" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    from ross_ood.train import train_epoch
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 4
+
+    def run(**kw):
+        model = _flat_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        train_epoch(model, x, y, opt, TrainConfig(sigma=0.1, epochs=1, batch_size=8, adv_eps=4 / 255,
+                                                  outliers="jigsaw", **kw), 0)
+        return model.net[1].weight.detach().clone()
+    assert torch.equal(run(adv_outliers=True), run(adv_outliers=True))
+    assert not torch.allclose(run(adv_outliers=True), run())
+
+
 def test_adversarial_epoch_is_seeded_and_differs_from_plain():
     from ross_ood.train import train_epoch
     x = torch.rand(20, 3, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -272,6 +272,8 @@ class TrainSettings(FieldSettings):
     adv_eps: str = opt("0", "adversarial training under noise: L-inf radius of the training attack in 1/255 pixel "
                        "units ('2', '2/255'; 0: none), PGD on the mean loss of the noisy copies (SmoothAdv-style)")
     adv_steps: int = opt(2, "PGD steps of the training attack (step 2.5 eps / steps, random start)")
+    adv_outliers: bool = opt(False, "attack the outliers too, in the same PGD steps on the whole training loss "
+                             "(ALOE-style; needs adv_eps > 0 and outliers)")
     limit: int | None = opt(None, "seeded class-stratified subset of the training images")
     val_limit: int = opt(1000, "images of the ID validation split for per-epoch accuracy")
     test_limit: int | None = opt(None, "images of the ID test archive for the final accuracy (default: all)")
@@ -303,6 +305,9 @@ class TrainSettings(FieldSettings):
             raise ValueError(f"adv_eps must be one finite number >= 0 (in 1/255 units, e.g. 2 or 2/255), "
                              f"got {self.adv_eps!r}") from None
         check_int("adv_steps", self.adv_steps)
+        if self.adv_outliers and (self.adv_eps_value <= 0 or self.outliers is None):
+            raise ValueError("adv_outliers attacks the outliers of adversarial training: give adv_eps > 0 and "
+                             "outliers too")
         if self.outliers is not None:
             from .train import NAMED_OUTLIERS, SYNTHETIC_OUTLIERS
             if (self.outliers not in SYNTHETIC_OUTLIERS and self.outliers not in NAMED_OUTLIERS

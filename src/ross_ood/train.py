@@ -23,7 +23,11 @@ expectation over the noise draws): with ``adv_eps`` > 0, every step first attack
 of the batch with ``adv_steps`` steps of L-inf PGD (pixel units, step 2.5 eps / steps, a uniform
 random start, clipped to [0, 1]) on the mean cross-entropy of their ``n_noise`` noisy copies, the
 noise fixed across the steps and the network in eval mode; the training loss is then computed on
-the adversarial images with the same noise. The outliers (if any) are not attacked.
+the adversarial images with the same noise. With ``adv_outliers`` the outliers are attacked in
+the same steps too (ALOE, Chen et al., 2020; as ATD attacks both sides): each PGD step ascends
+the whole training loss, the ID cross-entropy plus ``oe_weight`` x the outliers' cross-entropy to
+the uniform distribution, so the outliers move toward a confident prediction, the direction an
+attacker pushes an OOD input; without it the outliers are not attacked.
 
 Every random draw of epoch e comes from generators seeded by (seed, e) alone: order, crops and
 flips from a CPU generator, the noise from a generator on the training device (so a GPU draws
@@ -75,6 +79,7 @@ class TrainConfig:
     oe_weight: float = 0.5
     adv_eps: float = 0.0  # L-inf radius of the training attack, pixel units (0: no adversarial training)
     adv_steps: int = 2
+    adv_outliers: bool = False  # attack the outliers too (needs adv_eps > 0 and outliers)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -123,32 +128,49 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+def _uniform_ce(logits: torch.Tensor) -> torch.Tensor:
+    """Outlier exposure's loss: the mean cross-entropy of ``logits`` to the uniform distribution."""
+    return -logits.log_softmax(1).mean(1).mean()
+
+
 def adversarial_under_noise(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor,
-                            cfg: TrainConfig, start: torch.Tensor) -> torch.Tensor:
+                            cfg: TrainConfig, start: torch.Tensor, outliers: torch.Tensor | None = None,
+                            outlier_noise: torch.Tensor | None = None, outlier_start: torch.Tensor | None = None):
     """``x`` attacked by ``cfg.adv_steps`` steps of L-inf PGD (radius ``cfg.adv_eps``, pixel units,
     from ``x + start``, ``start`` uniform in the ball) on the mean cross-entropy over the noisy
-    copies ``x + cfg.sigma * noise`` (``noise`` (n_noise * B, C, H, W), fixed across the steps)."""
+    copies ``x + cfg.sigma * noise`` (``noise`` (n_noise * B, C, H, W), fixed across the steps).
+    With ``outliers`` (and their ``outlier_noise``, one copy each, and ``outlier_start``) they are
+    attacked in the same steps, the loss ascended being the training loss's ``cross-entropy +
+    oe_weight x uniform cross-entropy of the outliers``; returns ``(x_adv, outliers_adv)`` then,
+    else ``x_adv``."""
     eps, m = cfg.adv_eps, cfg.n_noise
     alpha = 2.5 * eps / cfg.adv_steps
+    n_id = m * len(x)
     was_training = model.training
     model.eval()
-    delta = start.clone()
+    parts = [(x, start.clone())] + ([] if outliers is None else [(outliers, outlier_start.clone())])
+    all_noise = noise if outliers is None else torch.cat([noise, outlier_noise])
     try:
         for _ in range(cfg.adv_steps):
-            delta.requires_grad_(True)
-            xa = (x + delta).clamp(0.0, 1.0)
+            deltas = [d.requires_grad_(True) for _, d in parts]
+            xa = [(v + d).clamp(0.0, 1.0) for (v, _), d in zip(parts, deltas)]
+            xs = torch.cat([xa[0].repeat(m, 1, 1, 1), *xa[1:]])
             with autocast(cfg.precision, x.device):
-                logits = model((xa.repeat(m, 1, 1, 1) + cfg.sigma * noise).clamp(0.0, 1.0))
-            loss = F.cross_entropy(logits.float(), y.repeat(m))
-            (g,) = torch.autograd.grad(loss, delta)
-            delta = (delta.detach() + alpha * g.sign()).clamp(-eps, eps)
+                logits = model((xs + cfg.sigma * all_noise).clamp(0.0, 1.0)).float()
+            loss = F.cross_entropy(logits[:n_id], y.repeat(m))
+            if outliers is not None:
+                loss = loss + cfg.oe_weight * _uniform_ce(logits[n_id:])
+            grads = torch.autograd.grad(loss, deltas)
+            parts = [(v, (d.detach() + alpha * g.sign()).clamp(-eps, eps)) for (v, _), d, g in zip(parts, deltas, grads)]
     finally:
         model.train(was_training)
-    return (x + delta).clamp(0.0, 1.0).detach()
+    adv = [(v + d).clamp(0.0, 1.0).detach() for v, d in parts]
+    return adv[0] if outliers is None else (adv[0], adv[1])
 
 
 def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
-          outliers: torch.Tensor | None = None, adv_start: torch.Tensor | None = None):
+          outliers: torch.Tensor | None = None, adv_start: torch.Tensor | None = None,
+          outlier_start: torch.Tensor | None = None):
     m = cfg.n_noise
     n_id = m * len(x)
     noise = torch.randn((n_id + (0 if outliers is None else len(outliers)), *x.shape[1:]), generator=gen,
@@ -156,14 +178,20 @@ def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
     if cfg.adv_eps > 0:
         if adv_start is None:
             raise ValueError("adversarial training needs the attack's random start (adv_start)")
-        x = adversarial_under_noise(model, x, y, noise[:n_id], cfg, adv_start)
+        if cfg.adv_outliers and outliers is not None:
+            if outlier_start is None:
+                raise ValueError("attacking the outliers needs their random start (outlier_start)")
+            x, outliers = adversarial_under_noise(model, x, y, noise[:n_id], cfg, adv_start, outliers,
+                                                  noise[n_id:], outlier_start)
+        else:
+            x = adversarial_under_noise(model, x, y, noise[:n_id], cfg, adv_start)
     xs = x.repeat(m, 1, 1, 1) if outliers is None else torch.cat([x.repeat(m, 1, 1, 1), outliers])
     with autocast(cfg.precision, x.device):
         logits = model((xs + cfg.sigma * noise).clamp(0.0, 1.0))
     logits = logits.float()
     loss = F.cross_entropy(logits[:n_id], y.repeat(m))
     if outliers is not None:  # cross-entropy to the uniform distribution
-        loss = loss - cfg.oe_weight * logits[n_id:].log_softmax(1).mean(1).mean()
+        loss = loss + cfg.oe_weight * _uniform_ce(logits[n_id:])
     if cfg.consistency > 0 and m >= 2:
         logp = logits[:n_id].log_softmax(1).view(m, len(x), -1)
         p_bar = logp.exp().mean(0)
@@ -206,10 +234,12 @@ def train_epoch(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor,
             xo = augment(outlier_images[oidx], gen).to(model.device)
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch * steps + k, cfg.epochs * steps)
-        start = None
-        if cfg.adv_eps > 0:  # the attack's random start, from the epoch's CPU generator
+        start = o_start = None
+        if cfg.adv_eps > 0:  # the attack's random starts, from the epoch's CPU generator
             start = ((torch.rand(x.shape, generator=gen) * 2 - 1) * cfg.adv_eps).to(x.device)
-        loss, logits = _loss(model, x, y, cfg, noise_gen, xo, start)
+            if cfg.adv_outliers and xo is not None:
+                o_start = ((torch.rand(xo.shape, generator=gen) * 2 - 1) * cfg.adv_eps).to(x.device)
+        loss, logits = _loss(model, x, y, cfg, noise_gen, xo, start, o_start)
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()

@@ -167,7 +167,7 @@ def run_train(st: TrainSettings) -> dict:
     x, y = x.to(dev), y.to(dev)  # on a GPU the whole training set lives there (600 MB for CIFAR-10)
     cfg = TrainConfig(st.sigma, st.epochs, st.lr, st.batch_size, st.momentum, st.weight_decay, st.n_noise,
                       st.consistency, st.entropy, st.seed, st.precision, st.outliers, st.oe_weight, st.adv_eps_value,
-                      st.adv_steps)
+                      st.adv_steps, st.adv_outliers)
     opt, start, history = _start(st, model, out)
     scaler = grad_scaler(st.precision, dev)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
