@@ -49,6 +49,9 @@ CONFIGS = {
     "new-2copies": convergence_budgets(NEW)["2x copies"],
     "new-bf16": dataclasses.replace(NEW, precision="bf16"),
     "new-fp32": dataclasses.replace(NEW, precision="fp32"),
+    # cheaper judges (issue 24): the same common random numbers, fewer copies per judgement
+    "judge8": dataclasses.replace(NEW, judge_n=8),
+    "judge12": dataclasses.replace(NEW, judge_n=12),
 }
 
 

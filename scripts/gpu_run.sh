@@ -9,8 +9,8 @@
 #           OUT/train/NAME/ (model.json: sha256, command, accuracies, wall time).
 #   check   CPU-vs-GPU agreement of scores on the same noise, and eval / attack / certify timings
 #           on the GPU against the CPU (OUT/check/).
-#   attack  the leaderboard and README robustness configs (ATTACK_CONFIGS) at LIMIT images per set
-#           (default 500) on the GPU (OUT/attack/NAME/).
+#   attack  the rows of the real-benchmark leaderboard (ATTACK_CONFIGS, default configs/leaderboard/*.yaml)
+#           at LIMIT images per set (default 500, their own) on the GPU (OUT/attack/NAME/).
 # Data: $ROSS_DATA, else ../shared/data; where .gpu/data holds the xz pack of scripts/pack_data.sh
 # (a machine that cannot reach the data), it is unpacked into OUT/data first.
 # --tiny: a few images and one epoch, so that the whole script runs on a CPU as a test.
@@ -125,12 +125,13 @@ PY
 stage_attack() {
   # the leaderboard's and the README's robustness configs at LIMIT images per set on the device
   local limit=${LIMIT:-$([ "$TINY" = 1 ] && echo 4 || echo 500)}
-  local configs="${ATTACK_CONFIGS:-$(ls docs/robustness/v4-*.config.yaml | tr '\n' ' ')}"
+  local configs="${ATTACK_CONFIGS:-$(ls configs/leaderboard/*.yaml | tr '\n' ' ')}"
   local extra=()
-  [ "$TINY" = 1 ] && extra=(--adaptive-steps 2 --eotpgd-steps 2 --transfer-steps 2 --restarts 1 -N 5 --bootstrap 50)
+  [ "$TINY" = 1 ] && extra=(--adaptive-steps 2 --eotpgd-steps 2 --transfer-steps 2 --restarts 1 -N 5 --bootstrap 50
+                            --stats-limit 200 --stats-cache "$OUTDIR/stats-cache")
   mkdir -p "$OUTDIR/attack"
   for c in $configs; do
-    local name; name="$(basename "$c" .config.yaml)"
+    local name; name="$(basename "$(basename "$c" .yaml)" .config)"
     local t0=$SECONDS
     OMP_NUM_THREADS=4 ross attack --config "$c" --data-root "$ROSS_DATA" --limit "$limit" --device "$DEV" \
       --no-progress --out "$OUTDIR/attack/$name" "${extra[@]}" > "$OUTDIR/attack/$name.log" 2>&1 \
