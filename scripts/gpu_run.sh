@@ -149,7 +149,7 @@ for stage in "$@"; do
   esac
 done
 tmp="$(mktemp)"
-tar -czf "$tmp" -C "$OUTDIR" --exclude=./cache --exclude='*/cache' --exclude=./data --exclude=gpu-results.tar.gz \
+tar -czf "$tmp" -C "$OUTDIR" --exclude=./cache --exclude='*/cache' --exclude=./data --exclude=./stats-cache --exclude=gpu-results.tar.gz \
   --exclude=state.pt --exclude='*.npz' .
 mv "$tmp" "$OUTDIR/gpu-results.tar.gz"
 log "packed $OUTDIR/gpu-results.tar.gz ($(du -h "$OUTDIR/gpu-results.tar.gz" | cut -f1)); status $status"
