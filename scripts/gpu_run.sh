@@ -11,6 +11,8 @@
 #           on the GPU against the CPU (OUT/check/).
 #   attack  the rows of the real-benchmark leaderboard (ATTACK_CONFIGS, default configs/leaderboard/*.yaml)
 #           at LIMIT images per set (default 500, their own) on the GPU (OUT/attack/NAME/).
+#   certify the leaderboard's certificates (CERTIFY_CONFIGS, default configs/leaderboard/certify/*.yaml)
+#           at LIMIT images per set, n = 2,000 (OUT/certify/NAME/).
 # Data: $ROSS_DATA, else ../shared/data; where .gpu/data holds the xz pack of scripts/pack_data.sh
 # (a machine that cannot reach the data), it is unpacked into OUT/data first.
 # --tiny: a few images and one epoch, so that the whole script runs on a CPU as a test.
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [--tiny] [--out DIR] train|check|attack ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [--tiny] [--out DIR] train|check|attack|certify ..." >&2; exit 2; }
 mkdir -p "$OUTDIR"
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 PY="${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
@@ -139,12 +141,28 @@ stage_attack() {
   done
 }
 
+stage_certify() {
+  local limit=${LIMIT:-$([ "$TINY" = 1 ] && echo 4 || echo 500)}
+  local configs="${CERTIFY_CONFIGS:-$(ls configs/leaderboard/certify/*.yaml | tr '\n' ' ')}"
+  local extra=()
+  [ "$TINY" = 1 ] && extra=(-N 40 --bootstrap 50 --stats-limit 200 --stats-cache "$OUTDIR/stats-cache")
+  mkdir -p "$OUTDIR/certify"
+  for c in $configs; do
+    local name; name="$(basename "$c" .yaml)"
+    local t0=$SECONDS
+    OMP_NUM_THREADS=4 ross certify --config "$c" --data-root "$ROSS_DATA" --limit "$limit" --device "$DEV" \
+      --no-progress --out "$OUTDIR/certify/$name" "${extra[@]}" > "$OUTDIR/certify/$name.log" 2>&1 \
+      && log "certify $name: $limit images per set, $((SECONDS - t0)) s" || { log "certify $name FAILED"; return 1; }
+  done
+}
+
 status=0
 for stage in "$@"; do
   case "$stage" in
     train) stage_train || status=1 ;;
     check) stage_check || status=1 ;;
     attack) stage_attack || status=1 ;;
+    certify) stage_certify || status=1 ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
