@@ -58,7 +58,7 @@ def test_bad_specs_name_the_problem(tmp_path):
         render_leaderboard(spec)
 
 
-@pytest.mark.parametrize("spec_name,page", [("leaderboard.yaml", "robustness.md"),
+@pytest.mark.parametrize("spec_name,page", [("leaderboard.yaml", "robustness.md"), ("leaderboard-jpeg.yaml", "robustness-jpeg.md"),
                                             ("leaderboard-v3.yaml", "robustness-v3.md")])
 def test_committed_leaderboard_is_its_render(spec_name, page):
     spec_path = ROOT / "docs" / "robustness" / spec_name
