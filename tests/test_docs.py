@@ -24,3 +24,26 @@ def test_api_reference_builds_without_warnings(tmp_path):
     assert {"detectors.html", "smoothing.html", "settings.html", "certify.html"} <= pages
     page = (tmp_path / "api" / "ross_ood" / "detectors.html").read_text()
     assert "tau_quantile" in page and "fit_features" in page  # the docstrings made it in
+
+
+def _configs(sub):
+    root = Path(__file__).resolve().parents[1] / "configs" / sub
+    return sorted(root.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _configs("leaderboard") + _configs("leaderboard/certify") + _configs("benchmarks"),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_run_configs_validate(path, tmp_path):
+    """Every committed run config (the leaderboard rows, their certificates, the clean tables) is read
+    and validated as its command would, and names a zoo model: a typo fails here, not on a GPU loan."""
+    from ross_ood.models import ZOO
+    from ross_ood.settings import AttackSettings, CertifySettings, EvalSettings, load_config_file
+    import yaml
+    doc = yaml.safe_load(path.read_text())
+    cls = AttackSettings if "eps" in doc else CertifySettings if path.parent.name == "certify" else EvalSettings
+    values = load_config_file(path, cls)
+    values.pop("checkpoint", None)  # a run's own weights under runs/ need not exist here
+    values["out"] = str(tmp_path / "o")
+    st = cls(**values)
+    models = st.model if isinstance(st.model, list) else [st.model]
+    assert all(m in ZOO for m in models if m), models
