@@ -99,3 +99,52 @@ def test_malformed_specs_get_one_line(tmp_path, capsys, text, message):
     assert cli.main(["leaderboard", str(p)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ross leaderboard: error:") and len(err.strip().splitlines()) == 1
+
+
+def _lb_scores(run, det, eps, side_target):
+    """Per-input scores of a stored run, read independently of ross_ood.compare."""
+    import gzip
+    d = ROOT / "docs/robustness/lb" / run
+    path = d / "input_scores.json"
+    raw = json.loads(path.read_text() if path.exists() else gzip.decompress((d / "input_scores.json.gz").read_bytes()))
+    return lambda side, s: raw[f"{det}|clean|{s}" if eps == "clean" or side is None
+                               else f"{det}|{eps!r}|{side}|{s}|{side_target}"]
+
+
+def test_paired_section_is_the_difference_on_the_same_images(tmp_path):
+    """The paired cells are AUROC(A) - AUROC(B) recomputed here with scikit-learn from the stored
+    per-input scores (PGD-Both: attacked ID vs attacked OOD), inside their own interval; runs on
+    other images are refused by name."""
+    from sklearn.metrics import roc_auc_score
+    import numpy as np
+    lb = ROOT / "docs/robustness/lb"
+    if not (lb / "std-msp-p1").is_dir() or not (lb / "e52-median-energy-p1").is_dir():
+        pytest.skip("stored leaderboard runs absent")
+    spec = {"attack": {"e": str(lb / "e52-median-energy-p1/results.json"), "m": str(lb / "std-msp-p1/results.json"),
+                       "m5": str(lb / "std-msp/results.json")},
+            "rows": [{"label": "x", "attack": "e", "detector": "median-energy"}],
+            "paired": [{"a": "e", "a_detector": "median-energy", "b": "m", "b_detector": "msp"}]}
+    p = tmp_path / "lb.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    md = render_leaderboard(load_spec(p))
+    head = next(line for line in md.splitlines() if line.startswith("| A | B |")).split(" | ")
+    row = next(line for line in md.splitlines() if line.startswith("| median-energy (e) |")).split(" | ")
+    res = json.loads((lb / "e52-median-energy-p1/results.json").read_text())
+    eps = next(e for e in res["eps_list"] if abs(e * 255 - 2) < 1e-6)
+
+    def both(run, det):
+        get = _lb_scores(run, det, eps, "worst")
+        return np.mean([roc_auc_score(np.r_[np.zeros(len(get("min", "id_test"))), np.ones(len(get("max", s)))],
+                                      -np.r_[get("min", "id_test"), get("max", s)]) for s in ("cifar100", "tin")])
+    want = 100 * (both("e52-median-energy-p1", "median-energy") - both("std-msp-p1", "msp"))
+    cell = row[head.index("2/255 PGD-Both")]
+    got, lo, hi = (float(v) for v in re.match(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", cell).groups())
+    assert got == pytest.approx(want, abs=0.006) and lo <= got <= hi and want > 10
+    spec["paired"] = [{"a": "e", "a_detector": "median-energy", "b": "m5", "b_detector": "msp"}]
+    p.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="paired entry e / m5: .*not run on the same images"):
+        render_leaderboard(load_spec(p))
+    spec["paired"] = [{"a": "e", "a_detector": "median-energy", "b": "zz", "b_detector": "msp"}]
+    p.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="paired entry 1: no attack results named 'zz'"):
+        load_spec(p)

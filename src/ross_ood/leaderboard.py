@@ -17,6 +17,8 @@ bootstrap interval. Spec keys::
     radii: [0.12, 0.25, 0.5]
     rows:
       - {label: ..., attack: name, detector: msp, certify: name, sigma: 0.12}
+    paired:                    # A - B on the same images (``ross compare``), worst case per input
+      - {a: name, a_detector: median-energy, b: name, b_detector: msp}
     anchors: markdown          # published numbers, their own protocols (quoted, not computed)
     notes: markdown            # below the table
 """
@@ -63,6 +65,17 @@ def load_spec(path: str | Path) -> dict:
             raise ValueError(f"{p}: row {i + 1} ({row.get('label', 'no label')!r}) needs {' and '.join(missing)}")
         if "sigma" in row and not isinstance(row["sigma"], (int, float)):
             raise ValueError(f"{p}: row {row['label']!r}: sigma must be a number, got {row['sigma']!r}")
+    paired = spec.get("paired", [])
+    if not isinstance(paired, list):
+        raise ValueError(f"{p}: 'paired' must be a list of {{a, a_detector, b, b_detector}}, got {paired!r}")
+    for i, pair in enumerate(paired):
+        keys = ("a", "a_detector", "b", "b_detector")
+        if not isinstance(pair, dict) or any(not isinstance(pair.get(k), str) or not pair.get(k) for k in keys):
+            raise ValueError(f"{p}: paired entry {i + 1} needs a, a_detector, b and b_detector (attack run names "
+                             f"and their detectors), got {pair!r}")
+        for k in ("a", "b"):
+            if pair[k] not in (spec.get("attack") or {}):
+                raise ValueError(f"{p}: paired entry {i + 1}: no attack results named {pair[k]!r}")
     radii = spec.get("radii", [])
     if not isinstance(radii, list):
         raise ValueError(f"{p}: 'radii' must be a list of L2 radii, got {radii!r}")
@@ -161,10 +174,40 @@ def render_leaderboard(spec: dict) -> str:
         version = f"attack version {d['attack_version']}; " if "attack_version" in d else ""
         lines.append(f"- `{name}`: `ross {d['command']}` on {d.get('model') or d.get('models')}, {sizes}; "
                      f"{version}{d['wall_time_s'] / 60:.1f} min")
+    if spec.get("paired"):
+        lines += ["", *_paired_section(spec, attacks, cols)]
     for key in ("anchors", "notes"):
         if spec.get(key):
             lines += ["", spec[key].strip()]
     return "\n".join(lines) + "\n"
+
+
+def _paired_section(spec: dict, attacks: dict, cols: list) -> list[str]:
+    """A - B per paired entry (``compare.compare_runs`` on the stored per-input scores: the same
+    images in both runs, else refused), worst case per input, mean over the OOD sets."""
+    from .compare import compare_runs
+    head = ["A", "B", "images/set", "clean"] + [f"{_eps_label(e)} PGD-{_OBJ[o]}" for e, o in cols]
+    lines = ["Paired differences, A - B on the same images (worst case per input, mean over the OOD sets), "
+             "with the 95% paired bootstrap interval over the images (`ross compare`); a difference whose "
+             "interval holds 0 is not supported:", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for pair in spec["paired"]:
+        dirs = [(spec["_dir"] / spec["attack"][pair[k]]).parent for k in ("a", "b")]
+        try:
+            doc = compare_runs(dirs[0], dirs[1], pair["a_detector"], pair["b_detector"],
+                               n_resamples=1000)
+        except (ValueError, FileNotFoundError) as e:
+            raise type(e)(f"leaderboard paired entry {pair['a']} / {pair['b']}: {e}") from None
+        recs = {(r["eps"], r["objective"]): r["diff"]["mean"] for r in doc["rows"]
+                if r["target"] in ("worst", "clean")}
+
+        def cell(key):
+            d = recs.get(key)
+            return "-" if d is None else f"{100 * d['diff']:+.2f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+        n = attacks[pair["a"]]["set_sizes"].get("id_test", "-")
+        lines.append("| " + " | ".join([f"{pair['a_detector']} ({pair['a']})", f"{pair['b_detector']} ({pair['b']})",
+                                         str(n), cell(("clean", "clean"))] + [cell(c) for c in cols]) + " |")
+    return lines
 
 
 def write_leaderboard(spec_path: str | Path, out: str | Path | None = None) -> Path:
