@@ -148,3 +148,37 @@ def test_paired_section_is_the_difference_on_the_same_images(tmp_path):
     p.write_text(yaml.safe_dump(spec))
     with pytest.raises(ValueError, match="paired entry 1: no attack results named 'zz'"):
         load_spec(p)
+
+
+def test_two_runs_pair_on_the_sets_both_hold(tmp_path):
+    """A run that holds only some of the OOD sets (one arm of a cost measurement) pairs with a full
+    run on those sets: the difference is the one recomputed with scikit-learn on that set alone;
+    a changed ID image set is still refused."""
+    import shutil
+    from sklearn.metrics import roc_auc_score
+    import numpy as np
+    from ross_ood.compare import compare_runs
+    lb = ROOT / "docs/robustness/lb"
+    if not (lb / "std-msp-p1").is_dir() or not (lb / "e52-median-energy-p1").is_dir():
+        pytest.skip("stored leaderboard runs absent")
+    sub = tmp_path / "msp-c100"
+    shutil.copytree(lb / "std-msp-p1", sub)
+    doc = json.loads((sub / "results.json").read_text())
+    for key in ("set_fingerprints", "set_sizes"):
+        doc[key].pop("tin")
+    (sub / "results.json").write_text(json.dumps(doc))
+    raw = json.loads((sub / "input_scores.json").read_text())
+    (sub / "input_scores.json").write_text(json.dumps({k: v for k, v in raw.items() if "|tin" not in k}))
+    out = compare_runs(lb / "e52-median-energy-p1", sub, "median-energy", "msp")
+    assert out["ood_sets"] == ["cifar100"]
+    (row,) = [r for r in out["rows"] if r["eps"] == "clean"]
+    ea, eb = _lb_scores("e52-median-energy-p1", "median-energy", "clean", None), _lb_scores("std-msp-p1", "msp", "clean", None)
+
+    def auc(get):
+        i, o = get(None, "id_test"), get(None, "cifar100")
+        return roc_auc_score(np.r_[np.ones(len(i)), np.zeros(len(o))], np.r_[i, o])
+    assert row["diff"]["mean"]["diff"] == pytest.approx(auc(ea) - auc(eb), abs=1e-12)
+    doc["set_fingerprints"]["id_test"] = "other"
+    (sub / "results.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="not run on the same images"):
+        compare_runs(lb / "e52-median-energy-p1", sub, "median-energy", "msp")

@@ -4,8 +4,9 @@ same images, as AUROC differences with paired bootstrap intervals.
 Two rows evaluated on the same images share most of their sampling noise: which images were
 drawn. Resampling the images once and applying the draw to both rows
 (``metrics.paired_auroc_difference``) keeps only the noise of the difference, an interval many
-times narrower than the two separate ones. Runs on other images are refused (their set
-fingerprints differ): such a difference has no paired interval.
+times narrower than the two separate ones. Two runs pair on the OOD sets both hold (one may
+attack a subset of the sets); runs on other images are refused (their set fingerprints differ):
+such a difference has no paired interval.
 """
 from __future__ import annotations
 
@@ -79,9 +80,19 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
     doc_a, sa = load_run_scores(dir_a)
     doc_b, sb = (doc_a, sa) if dir_b is None else load_run_scores(dir_b)
     fa, fb = doc_a.get("set_fingerprints"), doc_b.get("set_fingerprints")
-    if dir_b is not None and (fa is None or fb is None or fa != fb):
-        raise ValueError(f"{dir_a} and {dir_b} were not run on the same images (their set fingerprints differ or "
-                         "are missing): a paired comparison needs the same images")
+    ood_sets = [s for s in doc_a.get("set_sizes", {}) if s not in ("id_val", "id_test")]
+    if dir_b is not None:
+        # two runs pair on the OOD sets both hold (a run may attack a subset of the sets, e.g. one
+        # arm of a cost measurement), each on the same images; the ID test images must be the same
+        if isinstance(fa, dict) and isinstance(fb, dict):
+            shared = [s for s in ood_sets if s in fb]
+            same = fa.get("id_test") == fb.get("id_test") and shared and all(fa.get(s) == fb.get(s) for s in shared)
+        else:  # combined runs hold one fingerprint list per piece: all of it must agree
+            shared, same = ood_sets, fa is not None and fa == fb
+        if not same:
+            raise ValueError(f"{dir_a} and {dir_b} were not run on the same images (their set fingerprints differ, "
+                             "are missing or share no OOD set): a paired comparison needs the same images")
+        ood_sets = shared
     dets_a = sorted({k[0] for k in sa})
     dets_b = sorted({k[0] for k in sb})
     if det_a or det_b:
@@ -96,7 +107,6 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
         pairs = [(d, d) for d in dets_a if d in dets_b]
         if not pairs:
             raise ValueError(f"{dir_a} and {dir_b} share no detector; name the two with --a and --b")
-    ood_sets = [s for s in doc_a.get("set_sizes", {}) if s not in ("id_val", "id_test")]
     set_groups = doc_a.get("groups", {})
     groups = {g: [s for s in ood_sets if set_groups.get(s) == g] for g in ("near", "far")}
     groups = {g: v for g, v in groups.items() if v and len(v) < len(ood_sets)}  # a group that is not all sets
