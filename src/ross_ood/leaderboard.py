@@ -194,8 +194,7 @@ def _paired_section(spec: dict, attacks: dict, cols: list) -> list[str]:
     for pair in spec["paired"]:
         dirs = [(spec["_dir"] / spec["attack"][pair[k]]).parent for k in ("a", "b")]
         try:
-            doc = compare_runs(dirs[0], dirs[1], pair["a_detector"], pair["b_detector"],
-                               n_resamples=1000)
+            doc = compare_runs(dirs[0], dirs[1], pair["a_detector"], pair["b_detector"])
         except (ValueError, FileNotFoundError) as e:
             raise type(e)(f"leaderboard paired entry {pair['a']} / {pair['b']}: {e}") from None
         recs = {(r["eps"], r["objective"]): r["diff"]["mean"] for r in doc["rows"]
