@@ -8,11 +8,13 @@ mkdir -p "$dest"
 for f in config.yaml results.json results.md results.csv diagnosis.json diagnosis.md; do
   [ -f "$run/$f" ] && cp "$run/$f" "$dest/$f"
 done
-if [ -f "$run/input_scores.json" ]; then
-  if [ "$(stat -c %s "$run/input_scores.json")" -gt 1000000 ]; then
-    gzip -9 -n -c "$run/input_scores.json" > "$dest/input_scores.json.gz"; rm -f "$dest/input_scores.json"
+# per-input scores (eval, attack) and per-input certified bounds (certify): what compare / combine read
+for f in input_scores.json certified_bounds.json; do
+  [ -f "$run/$f" ] || continue
+  if [ "$(stat -c %s "$run/$f")" -gt 1000000 ]; then
+    gzip -9 -n -c "$run/$f" > "$dest/$f.gz"; rm -f "$dest/$f"
   else
-    cp "$run/input_scores.json" "$dest/input_scores.json"
+    cp "$run/$f" "$dest/$f"; rm -f "$dest/$f.gz"
   fi
-fi
+done
 echo "stored $run in $dest ($(du -sh "$dest" | cut -f1))"

@@ -71,3 +71,48 @@ def test_part_is_checked():
         with pytest.raises(ValueError, match="part must be K/M"):
             parse_part(bad)
     assert parse_part("2/5") == (2, 5)
+
+
+CERTIFY = ["certify", "--benchmark", "cifar10-jpeg", "--model", "resnet20-noise012", "--detectors",
+           "median-energy,ross-msp", "-N", "40", "--sigma", "0.12", "--radii", "0,0.1", "--alpha", "0.01",
+           "--limit", "9", "--ood-sets", "tin", "--no-progress", "--device", "cpu", "--data-root", str(DATA_ROOT),
+           "--bootstrap", "200"]
+
+
+def test_certify_pieces_combine_to_the_whole_run(tmp_path):
+    """Certificates in parts: the per-input bounds of the pieces are the whole run's (the same
+    multiset per cell), and every certified metric recomputed from them equals the whole run's."""
+    need_data("cifar10", "test.zip")
+    from ross_ood.jobs.certify import load_bounds
+
+    def run(name, *extra):
+        assert cli.main([*CERTIFY, "--out", str(tmp_path / name), *extra]) == 0
+        return tmp_path / name
+    whole = run("whole")
+    parts = [run(f"p{k}", "--part", f"{k}/3") for k in (1, 2, 3)]
+    assert cli.main(["combine", str(tmp_path / "combined"), *map(str, parts[::-1])]) == 0
+    doc = json.loads((tmp_path / "combined" / "results.json").read_text())
+    ref = json.loads((whole / "results.json").read_text())
+    assert doc["set_sizes"] == ref["set_sizes"] and doc["set_sizes"]["id_val"] > 0  # ross-msp calibrates
+    a, b = load_bounds(tmp_path / "combined"), load_bounds(whole)
+    assert set(a) == set(b) and any(k[2] == 0.1 for k in a)
+    for k in a:
+        np.testing.assert_array_equal(np.sort(a[k]), np.sort(b[k]), err_msg=str(k))
+    got = {(r["detector"], r["radius"], r["ood_set"]): r for r in doc["results"] + doc["means"]}
+    want = {(r["detector"], r["radius"], r["ood_set"]): r for r in ref["results"] + ref["means"]}
+    assert set(got) == set(want) and len(got) == 2 * 3 * 2
+    for k, r in want.items():
+        for m in ("auroc", "fpr95", "abstain_id", "abstain_ood"):
+            assert got[k][m] == pytest.approx(r[m], abs=1e-12), (k, m)
+    # median-only certificates calibrate nothing: no noise samples are spent on the ID validation split
+    only = tmp_path / "median-only"
+    assert cli.main([*CERTIFY, "--detectors", "median-energy", "--out", str(only)]) == 0
+    mdoc = json.loads((only / "results.json").read_text())
+    assert "id_val" not in mdoc["set_sizes"] and not (only / "cache" / "id_val").exists()
+    mine = {(r["radius"], r["ood_set"]): r["auroc"] for r in mdoc["means"] + mdoc["results"]}
+    assert mine == {(k[1], k[2]): r["auroc"] for k, r in want.items() if k[0] == "median-energy"}
+    # a certify piece and an eval piece are not one table
+    ev = tmp_path / "ev1"
+    assert cli.main(["eval", *COMMON, "--out", str(ev), "--part", "1/3"]) == 0
+    with pytest.raises(ValueError, match="different commands"):
+        combine_runs([parts[0], ev], tmp_path / "bad")

@@ -26,7 +26,7 @@ from .metrics import ood_metrics, ood_records
 
 __all__ = ["shifted_percentile", "upper_index", "lower_index", "dkw_eps", "median_bounds", "percentile_band",
            "d_bounds", "ross_bounds", "worst_case_metrics", "rank_abstentions",
-           "certified_records"]
+           "certified_input_bounds", "records_from_bounds", "certified_records"]
 
 
 def shifted_percentile(p: float, eps: float, sigma: float, sign: int) -> float:
@@ -175,25 +175,36 @@ def _abstain_share(bound: np.ndarray, limit: float, upper: bool) -> float:
     return float(np.mean(~np.isfinite(bound) | ((bound >= limit) if upper else (bound <= limit))))
 
 
-def certified_records(det, samples: dict, groups: dict, radii, alpha: float, grid: int, extra: dict,
-                      n_resamples: int = 1000, seed: int = 0) -> list[dict]:
-    """Per-OOD-set and mean records of a fitted smoothed detector: clean metrics of its
-    scores, then certified metrics at every L2 radius (ID lower bounds against OOD upper
-    bounds). ``samples`` maps set name -> (B, n) noise samples (``id_test`` and each OOD
-    set of ``groups``); ``extra`` is copied into every record. Every record carries bootstrap
-    intervals over the images (``metrics.ood_records``)."""
-    vr = det.base.value_range
+def certified_input_bounds(det, samples: dict, groups: dict, radii, alpha: float, grid: int) -> dict:
+    """Per-input numbers that every certified metric is computed from: ``{radius: {set: array}}``
+    with radius ``"clean"`` (the smoothed scores) and each L2 radius (the certified lower bound of
+    each ``id_test`` input, the certified upper bound of each OOD input; -inf / +inf where the
+    certificate abstains). ``samples`` maps set name -> (B, n) noise samples."""
+    out = {"clean": {"id_test": det.score_features(samples["id_test"]).double().numpy(),
+                     **{o: det.score_features(samples[o]).double().numpy() for o in groups}}}
+    for radius in radii:
+        out[radius] = {"id_test": np.asarray(det.certified_bounds(samples["id_test"], radius, alpha, grid)[0], float),
+                       **{o: np.asarray(det.certified_bounds(samples[o], radius, alpha, grid)[1], float)
+                          for o in groups}}
+    return out
+
+
+def records_from_bounds(bounds: dict, groups: dict, value_range, extra: dict, n_resamples: int = 1000,
+                        seed: int = 0) -> list[dict]:
+    """Per-OOD-set and mean records from ``certified_input_bounds``'s numbers (a whole run's, or
+    the concatenated parts' of ``ross combine``): clean metrics, then certified metrics at every
+    radius, abstentions ranked worst; ``value_range`` is the base score's (an abstaining bound
+    sits at its end). Every record carries bootstrap intervals over the images (``metrics.ood_records``)."""
     records = []
-    for radius in ["clean", *radii]:
+    for radius, per in bounds.items():
         if radius == "clean":
-            id_s = det.score_features(samples["id_test"]).numpy()
-            ood = {o: det.score_features(samples[o]).numpy() for o in groups}
+            id_s, ood = per["id_test"], {o: per[o] for o in groups}
             abst = {o: (0.0, 0.0) for o in groups}
         else:
-            id_lo = det.certified_bounds(samples["id_test"], radius, alpha, grid)[0]
-            ood_hi = {o: det.certified_bounds(samples[o], radius, alpha, grid)[1] for o in groups}
-            abst = {o: (_abstain_share(id_lo, vr[0], False), _abstain_share(h, vr[1], True)) for o, h in ood_hi.items()}
-            id_s, ood = rank_abstentions(id_lo, ood_hi)
+            id_lo = per["id_test"]
+            abst = {o: (_abstain_share(id_lo, value_range[0], False), _abstain_share(per[o], value_range[1], True))
+                    for o in groups}
+            id_s, ood = rank_abstentions(id_lo, {o: per[o] for o in groups})
         recs = ood_records(id_s, ood, groups, {"mean": ("all", list(groups))}, {**extra, "radius": radius},
                            n_resamples, seed)
         for r in recs:
@@ -201,3 +212,13 @@ def certified_records(det, samples: dict, groups: dict, radii, alpha: float, gri
             r["abstain_id"], r["abstain_ood"] = (float(np.mean([abst[o][i] for o in names])) for i in (0, 1))
         records += recs
     return records
+
+
+def certified_records(det, samples: dict, groups: dict, radii, alpha: float, grid: int, extra: dict,
+                      n_resamples: int = 1000, seed: int = 0) -> list[dict]:
+    """Per-OOD-set and mean records of a fitted smoothed detector: clean metrics of its
+    scores, then certified metrics at every L2 radius (ID lower bounds against OOD upper
+    bounds). ``samples`` maps set name -> (B, n) noise samples (``id_test`` and each OOD
+    set of ``groups``); ``extra`` is copied into every record."""
+    return records_from_bounds(certified_input_bounds(det, samples, groups, radii, alpha, grid), groups,
+                               det.base.value_range, extra, n_resamples, seed)

@@ -101,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     pcm.add_argument("--b", dest="det_b", default=None, help="detector of run B")
     pcm.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     pcm.set_defaults(func=_cmd_compare)
-    pco = sub.add_parser("combine", help="one table from the pieces (--part K/M) of a long eval or attack run",
+    pco = sub.add_parser("combine", help="one table from the pieces (--part K/M) of a long eval, attack or certify run",
                          description="Joins stored runs made with --part 1/M ... M/M and otherwise the same settings "
-                                     "into one run folder: per-input scores concatenated, every metric and interval "
-                                     "recomputed over all the images. Pieces with other settings, models or attack "
+                                     "into one run folder: per-input scores (certify: per-input certified bounds) "
+                                     "concatenated, every metric and interval recomputed over all the images. Pieces with other settings, models or attack "
                                      "versions, or on the same images, are refused.")
     pco.add_argument("out", help="output folder of the combined run")
     pco.add_argument("runs", nargs="+", help="the pieces' run folders")

@@ -1,16 +1,17 @@
 """``ross combine OUT RUN...``: one table from the pieces of a run too long for one session.
 
-A long ``ross eval`` or ``ross attack`` is split with ``--part K/M``: the same settings, each
+A long ``ross eval``, ``ross attack`` or ``ross certify`` is split with ``--part K/M``: the same settings, each
 piece the K-th of M disjoint, interleaved parts of every evaluated set (ID test and each OOD
 set; the ID validation split, which calibrates, is the same whole split in every piece). Each
 piece finishes on its own and is stored with its per-input scores; ``combine`` concatenates
-those scores and recomputes every metric, interval and mean from them, exactly as one run over
+those scores (a certify piece: its per-input certified bounds) and recomputes every metric, interval and mean from them, exactly as one run over
 all the images would (the bootstrap resamples the combined images). Pieces run with different
 settings, models, benchmarks or attack versions, the same part twice, parts of different
 splits, or on the same images (equal set fingerprints) are refused by name.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,8 @@ def parse_part(part: str | None) -> tuple[int, int] | None:
 def _check_pieces(docs: list[tuple[Path, dict]]) -> int:
     first_dir, first = docs[0]
     kind = first.get("command")
-    if kind not in ("eval", "attack"):
-        raise ValueError(f"{first_dir}: only ross eval and ross attack runs can be combined, not {kind!r}")
+    if kind not in ("eval", "attack", "certify"):
+        raise ValueError(f"{first_dir}: only ross eval, attack and certify runs can be combined, not {kind!r}")
     parts = []
     for d, doc in docs:
         if doc.get("command") != kind:
@@ -54,7 +55,7 @@ def _check_pieces(docs: list[tuple[Path, dict]]) -> int:
         if part is None:
             raise ValueError(f"{d} was not run as a part (--part K/M): only the parts of one split combine")
         parts.append(part)
-        for key in ("benchmark", "model", "attack_version", "eps_space", "noise_space"):
+        for key in ("benchmark", "model", "models", "attack_version", "eps_space", "noise_space"):
             if doc.get(key) != first.get(key):
                 raise ValueError(f"{d} and {first_dir} differ in {key} ({doc.get(key)!r} vs {first.get(key)!r})")
         a = {k: v for k, v in doc["config"].items() if k not in RUN_ONLY_SETTINGS}
@@ -78,11 +79,76 @@ def _check_pieces(docs: list[tuple[Path, dict]]) -> int:
     return parts[0][1]
 
 
+def _combine_certify(dirs: list, out: Path, n_resamples: int | None) -> dict:
+    """``combine_runs`` for ``ross certify`` pieces: their per-input certified bounds concatenated,
+    every certified metric recomputed from them (``certify.records_from_bounds``)."""
+    from .certify import records_from_bounds
+    from .jobs.certify import load_bounds, save_bounds
+    docs = []
+    for d in map(Path, dirs):
+        res = d / "results.json"
+        if not res.is_file():
+            raise FileNotFoundError(f"{d} holds no results.json: not a finished ross certify run")
+        docs.append((d, json.loads(res.read_text())))
+    m = _check_pieces(docs)
+    docs.sort(key=lambda t: parse_part(t[1]["config"]["part"])[0])
+    first = docs[0][1]
+    if "value_ranges" not in first:
+        raise ValueError(f"{docs[0][0]} was written before certify stored per-input bounds; re-run it with this "
+                         "version of ross-ood")
+    loaded = [load_bounds(d) for d, _ in docs]
+    keys = set(loaded[0])
+    for (d, _), b in zip(docs[1:], loaded[1:]):
+        if set(b) != keys:
+            raise ValueError(f"{d} holds certified bounds of other (detector, sigma, radius, set) cells than "
+                             f"{docs[0][0]}: not parts of one run")
+    bounds = {k: np.concatenate([b[k] for b in loaded]) for k in sorted(keys, key=str)}
+    seed = int(first["config"].get("seed", 0))
+    n_res = int(first["config"].get("bootstrap", 1000)) if n_resamples is None else int(n_resamples)
+    groups = first["groups"]
+    records = []
+    cells = list(dict.fromkeys((r["detector"], float(r["sigma"])) for r in first["means"]))
+    fields = ("detector", "sigma", "norm", "noise_space", "n_samples", "alpha", "model")
+    for det, sig in cells:
+        per: dict = {}
+        for rad in ["clean", *map(float, first["radii"])]:
+            per[rad] = {s: bounds[(det, sig, rad, s)] for s in ["id_test", *groups]}
+        ref = next(r for r in first["means"] if r["detector"] == det and float(r["sigma"]) == sig)
+        records += records_from_bounds(per, groups, first["value_ranges"][det], {k: ref[k] for k in fields},
+                                       n_res, seed)
+    sizes = {s: int(sum(doc["set_sizes"][s] for _, doc in docs)) for s in first["set_sizes"] if s != "id_val"}
+    if "id_val" in first["set_sizes"]:
+        sizes = {"id_val": first["set_sizes"]["id_val"], **sizes}  # the same calibration split in every piece
+    doc = {**first, "set_sizes": sizes, "results": [r for r in records if r["ood_set"] != "mean"],
+           "means": [r for r in records if r["ood_set"] == "mean"],
+           "set_fingerprints": [doc.get("set_fingerprints") for _, doc in docs],
+           "wall_time_s": float(sum(doc["wall_time_s"] for _, doc in docs)),
+           "combined_from": [str(d) for d, _ in docs], "parts": m,
+           "notes": list(first.get("notes", [])) + [f"combined from {m} disjoint parts "
+                                                   f"({', '.join(str(d) for d, _ in docs)}) by ross combine: "
+                                                   "certified metrics recomputed over all their images"]}
+    from .jobs.common import prepare_out
+    prepare_out(out)
+    save_bounds(out, bounds)
+    write_results(out, doc, render(doc))
+    return doc
+
+
 def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None) -> dict:
     """Combine the stored pieces ``dirs`` into one run folder ``out`` (results and per-input
-    scores); returns its results document."""
+    scores, or certified bounds); returns its results document."""
     if len(dirs) < 2:
         raise ValueError("combine needs at least two pieces")
+    kinds = set()
+    for d in dirs:
+        res = Path(d) / "results.json"
+        if res.is_file():
+            kinds.add(json.loads(res.read_text()).get("command"))
+    if "certify" in kinds:
+        if len(kinds) > 1:
+            raise ValueError(f"the pieces hold results of different commands ({', '.join(sorted(map(str, kinds)))}): "
+                             "not one table")
+        return _combine_certify(dirs, Path(out), n_resamples)
     loaded = [(Path(d), *load_run_scores(d)) for d in dirs]
     m = _check_pieces([(d, doc) for d, doc, _ in loaded])
     loaded.sort(key=lambda t: parse_part(t[1]["config"]["part"])[0])

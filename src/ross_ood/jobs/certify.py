@@ -4,17 +4,54 @@ from __future__ import annotations
 
 import time
 
-from ..certify import certified_records
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..certify import certified_input_bounds, records_from_bounds
 from ..evaluate import compute_set, fit_detectors, plan_units
 from ..settings import CertifySettings
-from .common import base_doc, build_detectors, finish, open_model_and_benchmark, start_job
+from ..store import atomic_write_text
+from .common import base_doc, build_detectors, finish, open_model_and_benchmark, set_fingerprints, start_job
 
-__all__ = ["run_certify"]
+__all__ = ["run_certify", "save_bounds", "load_bounds", "BOUNDS_FILE"]
+
+#: per-input certified bounds of a certify run (what ``ross combine`` joins parts from)
+BOUNDS_FILE = "certified_bounds.json"
 
 
-def _arrays(st, job, model, bench, units, sigma) -> dict:
+def save_bounds(out: Path, bounds: dict) -> None:
+    """``{(detector, sigma, radius or "clean", set): array}`` as ``certified_bounds.json``, keyed
+    ``DET|SIGMA|RADIUS|SET`` (numbers as ``repr``; abstentions are -Infinity / Infinity)."""
+    flat = {f"{det}|{sig!r}|{rad if rad == 'clean' else repr(float(rad))}|{s}": np.asarray(v, np.float64).tolist()
+            for (det, sig, rad, s), v in bounds.items()}
+    atomic_write_text(Path(out) / BOUNDS_FILE, json.dumps(flat))
+
+
+def load_bounds(run_dir) -> dict:
+    """The inverse of ``save_bounds`` (``certified_bounds.json`` or its gzip'd stored copy)."""
+    path = Path(run_dir) / BOUNDS_FILE
+    if not path.is_file() and Path(f"{path}.gz").is_file():
+        import gzip
+        text = gzip.decompress(Path(f"{path}.gz").read_bytes()).decode()
+    elif path.is_file():
+        text = path.read_text()
+    else:
+        raise FileNotFoundError(f"{run_dir} holds no per-input certified bounds ({BOUNDS_FILE}); re-run it with "
+                                "this version of ross-ood")
+    out = {}
+    for k, v in json.loads(text).items():
+        det, sig, rad, s = k.split("|")
+        out[(det, float(sig), rad if rad == "clean" else float(rad), s)] = np.asarray(v, np.float64)
+    return out
+
+
+def _arrays(st, job, model, bench, units, sigma, need_val: bool) -> dict:
     out = {}
     for s, ds in bench.sets().items():
+        if s == "id_val" and not need_val:  # nothing calibrates: 2,000 noise samples per image saved
+            continue
         bar = job.prog(f"{s} s={sigma:g}", len(ds)) if job.prog else None
         try:
             out[s] = compute_set(model, ds, s, units, job.cache, st.batch_size, st.block_size, st.workers,
@@ -30,25 +67,33 @@ def run_certify(st: CertifySettings) -> dict | None:
     job, opened = start_job(st, lambda dev: [open_model_and_benchmark(st, dev, st.model[i] if st.model else None)
                                              for i in range(len(st.sigma))])
     records, model_names, taus, t0 = [], {}, {}, time.time()
+    bounds, value_ranges, need_val = {}, {}, False
     for sigma, (model, model_name, root, bench) in zip(st.sigma, opened):
         model_names[f"{sigma:g}"] = model_name
         dets = build_detectors(st, model, sigma=sigma)
-        arrays = _arrays(st, job, model, bench, plan_units(dets), sigma)
-        fitted = fit_detectors(dets, arrays["id_val"])
-        taus.update({f"{n}@{sigma:g}": t for n, t in fitted.items()})
+        need_val = any(d.needs_fit for d in dets.values())  # only ROSS's tau calibrates on id_val
+        arrays = _arrays(st, job, model, bench, plan_units(dets), sigma, need_val)
+        if need_val:
+            taus.update({f"{n}@{sigma:g}": t for n, t in fit_detectors(dets, arrays["id_val"]).items()})
         for name, det in dets.items():
             samples = {s: a[det.unit().name]["features"] for s, a in arrays.items()}
-            records += certified_records(det, samples, bench.groups, st.radii, st.alpha, st.grid,
-                                         {"detector": name, "sigma": sigma, "norm": "L2", "noise_space": "pixel",
-                                          "n_samples": st.n_samples, "alpha": st.alpha, "model": model_name},
-                                         st.bootstrap, st.seed)
+            per = certified_input_bounds(det, samples, bench.groups, st.radii, st.alpha, st.grid)
+            value_ranges[name] = [float(v) for v in det.base.value_range]
+            bounds.update({(name, float(sigma), rad, s): v for rad, sets in per.items() for s, v in sets.items()})
+            records += records_from_bounds(per, bench.groups, det.base.value_range,
+                                           {"detector": name, "sigma": sigma, "norm": "L2", "noise_space": "pixel",
+                                            "n_samples": st.n_samples, "alpha": st.alpha, "model": model_name},
+                                           st.bootstrap, st.seed)
     if job.rank != 0:
         return None
     doc = base_doc("certify", job, root, models=model_names, radii=st.radii, n_ood_sets=len(bench.ood),
                    results=[r for r in records if r["ood_set"] != "mean"],
                    means=[r for r in records if r["ood_set"] == "mean"], taus=taus,
-                   set_sizes={k: len(v) for k, v in bench.sets().items()}, wall_time_s=time.time() - t0)
+                   set_sizes={k: len(v) for k, v in bench.sets().items() if k != "id_val" or need_val},
+                   set_fingerprints=set_fingerprints(bench), groups=bench.groups, value_ranges=value_ranges,
+                   wall_time_s=time.time() - t0)
     doc["noise_space"] = "pixel"
+    save_bounds(job.out, bounds)
     finish(job, doc)
     try:
         from ..plots import plot_certified
