@@ -90,7 +90,14 @@ def test_certify_pieces_combine_to_the_whole_run(tmp_path):
         return tmp_path / name
     whole = run("whole")
     parts = [run(f"p{k}", "--part", f"{k}/3") for k in (1, 2, 3)]
-    assert cli.main(["combine", str(tmp_path / "combined"), *map(str, parts[::-1])]) == 0
+    # stored as the docs store runs (no cache), then combined from the stored copies
+    import subprocess
+    from pathlib import Path
+    stored = [tmp_path / "stored" / p.name for p in parts]
+    for p, d in zip(parts, stored):
+        subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / "scripts" / "store_run.sh"), str(p), str(d)], check=True, capture_output=True)
+    assert (stored[0] / "certified_bounds.json").is_file() and not (stored[0] / "cache").exists()
+    assert cli.main(["combine", str(tmp_path / "combined"), *map(str, stored[::-1])]) == 0
     doc = json.loads((tmp_path / "combined" / "results.json").read_text())
     ref = json.loads((whole / "results.json").read_text())
     assert doc["set_sizes"] == ref["set_sizes"] and doc["set_sizes"]["id_val"] > 0  # ross-msp calibrates
