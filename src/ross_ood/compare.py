@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import paired_auroc_difference
+from .store import read_stored_text
 from .tables import pct
 
 __all__ = ["load_run_scores", "compare_runs", "render_comparison"]
@@ -31,21 +32,15 @@ def load_run_scores(run_dir) -> tuple[dict, dict]:
     if not res.is_file():
         raise FileNotFoundError(f"{d} holds no results.json: not a finished ross eval / attack run")
     doc = json.loads(res.read_text())
-    path = d / "input_scores.json"
-    if not path.is_file() and path.with_suffix(".json.gz").is_file():  # stored runs keep large ones gzip'd
-        path = path.with_suffix(".json.gz")
     if doc.get("command") not in ("eval", "attack"):
         raise ValueError(f"{d} holds ross {doc.get('command')} results: only eval and attack runs store per-input "
-                         "scores, so only they can be compared (certify runs cannot be compared yet)")
-    if not path.is_file():
+                         "scores, so only they can be compared (certify runs cannot be compared: they store per-input "
+                         "certified bounds, which ross combine joins)")
+    text = read_stored_text(d / "input_scores.json")
+    if text is None:
         raise FileNotFoundError(f"{d} holds no per-input scores (input_scores.json); re-run it with this version "
                                 "of ross-ood")
     out: dict = {}
-    if path.suffix == ".gz":
-        import gzip
-        text = gzip.decompress(path.read_bytes()).decode()
-    else:
-        text = path.read_text()
     for k, v in json.loads(text).items():
         parts = k.split("|")
         key = ((parts[0], "clean", "clean", parts[2], "clean") if parts[1] == "clean"

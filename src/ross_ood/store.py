@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "stable_key", "BlockCache", "shard_blocks", "dist_info",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "read_stored_text", "stable_key", "BlockCache", "shard_blocks", "dist_info",
            "gather_objects", "gather_blocks", "concat_blocks"]
 
 
@@ -44,6 +44,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_stored_text(path: str | os.PathLike) -> str | None:
+    """The text of ``path``, or of ``path.gz`` where only the gzip'd copy exists (stored runs keep
+    large per-input files gzip'd: ``scripts/store_run.sh``); None when neither exists."""
+    path = Path(path)
+    if path.is_file():
+        return path.read_text()
+    gz = Path(f"{path}.gz")
+    if gz.is_file():
+        import gzip
+        return gzip.decompress(gz.read_bytes()).decode()
+    return None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from ..certify import certified_input_bounds, records_from_bounds
 from ..evaluate import compute_set, fit_detectors, plan_units
 from ..settings import CertifySettings
-from ..store import atomic_write_text
+from ..store import atomic_write_text, read_stored_text
 from .common import base_doc, build_detectors, finish, open_model_and_benchmark, set_fingerprints, start_job
 
 __all__ = ["run_certify", "save_bounds", "load_bounds", "BOUNDS_FILE"]
@@ -31,13 +31,8 @@ def save_bounds(out: Path, bounds: dict) -> None:
 
 def load_bounds(run_dir) -> dict:
     """The inverse of ``save_bounds`` (``certified_bounds.json`` or its gzip'd stored copy)."""
-    path = Path(run_dir) / BOUNDS_FILE
-    if not path.is_file() and Path(f"{path}.gz").is_file():
-        import gzip
-        text = gzip.decompress(Path(f"{path}.gz").read_bytes()).decode()
-    elif path.is_file():
-        text = path.read_text()
-    else:
+    text = read_stored_text(Path(run_dir) / BOUNDS_FILE)
+    if text is None:
         raise FileNotFoundError(f"{run_dir} holds no per-input certified bounds ({BOUNDS_FILE}); re-run it with "
                                 "this version of ross-ood")
     out = {}
