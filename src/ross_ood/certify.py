@@ -26,7 +26,7 @@ from .metrics import ood_metrics, ood_records
 
 __all__ = ["shifted_percentile", "upper_index", "lower_index", "dkw_eps", "median_bounds", "percentile_band",
            "d_bounds", "ross_bounds", "worst_case_metrics", "rank_abstentions",
-           "certified_input_bounds", "records_from_bounds", "certified_records"]
+           "certified_input_bounds", "records_from_bounds"]
 
 
 def shifted_percentile(p: float, eps: float, sigma: float, sign: int) -> float:
@@ -213,12 +213,3 @@ def records_from_bounds(bounds: dict, groups: dict, value_range, extra: dict, n_
         records += recs
     return records
 
-
-def certified_records(det, samples: dict, groups: dict, radii, alpha: float, grid: int, extra: dict,
-                      n_resamples: int = 1000, seed: int = 0) -> list[dict]:
-    """Per-OOD-set and mean records of a fitted smoothed detector: clean metrics of its
-    scores, then certified metrics at every L2 radius (ID lower bounds against OOD upper
-    bounds). ``samples`` maps set name -> (B, n) noise samples (``id_test`` and each OOD
-    set of ``groups``); ``extra`` is copied into every record."""
-    return records_from_bounds(certified_input_bounds(det, samples, groups, radii, alpha, grid), groups,
-                               det.base.value_range, extra, n_resamples, seed)

@@ -2,9 +2,8 @@
 detectors at several sigma, beside the clean metrics of the same smoothed detectors."""
 from __future__ import annotations
 
-import time
-
 import json
+import time
 from pathlib import Path
 
 import numpy as np
