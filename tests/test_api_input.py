@@ -209,7 +209,7 @@ def test_item10_compare_refuses_what_compares_nothing(tmp_path, capsys):
     cert.mkdir()
     (cert / "results.json").write_text(json.dumps({"command": "certify"}))
     assert cli.main(["compare", str(cert), "--a", "x", "--b", "y"]) == 2
-    assert "certify runs cannot be compared" in capsys.readouterr().err
+    assert "holds no per-input certified bounds" in capsys.readouterr().err
 
 
 # 11 ----------------------------------------------------------------- detector files and batches

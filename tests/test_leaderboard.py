@@ -146,7 +146,7 @@ def test_paired_section_is_the_difference_on_the_same_images(tmp_path):
         render_leaderboard(load_spec(p))
     spec["paired"] = [{"a": "e", "a_detector": "median-energy", "b": "zz", "b_detector": "msp"}]
     p.write_text(yaml.safe_dump(spec))
-    with pytest.raises(ValueError, match="paired entry 1: no attack results named 'zz'"):
+    with pytest.raises(ValueError, match="paired entry 1: no attack or certify results named 'zz'"):
         load_spec(p)
 
 
@@ -182,3 +182,50 @@ def test_two_runs_pair_on_the_sets_both_hold(tmp_path):
     (sub / "results.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="not run on the same images"):
         compare_runs(lb / "e52-median-energy-p1", sub, "median-energy", "msp")
+
+
+def test_paired_certificates_are_the_difference_of_certified_aurocs(tmp_path):
+    """Two certify runs on the same images pair per radius: the cell is certified AUROC(A) -
+    certified AUROC(B) recomputed here with scikit-learn from the stored bounds (ID lower vs OOD
+    upper, abstentions set below / above everything), inside its interval; a certify run beside an
+    attack run, in a spec or in ``ross compare``, is refused by name."""
+    import gzip
+    from sklearn.metrics import roc_auc_score
+    import numpy as np
+    from ross_ood.compare import compare_runs
+    lb = ROOT / "docs/robustness/lb"
+    runs = ("certify-e54adv-p1", "certify-e54tinoe-p1")
+    if not all((lb / r).is_dir() for r in runs) or not (lb / "e54adv-median-energy-p1").is_dir():
+        pytest.skip("stored leaderboard runs absent")
+    spec = {"certify": {"a": str(lb / runs[0] / "results.json"), "t": str(lb / runs[1] / "results.json")},
+            "attack": {"e": str(lb / "e54adv-median-energy-p1/results.json")}, "radii": [0.12, 0.25],
+            "rows": [{"label": "x", "attack": "e", "detector": "median-energy", "certify": "a", "sigma": 0.12}],
+            "paired": [{"a": "a", "a_detector": "median-energy", "b": "t", "b_detector": "median-energy"},
+                       {"a": "a", "a_detector": "median-energy", "b": "a", "b_detector": "median-react"}]}
+    p = tmp_path / "lb.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    md = render_leaderboard(load_spec(p)).splitlines()
+    head = next(line for line in md if line.startswith("| A | B |") and "cert. L2" in line).rstrip(" |").split(" | ")
+
+    def certified(run, det, radius):
+        path = lb / run / "certified_bounds.json"
+        raw = json.loads(path.read_text() if path.exists() else gzip.decompress(path.with_suffix(".json.gz").read_bytes()))
+        get = lambda s: np.clip(np.asarray(raw[f"{det}|0.12|{radius!r}|{s}"], float), -1e12, 1e12)  # noqa: E731
+        i = get("id_test")
+        return np.mean([roc_auc_score(np.r_[np.ones(len(i)), np.zeros(len(get(s)))], np.r_[i, get(s)])
+                        for s in ("cifar100", "tin")])
+    for label, (ra, da), (rb, db) in (("| median-energy (a) | median-energy (t) |", (runs[0], "median-energy"), (runs[1], "median-energy")),
+                                      ("| median-energy (a) | median-react (a) |", (runs[0], "median-energy"), (runs[0], "median-react"))):
+        row = next(line for line in md if line.startswith(label)).rstrip(" |").split(" | ")
+        for radius in (0.12, 0.25):
+            want = 100 * (certified(ra, da, radius) - certified(rb, db, radius))
+            got, lo, hi = (float(v) for v in re.match(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]",
+                                                      row[head.index(f"cert. L2 {radius:g}")]).groups())
+            assert got == pytest.approx(want, abs=0.006) and lo <= got <= hi
+    assert abs(want) > 1  # median-energy and median-react differ at L2 0.25: the test compares numbers, not zeros
+    spec["paired"] = [{"a": "a", "a_detector": "median-energy", "b": "e", "b_detector": "median-energy"}]
+    p.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="'a' is certify results and 'e' attack results"):
+        load_spec(p)
+    with pytest.raises(ValueError, match="a certify run pairs only with another certify run"):
+        compare_runs(lb / runs[0], lb / "e54adv-median-energy-p1", "median-energy", "median-energy")

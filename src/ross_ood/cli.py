@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     pcm = sub.add_parser("compare", help="paired AUROC differences of two stored runs (or two detectors of one)",
                          description="A - B per eps, objective and target, with 95% paired bootstrap intervals over "
                                      "the images (the same images in both: runs on other images are refused). "
+                                     "Eval and attack runs pair with each other, certify runs with certify runs "
+                                     "(certified AUROC per L2 radius). "
                                      "RUN_B defaults to RUN_A, then --a and --b name two of its detectors.")
     pcm.add_argument("run_a")
     pcm.add_argument("run_b", nargs="?", default=None)

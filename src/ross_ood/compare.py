@@ -7,6 +7,10 @@ drawn. Resampling the images once and applying the draw to both rows
 times narrower than the two separate ones. Two runs pair on the OOD sets both hold (one may
 attack a subset of the sets); runs on other images are refused (their set fingerprints differ):
 such a difference has no paired interval.
+
+Certify runs pair with certify runs: per L2 radius, A - B of the certified AUROC (each input's
+certified ID lower / OOD upper bound, abstentions ranked worst as in the run's own table), target
+``certified``, objective ``both``; detectors of a run with several sigma are named ``DET@SIGMA``.
 """
 from __future__ import annotations
 
@@ -19,23 +23,24 @@ from .metrics import paired_auroc_difference
 from .store import read_stored_text
 from .tables import pct
 
-__all__ = ["load_run_scores", "compare_runs", "render_comparison"]
+__all__ = ["load_run_scores", "compare_runs", "render_comparison", "eps_label"]
 
 
 def load_run_scores(run_dir) -> tuple[dict, dict]:
-    """(results document, per-input scores) of an attack or eval run folder (``input_scores.json``,
-    or ``input_scores.json.gz``).
+    """(results document, per-input scores) of an eval, attack or certify run folder
+    (``input_scores.json`` / ``certified_bounds.json``, or their gzip'd stored copies).
     Scores are keyed (detector, eps or "clean", side or "clean", set, target); eval runs give their
-    clean scores."""
+    clean scores, certify runs their bounds per radius (``_certified_scores``)."""
     d = Path(run_dir)
     res = d / "results.json"
     if not res.is_file():
         raise FileNotFoundError(f"{d} holds no results.json: not a finished ross eval / attack run")
     doc = json.loads(res.read_text())
+    if doc.get("command") == "certify":
+        return doc, _certified_scores(d)
     if doc.get("command") not in ("eval", "attack"):
-        raise ValueError(f"{d} holds ross {doc.get('command')} results: only eval and attack runs store per-input "
-                         "scores, so only they can be compared (certify runs cannot be compared: they store per-input "
-                         "certified bounds, which ross combine joins)")
+        raise ValueError(f"{d} holds ross {doc.get('command')} results: only eval, attack and certify runs store "
+                         "per-input numbers, so only they can be compared")
     text = read_stored_text(d / "input_scores.json")
     if text is None:
         raise FileNotFoundError(f"{d} holds no per-input scores (input_scores.json); re-run it with this version "
@@ -47,6 +52,30 @@ def load_run_scores(run_dir) -> tuple[dict, dict]:
                else (parts[0], float(parts[1]), parts[2], parts[3], parts[4]))
         out[key] = np.asarray(v, np.float64)
     return doc, out
+
+
+def _certified_scores(run_dir) -> dict:
+    """A certify run's per-input numbers in ``load_run_scores``'s keys: the clean smoothed scores,
+    and per radius the ID lower bounds (side ``min``) and OOD upper bounds (side ``max``), target
+    ``certified``, abstentions replaced by values ranked worst (``certify.rank_abstentions``, the
+    ranking of the run's own certified metrics)."""
+    from .certify import rank_abstentions
+    from .jobs.certify import load_bounds
+    bounds = load_bounds(run_dir)
+    sigmas = {k[1] for k in bounds}
+    grouped: dict = {}
+    for (det, sigma, radius, s), v in bounds.items():
+        name = det if len(sigmas) == 1 else f"{det}@{sigma:g}"
+        grouped.setdefault((name, radius), {})[s] = v
+    out = {}
+    for (name, radius), sets in grouped.items():
+        if radius == "clean":
+            out.update({(name, "clean", "clean", s, "clean"): v for s, v in sets.items()})
+            continue
+        id_lo, ood_hi = rank_abstentions(sets["id_test"], {s: v for s, v in sets.items() if s != "id_test"})
+        out[(name, radius, "min", "id_test", "certified")] = id_lo
+        out.update({(name, radius, "max", s, "certified"): v for s, v in ood_hi.items()})
+    return out
 
 
 def _pairs(scores: dict, det: str, eps, objective: str, target: str, ood_sets: list[str]):
@@ -74,6 +103,11 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
                          f"(got --a {det_a!r}, --b {det_b!r})")
     doc_a, sa = load_run_scores(dir_a)
     doc_b, sb = (doc_a, sa) if dir_b is None else load_run_scores(dir_b)
+    kinds = {doc_a.get("command") == "certify", doc_b.get("command") == "certify"}
+    if len(kinds) > 1:
+        raise ValueError(f"{dir_a} holds ross {doc_a.get('command')} results and {dir_b} ross {doc_b.get('command')}: "
+                         "a certify run pairs only with another certify run (certified bounds against scores "
+                         "compare two different things)")
     fa, fb = doc_a.get("set_fingerprints"), doc_b.get("set_fingerprints")
     ood_sets = [s for s in doc_a.get("set_sizes", {}) if s not in ("id_val", "id_test")]
     if dir_b is not None:
@@ -109,7 +143,9 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
     rows = []
     for da, db in pairs:
         for eps, target in keys:
-            for objective in (("clean",) if eps == "clean" else ("min", "max", "both")):
+            # a certificate bounds both sides at once: its one objective is ID lower vs OOD upper
+            objectives = ("clean",) if eps == "clean" else ("both",) if target == "certified" else ("min", "max", "both")
+            for objective in objectives:
                 pa = _pairs(sa, da, eps, objective, target, ood_sets)
                 pb = _pairs(sb, db, eps, objective, target, ood_sets)
                 if pa is None or pb is None:
@@ -130,6 +166,14 @@ def _mean_auroc(pair) -> float:
     return float(np.mean([auroc_by_ranks(np.asarray(id_s, float), np.asarray(v, float)) for v in ood.values()]))
 
 
+def eps_label(eps, target: str = "worst") -> str:
+    """How a comparison row's eps reads: ``clean``, ``2/255`` (an L-inf attack, pixel units) or
+    ``L2 0.25`` (a certificate's radius)."""
+    if eps == "clean":
+        return "clean"
+    return f"L2 {eps:g}" if target == "certified" else f"{eps * 255:.4g}/255"
+
+
 def render_comparison(doc: dict) -> str:
     sets = doc["ood_sets"]
     groups = list(doc.get("groups", {}))
@@ -141,7 +185,7 @@ def render_comparison(doc: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|" + "---|" * len(cols)]
     for r in doc["rows"]:
         d = r["diff"]
-        eps = "clean" if r["eps"] == "clean" else f"{r['eps'] * 255:.4g}/255"
+        eps = eps_label(r["eps"], r["target"])
 
         def cell(v):
             return f"{100 * v['diff']:+.2f} [{100 * v['lo']:+.2f}, {100 * v['hi']:+.2f}]"

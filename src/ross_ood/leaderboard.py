@@ -17,8 +17,9 @@ bootstrap interval. Spec keys::
     radii: [0.12, 0.25, 0.5]
     rows:
       - {label: ..., attack: name, detector: msp, certify: name, sigma: 0.12}
-    paired:                    # A - B on the same images (``ross compare``), worst case per input
-      - {a: name, a_detector: median-energy, b: name, b_detector: msp}
+    paired:                    # A - B on the same images (``ross compare``), worst case per input;
+      - {a: name, a_detector: median-energy, b: name, b_detector: msp}   # two attack runs, or
+      - {a: name, a_detector: median-energy, b: name, b_detector: median-react}  # two certify runs
     anchors: markdown          # published numbers, their own protocols (quoted, not computed)
     notes: markdown            # below the table
 """
@@ -73,9 +74,18 @@ def load_spec(path: str | Path) -> dict:
         if not isinstance(pair, dict) or any(not isinstance(pair.get(k), str) or not pair.get(k) for k in keys):
             raise ValueError(f"{p}: paired entry {i + 1} needs a, a_detector, b and b_detector (attack run names "
                              f"and their detectors), got {pair!r}")
+        kinds = []
         for k in ("a", "b"):
-            if pair[k] not in (spec.get("attack") or {}):
-                raise ValueError(f"{p}: paired entry {i + 1}: no attack results named {pair[k]!r}")
+            found = [kind for kind in ("attack", "certify") if pair[k] in (spec.get(kind) or {})]
+            if len(found) != 1:
+                raise ValueError(f"{p}: paired entry {i + 1}: " + (
+                    f"no attack or certify results named {pair[k]!r}" if not found else
+                    f"{pair[k]!r} names both attack and certify results: rename one"))
+            kinds += found
+        if kinds[0] != kinds[1]:
+            raise ValueError(f"{p}: paired entry {i + 1}: {pair['a']!r} is {kinds[0]} results and {pair['b']!r} "
+                             f"{kinds[1]} results: a pair is two attack runs or two certify runs")
+        pair["_kind"] = kinds[0]
     radii = spec.get("radii", [])
     if not isinstance(radii, list):
         raise ValueError(f"{p}: 'radii' must be a list of L2 radii, got {radii!r}")
@@ -174,38 +184,52 @@ def render_leaderboard(spec: dict) -> str:
         version = f"attack version {d['attack_version']}; " if "attack_version" in d else ""
         lines.append(f"- `{name}`: `ross {d['command']}` on {d.get('model') or d.get('models')}, {sizes}; "
                      f"{version}{d['wall_time_s'] / 60:.1f} min")
-    if spec.get("paired"):
-        lines += ["", *_paired_section(spec, attacks, cols)]
+    for kind in ("attack", "certify"):
+        pairs = [pair for pair in spec.get("paired", []) if pair["_kind"] == kind]
+        if pairs:
+            lines += ["", *_paired_section(spec, pairs, {**attacks, **certs}, kind, cols, radii)]
     for key in ("anchors", "notes"):
         if spec.get(key):
             lines += ["", spec[key].strip()]
     return "\n".join(lines) + "\n"
 
 
-def _paired_section(spec: dict, attacks: dict, cols: list) -> list[str]:
-    """A - B per paired entry (``compare.compare_runs`` on the stored per-input scores: the same
-    images in both runs, else refused), worst case per input, mean over the OOD sets."""
+def _paired_section(spec: dict, pairs: list, docs: dict, kind: str, cols: list, radii: list) -> list[str]:
+    """A - B per paired entry of one kind (``compare.compare_runs`` on the stored per-input numbers:
+    the same images in both runs, else refused), mean over the OOD sets: attack pairs per attack
+    column (worst case per input), certify pairs per radius (certified AUROC)."""
     from .compare import compare_runs
-    head = ["A", "B", "images/set", "clean"] + [f"{_eps_label(e)} PGD-{_OBJ[o]}" for e, o in cols]
-    lines = ["Paired differences, A - B on the same images (worst case per input, mean over the OOD sets), "
+    if kind == "attack":
+        target, keys = "worst", cols
+        head = [f"{_eps_label(e)} PGD-{_OBJ[o]}" for e, o in cols]
+        what = "worst case per input"
+    else:
+        target, keys = "certified", [(r, "both") for r in radii]
+        head = [f"cert. L2 {r:g}" for r in radii]
+        what = "certified AUROC: each input's certified bound, abstentions ranked worst"
+    head = ["A", "B", "images/set", "clean"] + head
+    lines = [f"Paired differences of {kind} runs, A - B on the same images ({what}, mean over the OOD sets), "
              "with the 95% paired bootstrap interval over the images (`ross compare`); a difference whose "
              "interval holds 0 is not supported:", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for pair in spec["paired"]:
-        dirs = [(spec["_dir"] / spec["attack"][pair[k]]).parent for k in ("a", "b")]
+    for pair in pairs:
+        dirs = [(spec["_dir"] / spec[kind][pair[k]]).parent for k in ("a", "b")]
         try:
             doc = compare_runs(dirs[0], dirs[1], pair["a_detector"], pair["b_detector"])
         except (ValueError, FileNotFoundError) as e:
             raise type(e)(f"leaderboard paired entry {pair['a']} / {pair['b']}: {e}") from None
         recs = {(r["eps"], r["objective"]): r["diff"]["mean"] for r in doc["rows"]
-                if r["target"] in ("worst", "clean")}
+                if r["target"] in (target, "clean")}
 
         def cell(key):
             d = recs.get(key)
+            if d is None and kind == "certify":  # radii are floats read from two files
+                d = next((v for (e, o), v in recs.items() if e != "clean" and o == key[1]
+                          and abs(float(e) - float(key[0])) < 1e-12), None)
             return "-" if d is None else f"{100 * d['diff']:+.2f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
-        n = attacks[pair["a"]]["set_sizes"].get("id_test", "-")
+        n = docs[pair["a"]]["set_sizes"].get("id_test", "-")
         lines.append("| " + " | ".join([f"{pair['a_detector']} ({pair['a']})", f"{pair['b_detector']} ({pair['b']})",
-                                         str(n), cell(("clean", "clean"))] + [cell(c) for c in cols]) + " |")
+                                         str(n), cell(("clean", "clean"))] + [cell(c) for c in keys]) + " |")
     return lines
 
 
