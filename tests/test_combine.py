@@ -123,3 +123,42 @@ def test_certify_pieces_combine_to_the_whole_run(tmp_path):
     assert cli.main(["eval", *COMMON, "--out", str(ev), "--part", "1/3"]) == 0
     with pytest.raises(ValueError, match="different commands"):
         combine_runs([parts[0], ev], tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_lb_queue_runs_parts_stores_them_and_they_combine(tmp_path):
+    """scripts/lb_queue.sh (the CPU queue of leaderboard parts) at a tiny size: two parts of the MSP
+    row run two at a time, each is stored with its per-input scores, and the stored copies combine
+    into the 4-per-set run whose per-input scores are the parts' together; a malformed job and a
+    part that fails are refused / reported, and a failed part stores nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    need_data("cifar10-png", "test.zip")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "ROSS_DATA": str(DATA_ROOT), "LB_RUNS": str(tmp_path / "runs"),
+           "LB_STORE": str(tmp_path / "store"), "ROSS": str(Path(sys.executable).parent / "ross")}
+    tiny = ["--limit", "10", "--eps", "2", "--transfer-steps", "2", "--adaptive-steps", "2", "--restarts", "1",
+            "--eotpgd-steps", "2", "--bootstrap", "50", "--no-progress"]
+
+    def queue(*args):
+        return subprocess.run([str(root / "scripts/lb_queue.sh"), *args], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=600)
+    r = queue("-j", "2", "std-msp:1/5", "std-msp:2/5", "--", *tiny)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    store = tmp_path / "store"
+    assert sorted(p.name for p in store.iterdir()) == ["std-msp-p1", "std-msp-p2"]
+    assert not any((store / "std-msp-p1").glob("cache*"))
+    doc = combine_runs([store / "std-msp-p1", store / "std-msp-p2"], tmp_path / "combined")
+    assert {k: doc["set_sizes"][k] for k in ("id_test", "cifar100", "tin")} == {"id_test": 4, "cifar100": 4, "tin": 4}
+    joined = _scores(tmp_path / "combined")
+    for k, v in joined.items():
+        parts = [json.loads((store / p / "input_scores.json").read_text())[k] for p in ("std-msp-p1", "std-msp-p2")]
+        if k.startswith("msp|clean|id_val"):
+            continue  # the calibration split is shared by every part, not split
+        np.testing.assert_allclose(np.sort(v), np.sort(parts[0] + parts[1]), rtol=0, atol=1e-12, err_msg=k)
+    r = queue("std-msp:1")
+    assert r.returncode == 2 and "is not NAME:K/M" in r.stderr
+    r = queue("std-msp:3/5", "--", *tiny, "--eps", "-1")
+    assert r.returncode != 0 and "FAILED std-msp:3/5" in r.stdout and not (store / "std-msp-p3").exists()
