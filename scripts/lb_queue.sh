@@ -3,7 +3,8 @@
 #   scripts/lb_queue.sh [-j J] JOB ... [-- EXTRA ROSS FLAGS]
 #   JOB = NAME:K/M          ross attack  --config configs/leaderboard/NAME.yaml         --part K/M
 #       | certify/NAME:K/M  ross certify --config configs/leaderboard/certify/NAME.yaml --part K/M --block-size 25
-# Part K of NAME runs in $LB_RUNS/NAME-pK (default runs/lb; certify: certify-NAME-pK), logs to its .log beside
+#       | convergence/NAME:K/M  ross attack --config configs/leaderboard/convergence/NAME.yaml --part K/M (--diagnose)
+# Part K of NAME runs in $LB_RUNS/NAME-pK (default runs/lb; certify-NAME-pK, conv-NAME-pK), logs to its .log beside
 # it and, once it has finished, is stored by scripts/store_run.sh in $LB_STORE/NAME-pK (default
 # docs/robustness/lb): nothing depends on a cache surviving the session, and a part stopped midway resumes
 # from its cache when queued again. The source is frozen first (a copy in $LB_RUNS/.src-STAMP, first on
@@ -15,10 +16,11 @@ if [ "${1:-}" = "-j" ]; then J="$2"; shift 2; fi
 jobs=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do jobs+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
-[ ${#jobs[@]} -gt 0 ] || { sed -n 2,11p "$0" >&2; exit 2; }
+[ ${#jobs[@]} -gt 0 ] || { sed -n 2,12p "$0" >&2; exit 2; }
 export LB_RUNS="${LB_RUNS:-runs/lb}" LB_STORE="${LB_STORE:-docs/robustness/lb}" ROSS="${ROSS:-.venv/bin/ross}"
 for job in "${jobs[@]}"; do  # refuse a malformed queue before anything runs
-  [[ "$job" =~ ^(certify/)?[A-Za-z0-9._-]+:[0-9]+/[0-9]+$ ]] || { echo "lb_queue: job '$job' is not NAME:K/M or certify/NAME:K/M" >&2; exit 2; }
+  [[ "$job" =~ ^(certify/|convergence/)?[A-Za-z0-9._-]+:[0-9]+/[0-9]+$ ]] ||
+    { echo "lb_queue: job '$job' is not NAME:K/M, certify/NAME:K/M or convergence/NAME:K/M" >&2; exit 2; }
   name="${job%:*}"
   [ -f "configs/leaderboard/$name.yaml" ] || { echo "lb_queue: job '$job': no configs/leaderboard/$name.yaml" >&2; exit 2; }
 done
@@ -30,6 +32,7 @@ one() {
   local job="$1" name="${1%:*}" part="${1##*:}" cmd base extra=()
   case "$name" in
     certify/*) cmd=certify; base="certify-${name#certify/}"; extra=(--block-size 25) ;;
+    convergence/*) cmd=attack; base="conv-${name#convergence/}" ;;
     *) cmd=attack; base="$name" ;;
   esac
   local out="$LB_RUNS/$base-p${part%/*}" dest="$LB_STORE/$base-p${part%/*}"

@@ -5,7 +5,7 @@ set -euo pipefail
 run="$1"; dest="$2"
 [ -f "$run/results.json" ] || { echo "$run holds no results.json (not finished?)" >&2; exit 2; }
 mkdir -p "$dest"
-for f in config.yaml results.json results.md results.csv diagnosis.json diagnosis.md; do
+for f in config.yaml results.json results.md results.csv diagnosis.json diagnosis.md objective-curves.png; do
   [ -f "$run/$f" ] && cp "$run/$f" "$dest/$f"
 done
 # per-input scores (eval, attack) and per-input certified bounds (certify): what compare / combine read

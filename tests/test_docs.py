@@ -31,7 +31,8 @@ def _configs(sub):
     return sorted(root.glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", _configs("leaderboard") + _configs("leaderboard/certify") + _configs("benchmarks"),
+@pytest.mark.parametrize("path", _configs("leaderboard") + _configs("leaderboard/certify") + _configs("leaderboard/convergence")
+                         + _configs("benchmarks"),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_run_configs_validate(path, tmp_path):
     """Every committed run config (the leaderboard rows, their certificates, the clean tables) is read
