@@ -223,9 +223,6 @@ def _paired_section(spec: dict, pairs: list, docs: dict, kind: str, cols: list, 
 
         def cell(key):
             d = recs.get(key)
-            if d is None and kind == "certify":  # radii are floats read from two files
-                d = next((v for (e, o), v in recs.items() if e != "clean" and o == key[1]
-                          and abs(float(e) - float(key[0])) < 1e-12), None)
             return "-" if d is None else f"{100 * d['diff']:+.2f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
         n = docs[pair["a"]]["set_sizes"].get("id_test", "-")
         lines.append("| " + " | ".join([f"{pair['a_detector']} ({pair['a']})", f"{pair['b_detector']} ({pair['b']})",
