@@ -35,6 +35,9 @@ def test_results_schema(first_run):
     for k in ("config", "seed", "data_root", "noise_space", "versions", "results", "means", "set_sizes"):
         assert k in on_disk, k
     assert on_disk["versions"]["torch"]
+    import torch  # the CPU the numbers came from (bf16 attack steps differ across CPUs)
+    assert on_disk["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(on_disk["versions"]["cpu_bf16"]) <= {"amx_bf16", "avx512_bf16"}
     recs = on_disk["results"]
     assert {r["detector"] for r in recs} == set(DETS.split(","))
     assert {r["ood_set"] for r in recs} == {"cifar100", "tin", "mnist", "fashion-mnist"}

@@ -29,7 +29,28 @@ def versions() -> dict:
 
     from . import __version__
     return {"ross_ood": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "scikit_learn": sklearn.__version__, "python": platform.python_version()}
+            "scikit_learn": sklearn.__version__, "python": platform.python_version(), **cpu_info()}
+
+
+def cpu_info() -> dict:
+    """The CPU a run's numbers came from. bf16 attack steps are bit-reproducible on one machine but
+    not across CPUs (oneDNN picks other kernels: AMX, AVX-512 BF16 or neither; docs/attacks/version4.md),
+    so a stored run says which it had: torch's dispatch level, the model name and the bf16 ISA flags
+    (Linux /proc/cpuinfo; empty elsewhere)."""
+    import torch
+    name, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key.strip() == "model name" and val.strip():
+                name = val.strip()
+            elif key.strip() == "flags":
+                flags = set(val.split())
+                break
+    except OSError:
+        pass
+    return {"cpu": name, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16": sorted(flags & {"amx_bf16", "avx512_bf16"})}
 
 
 def pct(v, std=None) -> str:
