@@ -34,7 +34,7 @@ def versions() -> dict:
 
 def cpu_info() -> dict:
     """The CPU a run's numbers came from. bf16 attack steps are bit-reproducible on one machine but
-    not across CPUs (oneDNN picks other kernels: AMX, AVX-512 BF16 or neither; docs/attacks/version4.md),
+    not across CPUs (measured in docs/attacks/version4.md; other bf16 kernels are the likely cause),
     so a stored run says which it had: torch's dispatch level, the model name and the bf16 ISA flags
     (Linux /proc/cpuinfo; empty elsewhere)."""
     import torch
