@@ -346,19 +346,29 @@ def test_plan_scores_make_the_worst_case():
             assert ood_metrics(id_s, ood_s)["auroc"] == pytest.approx(rec[0]["auroc"], abs=1e-12)
 
 
-def test_diagnose_reports_convergence_unbounded_plans_and_curves(tmp_path):
+def _tiny_attack_argv(out, *extra):
+    """A tiny real attack run (plain MSP, 6 ID + 6 TIN images, 6-step attacks)."""
+    return ["attack", "--data-root", str(DATA_ROOT), "--out", str(out), "--limit", "6", "--detectors", "msp",
+            "--eps", "2", "--target", "transfer,adaptive,worst", "--transfer-steps", "5", "--adaptive-steps", "6",
+            "--restarts", "1", "--eotpgd-steps", "6", "--ood", "tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip"),
+            "--only-extra", "--no-progress", "--device", "cpu", "--bootstrap", "100", *extra]
+
+
+@pytest.fixture(scope="module")
+def diagnosed_run(tmp_path_factory):
+    """``ross attack --diagnose`` on the tiny run: (its folder, its diagnosis document)."""
+    need_data("cifar10", "test.zip")
+    from ross_ood import cli
+    out = tmp_path_factory.mktemp("diag") / "d"
+    assert cli.main(_tiny_attack_argv(out, "--diagnose")) == 0
+    return out, json.loads((out / "diagnosis.json").read_text())
+
+
+def test_diagnose_reports_convergence_unbounded_plans_and_curves(diagnosed_run):
     """``ross attack --diagnose`` on a tiny real run: the unbounded budget drives PGD-Both to
     ~0 (plain MSP, 6 + 6 images), every plan's AUROC alone is at least the worst case over all
     plans, wins add up to the inputs, and the curves start at the start."""
-    need_data("cifar10", "test.zip")
-    from ross_ood import cli
-    out = tmp_path / "d"
-    argv = ["attack", "--data-root", str(DATA_ROOT), "--out", str(out), "--limit", "6", "--detectors", "msp",
-            "--eps", "2", "--target", "transfer,adaptive,worst", "--transfer-steps", "5", "--adaptive-steps", "6",
-            "--restarts", "1", "--eotpgd-steps", "6", "--ood", "tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip"),
-            "--only-extra", "--no-progress", "--device", "cpu", "--bootstrap", "100", "--diagnose"]
-    assert cli.main(argv) == 0
-    doc = json.loads((out / "diagnosis.json").read_text())
+    out, doc = diagnosed_run
     assert (out / "diagnosis.md").is_file() and (out / "objective-curves.png").stat().st_size > 1000
     (u,) = doc["unbounded"]
     assert u["ok"] and u["auroc"] <= 0.02
@@ -374,3 +384,45 @@ def test_diagnose_reports_convergence_unbounded_plans_and_curves(tmp_path):
     for key, c in doc["curves"]["msp"].items():
         c = np.asarray(c, float)
         assert c.shape[2] == 6 and np.isfinite(c[0, 0]).all()
+
+
+def test_diagnosis_from_stored_pieces_equals_the_one_process_diagnosis(diagnosed_run, tmp_path):
+    """``ross diagnose`` on four separate stored runs (the budget, 2x steps, 2x copies, eps 255/255
+    pixel) gives the convergence rows and the unbounded AUROC that ``--diagnose`` computed in one
+    process, to float precision; pieces that do not fit are refused by name."""
+    from ross_ood import cli
+    from ross_ood.diagnose import diagnosis_from_runs
+    base, want = diagnosed_run
+    steps, copies, unb = tmp_path / "steps", tmp_path / "copies", tmp_path / "unb"
+    assert cli.main(_tiny_attack_argv(steps, "--adaptive-steps", "12", "--eotpgd-steps", "12")) == 0
+    assert cli.main(_tiny_attack_argv(copies, "--attack-n", "16", "--eotpgd-n", "32")) == 0
+    unb_argv = _tiny_attack_argv(unb)
+    unb_argv[unb_argv.index("--eps") + 1] = "255"
+    assert cli.main(unb_argv + ["--eps-space", "pixel"]) == 0
+    got = diagnosis_from_runs(base, steps, copies, unb, n_resamples=100)
+    assert len(got["convergence"]) == len(want["convergence"]) == 3
+    for g, w in zip(got["convergence"], want["convergence"]):
+        assert g["objective"] == w["objective"]
+        for k in ("auroc_1x", "auroc_2x steps", "auroc_2x copies"):
+            assert g[k] == pytest.approx(w[k], abs=1e-9)
+        for k in ("diff_2x steps", "diff_2x copies"):
+            assert g[k] == pytest.approx(list(w[k]), abs=1e-9)
+    assert got["unbounded"][0]["auroc"] == pytest.approx(want["unbounded"][0]["auroc"], abs=1e-9)
+    for side in ("min", "max"):  # the targets' wins cover every input once
+        rows = [r for r in got["plans"] if r["objective"] == side]
+        assert [r["plan"] for r in rows] == ["transfer", "adaptive"] and sum(r["wins"] for r in rows) == 6
+    assert cli.main(["diagnose", str(base), "--steps", str(steps), "--copies", str(copies), "--unbounded", str(unb),
+                     "--out", str(tmp_path / "dg"), "--bootstrap", "100"]) == 0
+    assert json.loads((tmp_path / "dg" / "diagnosis.json").read_text())["convergence"][2]["auroc_1x"] == \
+        pytest.approx(want["convergence"][2]["auroc_1x"], abs=1e-9)
+    with pytest.raises(ValueError, match="2x steps.*not run with the base budget 2x steps: it differs in "
+                                         "adaptive_steps, eotpgd_steps"):
+        diagnosis_from_runs(base, base, copies, unb)
+    with pytest.raises(ValueError, match="unbounded.*holds no attack at eps = 1 in pixel units"):
+        diagnosis_from_runs(base, steps, copies, base)
+    other = tmp_path / "other"  # the same budget on other images
+    other_argv = _tiny_attack_argv(other, "--adaptive-steps", "12", "--eotpgd-steps", "12")
+    other_argv[other_argv.index("--limit") + 1] = "5"
+    assert cli.main(other_argv) == 0
+    with pytest.raises(ValueError, match="not run on the same images"):
+        diagnosis_from_runs(base, other, copies, unb)

@@ -1,5 +1,5 @@
 """The ``ross`` command line: ``eval``, ``attack``, ``certify``, ``sweep``, ``train``, ``report``, ``leaderboard``,
-``compare``, ``combine``, ``reproduce``.
+``compare``, ``diagnose``, ``combine``, ``reproduce``.
 
 The flags of the four jobs are generated from their typed settings (``settings``): one flag
 per field, help texts with the defaults. Flags override a ``--config`` YAML file, which
@@ -103,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     pcm.add_argument("--b", dest="det_b", default=None, help="detector of run B")
     pcm.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     pcm.set_defaults(func=_cmd_compare)
+    pdg = sub.add_parser("diagnose", help="the attack diagnosis from four stored attack runs on the same images",
+                         description="Convergence (2x steps, 2x copies, paired against the budget), the unbounded-eps "
+                                     "check, the targets' wins and silent failures, from stored runs: BASE (the "
+                                     "budget), --steps, --copies (the budget doubled) and --unbounded (eps 255/255, "
+                                     "pixel). What `ross attack --diagnose` computes in one process, in pieces. Runs "
+                                     "of another model, seed, attack version, budget or images are refused.")
+    pdg.add_argument("base", help="the attack run with the budget itself")
+    pdg.add_argument("--steps", required=True, help="the run with twice the steps")
+    pdg.add_argument("--copies", required=True, help="the run with twice the noisy copies")
+    pdg.add_argument("--unbounded", required=True, help="the run at eps 255/255 (pixel)")
+    pdg.add_argument("--detector", default=None, help="the detector (default: the one the runs share)")
+    pdg.add_argument("--out", default=None, help="folder for diagnosis.json and diagnosis.md (default: print only)")
+    pdg.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    pdg.set_defaults(func=_cmd_diagnose)
     pco = sub.add_parser("combine", help="one table from the pieces (--part K/M) of a long eval, attack or certify run",
                          description="Joins stored runs made with --part 1/M ... M/M and otherwise the same settings "
                                      "into one run folder: per-input scores (certify: per-input certified bounds) "
@@ -164,6 +178,23 @@ def _cmd_leaderboard(args) -> None:
 def _cmd_compare(args) -> None:
     from .compare import compare_runs, render_comparison
     print(render_comparison(compare_runs(args.run_a, args.run_b, args.det_a, args.det_b, args.bootstrap)))
+
+
+def _cmd_diagnose(args) -> None:
+    import json
+    from .diagnose import diagnosis_from_runs, render_diagnosis
+    from .store import atomic_write_text
+    from .validate import check_int
+    doc = diagnosis_from_runs(args.base, args.steps, args.copies, args.unbounded, args.detector,
+                              check_int("bootstrap", args.bootstrap))
+    text = render_diagnosis(doc)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "diagnosis.json", json.dumps(doc))
+        atomic_write_text(out / "diagnosis.md", text)
+        print(f"wrote {out / 'diagnosis.json'}, {out / 'diagnosis.md'}")
 
 
 def _cmd_combine(args) -> None:

@@ -23,7 +23,7 @@ from .metrics import paired_auroc_difference
 from .store import read_stored_text
 from .tables import pct
 
-__all__ = ["load_run_scores", "compare_runs", "render_comparison", "eps_label"]
+__all__ = ["load_run_scores", "shared_images", "compare_runs", "render_comparison", "eps_label"]
 
 
 def load_run_scores(run_dir) -> tuple[dict, dict]:
@@ -52,6 +52,23 @@ def load_run_scores(run_dir) -> tuple[dict, dict]:
                else (parts[0], float(parts[1]), parts[2], parts[3], parts[4]))
         out[key] = np.asarray(v, np.float64)
     return doc, out
+
+
+def shared_images(doc_a: dict, doc_b: dict, dir_a, dir_b) -> list[str]:
+    """The OOD sets on which two runs' results documents pair: the same ID test images and, per
+    OOD set both hold, the same images (a run may attack a subset of the sets, e.g. one arm of a
+    cost measurement); runs on other images are refused by name."""
+    fa, fb = doc_a.get("set_fingerprints"), doc_b.get("set_fingerprints")
+    ood_sets = [s for s in doc_a.get("set_sizes", {}) if s not in ("id_val", "id_test")]
+    if isinstance(fa, dict) and isinstance(fb, dict):
+        shared = [s for s in ood_sets if s in fb]
+        same = fa.get("id_test") == fb.get("id_test") and shared and all(fa.get(s) == fb.get(s) for s in shared)
+    else:  # combined runs hold one fingerprint list per piece: all of it must agree
+        shared, same = ood_sets, fa is not None and fa == fb
+    if not same:
+        raise ValueError(f"{dir_a} and {dir_b} were not run on the same images (their set fingerprints differ, "
+                         "are missing or share no OOD set): a paired comparison needs the same images")
+    return shared
 
 
 def _certified_scores(run_dir) -> dict:
@@ -108,20 +125,8 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
         raise ValueError(f"{dir_a} holds ross {doc_a.get('command')} results and {dir_b} ross {doc_b.get('command')}: "
                          "a certify run pairs only with another certify run (certified bounds against scores "
                          "compare two different things)")
-    fa, fb = doc_a.get("set_fingerprints"), doc_b.get("set_fingerprints")
-    ood_sets = [s for s in doc_a.get("set_sizes", {}) if s not in ("id_val", "id_test")]
-    if dir_b is not None:
-        # two runs pair on the OOD sets both hold (a run may attack a subset of the sets, e.g. one
-        # arm of a cost measurement), each on the same images; the ID test images must be the same
-        if isinstance(fa, dict) and isinstance(fb, dict):
-            shared = [s for s in ood_sets if s in fb]
-            same = fa.get("id_test") == fb.get("id_test") and shared and all(fa.get(s) == fb.get(s) for s in shared)
-        else:  # combined runs hold one fingerprint list per piece: all of it must agree
-            shared, same = ood_sets, fa is not None and fa == fb
-        if not same:
-            raise ValueError(f"{dir_a} and {dir_b} were not run on the same images (their set fingerprints differ, "
-                             "are missing or share no OOD set): a paired comparison needs the same images")
-        ood_sets = shared
+    ood_sets = ([s for s in doc_a.get("set_sizes", {}) if s not in ("id_val", "id_test")] if dir_b is None
+                else shared_images(doc_a, doc_b, dir_a, dir_b))
     dets_a = sorted({k[0] for k in sa})
     dets_b = sorted({k[0] for k in sb})
     if det_a or det_b:

@@ -19,10 +19,16 @@ al. 2020 ("On Adaptive Attacks to Adversarial Example Defenses") and Pintor et a
 
 Everything is computed through ``attack_benchmark`` (the scores are the evaluation's own), so the
 diagnosis reads exactly the numbers a results table reports.
+
+``diagnosis_from_runs`` (``ross diagnose``) assembles the same document from four stored attack runs
+on the same images (the budget, 2x steps, 2x copies, the unbounded eps), which lets a CPU run the
+check in pieces that each fit a session; there the plans are the stored targets (transfer,
+adaptive: a run keeps each input's worst per target, not per plan) and there are no curves.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import torch
@@ -31,7 +37,7 @@ from .adversarial import SIDES, AttackBudget, attack_benchmark, plans_for
 from .attacks import run_attack
 from .metrics import auroc_by_ranks, paired_auroc_difference
 
-__all__ = ["diagnose_attack", "render_diagnosis", "convergence_verdict", "convergence_budgets", "worst_per_input", "plot_curves"]
+__all__ = ["diagnose_attack", "diagnosis_from_runs", "render_diagnosis", "convergence_verdict", "convergence_budgets", "worst_per_input", "plot_curves"]
 
 UNBOUNDED_EPS = 1.0  # pixel units: the whole image box
 UNBOUNDED_MAX_AUROC = 0.02  # what "about 0" means for the unbounded check
@@ -75,7 +81,6 @@ def diagnose_attack(model, bench, dets: dict, clean_scores: dict, eps_list, eps_
     """The diagnosis document (see the module doc). ``clean_scores`` is ``EvalResult.scores``."""
     ood_sets = list(bench.ood)
     clean = {n: {s: np.asarray(v["score"], np.float64) for s, v in per.items()} for n, per in clean_scores.items()}
-    objectives = ["min", "max", "both"]
     runs = {}
     for label, b in convergence_budgets(budget).items():
         per_plan: dict = {}
@@ -85,17 +90,8 @@ def diagnose_attack(model, bench, dets: dict, clean_scores: dict, eps_list, eps_
         runs[label] = per_plan
     conv, plans, silent = [], [], []
     for n in dets:
+        conv += _convergence_rows(runs, clean, n, eps_list, ood_sets, n_resamples, seed)
         for eps in eps_list:
-            base = {o: _objective_pair(runs["1x"], clean, n, eps, o, ood_sets) for o in objectives}
-            for o in objectives:
-                row = {"detector": n, "eps": eps, "objective": o, "auroc_1x": _mean_auroc(base[o])}
-                for label in ("2x steps", "2x copies"):
-                    other = _objective_pair(runs[label], clean, n, eps, o, ood_sets)
-                    d = paired_auroc_difference(other, base[o], n_resamples, seed=seed)["mean"]
-                    row[f"auroc_{label}"] = _mean_auroc(other)
-                    row[f"diff_{label}"] = (d["diff"], d["lo"], d["hi"])
-                row["n_id"], row["n_ood"] = len(base[o][0]), int(sum(len(v) for v in base[o][1].values()))
-                conv.append(row)
             plans += _plan_table(runs["1x"], clean, n, eps, ood_sets)
             silent += _silent(runs["1x"], clean, n, eps, ood_sets)
     # unbounded budget: PGD-Both at eps = 1 in pixel units
@@ -114,6 +110,94 @@ def diagnose_attack(model, bench, dets: dict, clean_scores: dict, eps_list, eps_
             "convergence": conv, "unbounded": unbounded, "unbounded_eps": UNBOUNDED_EPS, "plans": plans,
             "silent": silent, "curves": curves, "set_sizes": {"id_test": len(bench.id),
                                                               **{s: len(bench.ood[s]) for s in ood_sets}}}
+
+
+def _convergence_rows(runs: dict, clean: dict, det: str, eps_list, ood_sets, n_resamples: int, seed: int) -> list:
+    """Per eps and objective: the worst-case AUROC of each budget in ``runs`` ("1x", "2x steps",
+    "2x copies": per-plan scores) and each doubling's paired difference from "1x"."""
+    rows = []
+    for eps in eps_list:
+        for o in ("min", "max", "both"):
+            base = _objective_pair(runs["1x"], clean, det, eps, o, ood_sets)
+            row = {"detector": det, "eps": eps, "objective": o, "auroc_1x": _mean_auroc(base)}
+            for label in ("2x steps", "2x copies"):
+                other = _objective_pair(runs[label], clean, det, eps, o, ood_sets)
+                d = paired_auroc_difference(other, base, n_resamples, seed=seed)["mean"]
+                row[f"auroc_{label}"] = _mean_auroc(other)
+                row[f"diff_{label}"] = (d["diff"], d["lo"], d["hi"])
+            row["n_id"], row["n_ood"] = len(base[0]), int(sum(len(v) for v in base[1].values()))
+            rows.append(row)
+    return rows
+
+
+def _stored_plans(scores: dict, det: str) -> dict:
+    """A stored attack run's per-input scores (``compare.load_run_scores``) of one detector as
+    per-plan scores keyed like ``attack_benchmark``'s ``plan_scores``, the plans being the targets."""
+    return {(k[1], k[2], k[3], det, k[4]): v for k, v in scores.items()
+            if k[0] == det and k[4] in ("transfer", "adaptive")}
+
+
+def diagnosis_from_runs(base, steps, copies, unbounded, detector: str | None = None,
+                        n_resamples: int = 1000, seed: int = 0) -> dict:
+    """The diagnosis document of ``diagnose_attack`` from four stored attack runs of one detector on
+    the same images: ``base`` (the budget), ``steps`` and ``copies`` (its budget with twice the
+    steps / twice the noisy copies, ``convergence_budgets``), ``unbounded`` (the budget at eps =
+    ``UNBOUNDED_EPS`` in pixel units). Runs that do not fit (another model, seed, attack version,
+    detector, images or budget) are refused by name. Convergence is reported at the eps the base
+    and both doubled runs share."""
+    from .compare import load_run_scores, shared_images
+    dirs = {"base": base, "2x steps": steps, "2x copies": copies, "unbounded": unbounded}
+    loaded = {k: load_run_scores(d) for k, d in dirs.items()}
+    docs = {k: v[0] for k, v in loaded.items()}
+    b = docs["base"]
+    for k, d in docs.items():
+        if d.get("command") != "attack":
+            raise ValueError(f"{dirs[k]} ({k}) holds ross {d.get('command')} results: the diagnosis needs attack runs")
+        for field in ("model", "seed", "attack_version", "noise_space"):
+            if d.get(field) != b.get(field):
+                raise ValueError(f"{dirs[k]} ({k}) has {field} {d.get(field)!r}, the base run {dirs['base']} "
+                                 f"{b.get(field)!r}: the pieces of one diagnosis need the same {field}")
+    dets = set.intersection(*({x[0] for x in v[1]} for v in loaded.values()))
+    if detector is None:
+        if len(dets) != 1:
+            raise ValueError(f"the runs share detectors {sorted(dets)}: name one (--detector)")
+        detector = next(iter(dets))
+    elif detector not in dets:
+        raise ValueError(f"detector {detector!r} is not in every run (they share {sorted(dets) or 'none'})")
+    ood_sets = [s for s in b["set_sizes"] if s not in ("id_val", "id_test")]
+    for k in ("2x steps", "2x copies", "unbounded"):
+        if shared_images(b, docs[k], dirs["base"], dirs[k]) != ood_sets:
+            raise ValueError(f"{dirs[k]} ({k}) does not hold every OOD set of the base run ({', '.join(ood_sets)})")
+    budget = AttackBudget(**b["attack_settings"])
+    want = {**convergence_budgets(budget), "unbounded": budget}
+    for k in ("2x steps", "2x copies", "unbounded"):
+        expect = json.loads(json.dumps(dataclasses.asdict(want[k])))
+        if docs[k]["attack_settings"] != expect:
+            diff = sorted(f for f in expect if docs[k]["attack_settings"].get(f) != expect[f])
+            raise ValueError(f"{dirs[k]} ({k}) was not run with the base budget{'' if k == 'unbounded' else ' ' + k}: "
+                             f"it differs in {', '.join(diff)}")
+    if UNBOUNDED_EPS not in docs["unbounded"]["eps_list"] or docs["unbounded"]["eps_space"] != "pixel":
+        raise ValueError(f"{dirs['unbounded']} (unbounded) holds no attack at eps = {UNBOUNDED_EPS:g} in pixel units "
+                         f"(eps 255/255)")
+    eps_list = [e for e in b["eps_list"] if all(e in docs[k]["eps_list"] for k in ("2x steps", "2x copies"))]
+    if not eps_list:
+        raise ValueError("the base run and the two doubled runs share no eps")
+    scores = {k: v[1] for k, v in loaded.items()}
+    clean = {detector: {s: v for (d, e, _, s, _), v in scores["base"].items() if d == detector and e == "clean"}}
+    runs = {"1x": _stored_plans(scores["base"], detector), "2x steps": _stored_plans(scores["2x steps"], detector),
+            "2x copies": _stored_plans(scores["2x copies"], detector)}
+    conv = _convergence_rows(runs, clean, detector, eps_list, ood_sets, n_resamples, seed)
+    plans, silent = [], []
+    for eps in b["eps_list"]:
+        plans += _plan_table(runs["1x"], clean, detector, eps, ood_sets)
+        silent += _silent(runs["1x"], clean, detector, eps, ood_sets)
+    a = _mean_auroc(_objective_pair(_stored_plans(scores["unbounded"], detector), clean, detector, UNBOUNDED_EPS,
+                                    "both", ood_sets))
+    return {"eps_list": list(b["eps_list"]), "eps_space": b["eps_space"], "budget": b["attack_settings"],
+            "convergence": conv, "unbounded": [{"detector": detector, "auroc": a, "ok": a <= UNBOUNDED_MAX_AUROC}],
+            "unbounded_eps": UNBOUNDED_EPS, "plans": plans, "silent": silent, "curves": {},
+            "set_sizes": {s: b["set_sizes"][s] for s in ["id_test", *ood_sets]},
+            "runs": {k: str(d) for k, d in dirs.items()}, "plan_level": "target"}
 
 
 def _plan_table(per_plan, clean, det, eps, ood_sets) -> list[dict]:
@@ -204,7 +288,9 @@ def render_diagnosis(doc: dict) -> str:
               "| detector | AUROC | reaches ~0 (<= 2) |", "|---|---|---|"]
     lines += [f"| {r['detector']} | {100 * r['auroc']:.2f} | {'yes' if r['ok'] else '**NO: the attack fails**'} |"
               for r in doc["unbounded"]]
-    lines += ["", "## Each plan alone, and which plan wins\n",
+    plan_note = ("" if doc.get("plan_level") != "target" else
+                 " (from stored runs: the plans are the targets, transfer and adaptive, each the worst over its own plans)")
+    lines += ["", f"## Each plan alone, and which plan wins{plan_note}\n",
               "| detector | eps | objective | plan | AUROC alone | inputs it gives the worst case |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['detector']} | {r['eps'] * 255:g}/255 | {r['objective']} | {r['plan']} | {100 * r['auroc']:.2f} | "
               f"{r['wins']} of {r['inputs']} |" for r in doc["plans"]]
@@ -212,8 +298,13 @@ def render_diagnosis(doc: dict) -> str:
               "| detector | eps | objective | inputs |", "|---|---|---|---|"]
     lines += [f"| {r['detector']} | {r['eps'] * 255:g}/255 | {r['objective']} | {r['silent_failures']} of {r['inputs']} |"
               for r in doc["silent"]]
-    lines += ["", "Objective curves: `objective-curves.png` (the attacker's judged objective minus its start value, "
-              "per input, along each adaptive plan; restarts dashed)."]
+    if doc.get("curves"):
+        lines += ["", "Objective curves: `objective-curves.png` (the attacker's judged objective minus its start value, "
+                  "per input, along each adaptive plan; restarts dashed)."]
+    if doc.get("runs"):
+        lines += ["", "Assembled from stored runs (`ross diagnose`): "
+                  + "; ".join(f"{k}: `{v}`" for k, v in doc["runs"].items()) + ". No objective curves (a stored run "
+                  "keeps none)."]
     return "\n".join(lines) + "\n"
 
 
