@@ -184,9 +184,7 @@ def _cmd_diagnose(args) -> None:
     import json
     from .diagnose import diagnosis_from_runs, render_diagnosis
     from .store import atomic_write_text
-    from .validate import check_int
-    doc = diagnosis_from_runs(args.base, args.steps, args.copies, args.unbounded, args.detector,
-                              check_int("bootstrap", args.bootstrap))
+    doc = diagnosis_from_runs(args.base, args.steps, args.copies, args.unbounded, args.detector, args.bootstrap)
     text = render_diagnosis(doc)
     print(text)
     if args.out:

@@ -146,6 +146,8 @@ def diagnosis_from_runs(base, steps, copies, unbounded, detector: str | None = N
     detector, images or budget) are refused by name. Convergence is reported at the eps the base
     and both doubled runs share."""
     from .compare import load_run_scores, shared_images
+    from .validate import check_int
+    n_resamples = check_int("bootstrap", n_resamples)
     dirs = {"base": base, "2x steps": steps, "2x copies": copies, "unbounded": unbounded}
     loaded = {k: load_run_scores(d) for k, d in dirs.items()}
     docs = {k: v[0] for k, v in loaded.items()}
