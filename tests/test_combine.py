@@ -65,6 +65,41 @@ def test_pieces_that_do_not_belong_together_are_refused(tmp_path, capsys):
     combine_runs([p1, p2], tmp_path / "ok")  # the right pieces combine
 
 
+def test_attack_pieces_with_other_eps_lists_combine_at_the_budgets_they_share(tmp_path, capsys):
+    """2/255 grown in more pieces than 8/255: the part run at eps 2 alone gives the very scores the
+    whole run at eps 2,8 gives its images (each budget is attacked on its own), and the combined
+    table at eps 2 equals the whole run's 2/255 table."""
+    need_data("cifar10", "test.zip")
+    whole = _run(tmp_path, "attack", "whole", "--eps", "2,8")
+    p1 = _run(tmp_path, "attack", "p1", "--part", "1/2", "--eps", "2,8")
+    p2 = _run(tmp_path, "attack", "p2", "--part", "2/2", "--eps", "2")
+    with pytest.raises(ValueError, match=r"other settings \(eps\).*combine at the budgets they share with --eps "
+                                         r"\(2/255\)"):
+        combine_runs([p1, p2], tmp_path / "c")
+    with pytest.raises(ValueError, match=r"p2 holds no attack at eps 8/255 \(it holds 2/255\)"):
+        combine_runs([p1, p2], tmp_path / "c", eps="2,8")
+    assert cli.main(["combine", str(tmp_path / "c"), str(p1), str(p2), "--eps", "8"]) == 2
+    assert "holds no attack at eps 8/255" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    doc = combine_runs([p2, p1], tmp_path / "c", eps="2/255")
+    ref = json.loads((whole / "results.json").read_text())
+    two = 2 / 255
+    assert doc["eps_list"] == [two] and {r["eps"] for r in doc["means"]} == {two}
+    assert doc["config"]["eps"] == ["2/255"] and "at eps 2/255 only" in doc["notes"][-1]
+    a, b = _scores(tmp_path / "c"), _scores(whole)
+    assert set(a) == {k for k in b if k.split("|")[1] in ("clean", str(two))}
+    for k in a:
+        np.testing.assert_allclose(np.sort(a[k]), np.sort(b[k]), rtol=0, atol=1e-12, err_msg=k)
+    want = [q for q in ref["means"] if q["eps"] == two]
+    assert len(doc["means"]) == len(want) > 0
+    for r, q in zip(doc["means"], want):
+        assert (r["detector"], r["objective"], r["target"]) == (q["detector"], q["objective"], q["target"])
+        assert r["auroc"] == pytest.approx(q["auroc"], abs=1e-12)  # (intervals: the pieces interleave the order)
+    e1 = _run(tmp_path, "eval", "e1", "--part", "1/2")
+    e2 = _run(tmp_path, "eval", "e2", "--part", "2/2")
+    with pytest.raises(ValueError, match="eps selects attack budgets, but the pieces hold ross eval"):
+        combine_runs([e1, e2], tmp_path / "e", eps="2")
+
+
 def test_part_is_checked():
     from ross_ood.combine import parse_part
     for bad in ("3/2", "0/2", "1/1", "a/b", "2"):

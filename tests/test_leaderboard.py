@@ -43,6 +43,36 @@ def test_cells_are_the_stored_records(tmp_path):
     assert "ATD: 69.3" in md
 
 
+def test_a_row_takes_each_attack_column_from_the_first_run_that_holds_it(tmp_path):
+    """A row's 2/255 cells from a bigger run that attacked only 2/255, its 8/255 cells from the
+    run that holds them; the images cell says which run gave which budget."""
+    att = json.loads((ROOT / "docs/attacks/readme-robustness.results.json").read_text())
+    two = 2 / 255
+    big = {**att, "eps_list": [two], "set_sizes": {**att["set_sizes"], "id_test": 500},
+           "means": [{**m, "eps": two, "auroc": 0.5, "auroc_lo": 0.25, "auroc_hi": 0.75}
+                     for m in att["means"] if m["objective"] == "both"],
+           "clean_means": [{**m, "auroc": 0.875, "auroc_lo": 0.75, "auroc_hi": 1.0} for m in att["clean_means"]]}
+    (tmp_path / "big.json").write_text(json.dumps(big))
+    p = _spec(tmp_path, [{"label": "both", "attack": ["big", "a"], "detector": "msp"},
+                         {"label": "one", "attack": "a", "detector": "msp"}])
+    spec = yaml.safe_load(p.read_text())
+    spec["attack"]["big"] = str(tmp_path / "big.json")
+    p.write_text(yaml.safe_dump(spec))
+    md = render_leaderboard(load_spec(p))
+    head = next(line for line in md.splitlines() if line.startswith("| detector |")).split(" | ")
+    row = next(line for line in md.splitlines() if line.startswith("| both |")).split(" | ")
+    one = next(line for line in md.splitlines() if line.startswith("| one |")).split(" | ")
+    assert row[head.index("clean")] == "87.50 [75.0, 100.0]"  # the first run's clean metric
+    assert row[head.index("2/255 PGD-Both")] == "50.00 [25.0, 75.0]" and one[head.index("2/255 PGD-Both")] == "-"
+    for col in ("8/255 PGD-Min", "8/255 PGD-Both"):
+        assert row[head.index(col)] == one[head.index(col)] != "-"
+    assert row[head.index("images/set (attack / cert.)")] == "500 (2/255) / 100 (8/255)"
+    assert one[head.index("images/set (attack / cert.)")] == "100"
+    p2 = _spec(tmp_path, [{"label": "x", "attack": ["a", 3], "detector": "msp"}])
+    with pytest.raises(ValueError, match="attack must name an attack run or list attack runs"):
+        load_spec(p2)
+
+
 def test_bad_specs_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="detector 'nope' not in attack results"):
         render_leaderboard(load_spec(_spec(tmp_path, [{"label": "x", "attack": "a", "detector": "nope"}])))

@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "versions, or on the same images, are refused.")
     pco.add_argument("out", help="output folder of the combined run")
     pco.add_argument("runs", nargs="+", help="the pieces' run folders")
+    pco.add_argument("--eps", default=None,
+                     help="attack pieces: combine only these budgets (e.g. 2 or 2,8), which every piece holds; "
+                          "the pieces may then have been run with other --eps lists")
     pco.set_defaults(func=_cmd_combine)
     prr = sub.add_parser("reproduce", help="the paper's tables from one command (presets offline, openood)",
                          description="offline: reduced-scale tables on the data root's JPEG CIFAR-10 copy, "
@@ -198,7 +201,7 @@ def _cmd_diagnose(args) -> None:
 def _cmd_combine(args) -> None:
     from .combine import combine_runs
     from .tables import render
-    doc = combine_runs(args.runs, args.out)
+    doc = combine_runs(args.runs, args.out, eps=args.eps)
     print(render(doc))
     print(f"wrote {args.out}/results.json, results.md, input_scores.json ({len(args.runs)} pieces)")
 

@@ -8,6 +8,12 @@ those scores (a certify piece: its per-input certified bounds) and recomputes ev
 all the images would (the bootstrap resamples the combined images). Pieces run with different
 settings, models, benchmarks or attack versions, the same part twice, parts of different
 splits, or on the same images (equal set fingerprints) are refused by name.
+
+Attack pieces run with different ``--eps`` lists combine only when asked for budgets that every piece
+holds (``eps=``, ``ross combine --eps 2``): each budget's attack is run on its own (its plans are seeded
+by the run's seed and that budget alone), so the cells of one budget do not depend on which other budgets
+ran beside it, and the table holds just those budgets. This lets the costly cells of a row (2/255 at 500
+images per set) grow in more pieces than the rest (8/255 at 200).
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ def parse_part(part: str | None) -> tuple[int, int] | None:
     return k_i, m_i
 
 
-def _check_pieces(docs: list[tuple[Path, dict]]) -> int:
+def _check_pieces(docs: list[tuple[Path, dict]], eps: list[float] | None = None) -> int:
     first_dir, first = docs[0]
     kind = first.get("command")
     if kind not in ("eval", "attack", "certify"):
@@ -58,12 +64,22 @@ def _check_pieces(docs: list[tuple[Path, dict]]) -> int:
         for key in ("benchmark", "model", "models", "attack_version", "eps_space", "noise_space"):
             if doc.get(key) != first.get(key):
                 raise ValueError(f"{d} and {first_dir} differ in {key} ({doc.get(key)!r} vs {first.get(key)!r})")
-        a = {k: v for k, v in doc["config"].items() if k not in RUN_ONLY_SETTINGS}
-        b = {k: v for k, v in first["config"].items() if k not in RUN_ONLY_SETTINGS}
+        if eps is not None:
+            missing = [e for e in eps if not any(abs(e - x) < 1e-12 for x in doc.get("eps_list", []))]
+            if missing:
+                raise ValueError(f"{d} holds no attack at eps {', '.join(_label(e) for e in missing)} (it holds "
+                                 f"{', '.join(_label(e) for e in doc.get('eps_list', [])) or 'none'}): "
+                                 "combine only budgets every piece holds")
+        skip = RUN_ONLY_SETTINGS + (("eps",) if eps is not None else ())
+        a = {k: v for k, v in doc["config"].items() if k not in skip}
+        b = {k: v for k, v in first["config"].items() if k not in skip}
         if a != b:
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            hint = ("; attack pieces with other eps lists combine at the budgets they share with --eps "
+                    f"({', '.join(_label(e) for e in _shared_eps(docs)) or 'none shared'})"
+                    if diff == ["eps"] and kind == "attack" else "")
             raise ValueError(f"{d} and {first_dir} were run with other settings ({', '.join(diff)}): "
-                             "only parts of one run combine")
+                             f"only parts of one run combine{hint}")
     if len({m for _, m in parts}) != 1:
         raise ValueError(f"the pieces are parts of different splits: {sorted({f'{k}/{m}' for k, m in parts})}")
     seen: dict = {}
@@ -77,6 +93,16 @@ def _check_pieces(docs: list[tuple[Path, dict]]) -> int:
                 if fp == (doc2.get("set_fingerprints") or {}).get(s):
                     raise ValueError(f"{d} and {d2} hold the same images of {s} (equal set fingerprints)")
     return parts[0][1]
+
+
+def _label(eps: float) -> str:
+    return f"{eps * 255:.4g}/255"
+
+
+def _shared_eps(docs: list[tuple[Path, dict]]) -> list[float]:
+    """The attack budgets every piece holds, in the first piece's order."""
+    return [e for e in docs[0][1].get("eps_list", [])
+            if all(any(abs(e - x) < 1e-12 for x in doc.get("eps_list", [])) for _, doc in docs)]
 
 
 def _combine_certify(dirs: list, out: Path, n_resamples: int | None) -> dict:
@@ -124,7 +150,7 @@ def _combine_certify(dirs: list, out: Path, n_resamples: int | None) -> dict:
            "set_fingerprints": [doc.get("set_fingerprints") for _, doc in docs],
            "wall_time_s": float(sum(doc["wall_time_s"] for _, doc in docs)),
            "combined_from": [str(d) for d, _ in docs], "parts": m,
-           "notes": list(first.get("notes", [])) + [f"combined from {m} disjoint parts "
+           "notes": list(first.get("notes", [])) + [f"combined from {len(docs)} of {m} disjoint parts "
                                                    f"({', '.join(str(d) for d, _ in docs)}) by ross combine: "
                                                    "certified metrics recomputed over all their images"]}
     from .jobs.common import prepare_out
@@ -134,25 +160,46 @@ def _combine_certify(dirs: list, out: Path, n_resamples: int | None) -> dict:
     return doc
 
 
-def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None) -> dict:
+def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None, eps=None) -> dict:
     """Combine the stored pieces ``dirs`` into one run folder ``out`` (results and per-input
-    scores, or certified bounds); returns its results document."""
+    scores, or certified bounds); returns its results document. ``eps`` (attack pieces only; the
+    forms ``ross attack --eps`` takes, e.g. ``"2"`` or ``["2", "8/255"]``): combine just these
+    budgets, which every piece must hold; the pieces may then differ in their ``--eps`` lists."""
     if len(dirs) < 2:
         raise ValueError("combine needs at least two pieces")
+    eps_keep = None
+    if eps is not None:
+        from .validate import parse_eps
+        eps_keep = parse_eps(eps)
+        if not eps_keep:
+            raise ValueError("combine: eps names no budget (give e.g. 2 or 2,8)")
     kinds = set()
     for d in dirs:
         res = Path(d) / "results.json"
         if res.is_file():
             kinds.add(json.loads(res.read_text()).get("command"))
+    if "certify" in kinds or "eval" in kinds:
+        if eps_keep is not None:
+            raise ValueError(f"combine: eps selects attack budgets, but the pieces hold ross "
+                             f"{', '.join(sorted(map(str, kinds)))} results")
     if "certify" in kinds:
         if len(kinds) > 1:
             raise ValueError(f"the pieces hold results of different commands ({', '.join(sorted(map(str, kinds)))}): "
                              "not one table")
         return _combine_certify(dirs, Path(out), n_resamples)
     loaded = [(Path(d), *load_run_scores(d)) for d in dirs]
-    m = _check_pieces([(d, doc) for d, doc, _ in loaded])
+    m = _check_pieces([(d, doc) for d, doc, _ in loaded], eps_keep)
     loaded.sort(key=lambda t: parse_part(t[1]["config"]["part"])[0])
+    if eps_keep is not None:  # each piece cut to the kept budgets (clean scores stay)
+        def kept(e):
+            return e == "clean" or any(abs(e - x) < 1e-12 for x in eps_keep)
+        loaded = [(d, {**doc, "eps_list": [e for e in doc["eps_list"] if kept(e)],
+                       "means": [r for r in doc["means"] if kept(r["eps"])],
+                       "results": [r for r in doc["results"] if kept(r["eps"])]},
+                   {k: v for k, v in sc.items() if kept(k[1])}) for d, doc, sc in loaded]
     first = loaded[0][1]
+    if eps_keep is not None:
+        first["config"] = {**first["config"], "eps": [_label(e) for e in first["eps_list"]]}
     keys = set(loaded[0][2])
     for d, _, sc in loaded[1:]:
         if set(sc) != keys:
@@ -180,8 +227,11 @@ def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None) ->
            "set_fingerprints": [doc.get("set_fingerprints") for _, doc, _ in loaded],
            "wall_time_s": float(sum(doc["wall_time_s"] for _, doc, _ in loaded)),
            "combined_from": [str(d) for d, _, _ in loaded], "parts": m,
-           "notes": list(first.get("notes", [])) + [f"combined from {m} disjoint parts ({', '.join(str(d) for d, _, _ in loaded)}) "
-                                                   "by ross combine: metrics recomputed over all their images"]}
+           "notes": list(first.get("notes", [])) + [f"combined from {len(loaded)} of {m} disjoint parts ({', '.join(str(d) for d, _, _ in loaded)}) "
+                                                   "by ross combine: metrics recomputed over all their images"
+                                                   + ("" if eps_keep is None else
+                                                      f", at eps {', '.join(_label(e) for e in first['eps_list'])} "
+                                                      "only (ross combine --eps)")]}
     doc.pop("id_accuracy_val_and_test", None)
     if first["command"] == "eval":
         doc.update(results=clean_recs, means=clean_means)

@@ -17,6 +17,8 @@ bootstrap interval. Spec keys::
     radii: [0.12, 0.25, 0.5]
     rows:
       - {label: ..., attack: name, detector: msp, certify: name, sigma: 0.12}
+      - {label: ..., attack: [name500, name200], detector: ...}  # each attack column from the first run
+                                 # that holds it (e.g. 2/255 at 500 per set, 8/255 at 200); clean: the first
     paired:                    # A - B on the same images (``ross compare``), worst case per input;
       - {a: name, a_detector: median-energy, b: name, b_detector: msp}   # two attack runs, or
       - {a: name, a_detector: median-energy, b: name, b_detector: median-react}  # two certify runs
@@ -64,6 +66,11 @@ def load_spec(path: str | Path) -> dict:
         missing = [k for k in ("label", "detector") if not isinstance(row.get(k), str) or not row.get(k)]
         if missing:
             raise ValueError(f"{p}: row {i + 1} ({row.get('label', 'no label')!r}) needs {' and '.join(missing)}")
+        att = row.get("attack")
+        if att is not None and not (isinstance(att, str) and att or isinstance(att, list) and att
+                                    and all(isinstance(a, str) and a for a in att)):
+            raise ValueError(f"{p}: row {row['label']!r}: attack must name an attack run or list attack runs, "
+                             f"got {att!r}")
         if "sigma" in row and not isinstance(row["sigma"], (int, float)):
             raise ValueError(f"{p}: row {row['label']!r}: sigma must be a number, got {row['sigma']!r}")
     paired = spec.get("paired", [])
@@ -150,31 +157,41 @@ def render_leaderboard(spec: dict) -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in spec["rows"]:
         cells = [row["label"]]
-        doc = attacks.get(row.get("attack"))
-        if row.get("attack") and doc is None:
-            raise ValueError(f"leaderboard row {row['label']!r}: no attack results named {row['attack']!r}")
+        names = [row["attack"]] if isinstance(row.get("attack"), str) else list(row.get("attack") or [])
+        for name in names:
+            if name not in attacks:
+                raise ValueError(f"leaderboard row {row['label']!r}: no attack results named {name!r}")
         det = row["detector"]
         clean = None
-        if doc is not None:
-            clean = next((m for m in doc["clean_means"] if m["detector"] == det and m["ood_set"] == "all-mean"), None)
-            if clean is None:
-                raise ValueError(f"leaderboard row {row['label']!r}: detector {det!r} not in attack results "
-                                 f"{row['attack']!r}")
+        for name in names:
+            c = next((m for m in attacks[name]["clean_means"] if m["detector"] == det and m["ood_set"] == "all-mean"),
+                     None)
+            if c is None:
+                raise ValueError(f"leaderboard row {row['label']!r}: detector {det!r} not in attack results {name!r}")
+            clean = clean or c  # the first run's
         cdoc = certs.get(row.get("certify"))
         if clean is None and cdoc is not None:  # a certificate-only row: the clean metric of that run
             clean = _cert_record(cdoc, det, row, "clean")
         cells.append(_auroc(clean))
+        used: dict = {}  # run name -> the attack columns it gave
         for eps, obj in cols:
-            rec = None if doc is None else next(
-                (m for m in doc["means"] if m["detector"] == det and m["target"] == "worst" and m["eps"] == eps
-                 and m["objective"] == obj), None)
+            rec = None
+            for name in names:  # the first run that holds the column
+                rec = next((m for m in attacks[name]["means"] if m["detector"] == det and m["target"] == "worst"
+                            and m["eps"] == eps and m["objective"] == obj), None)
+                if rec is not None:
+                    used.setdefault(name, []).append(eps)
+                    break
             cells.append(_auroc(rec))
         if row.get("certify") and cdoc is None:
             raise ValueError(f"leaderboard row {row['label']!r}: no certify results named {row['certify']!r}")
         cells += [_auroc(None if cdoc is None else _cert_record(cdoc, det, row, r)) for r in radii]
-        counts = [str(d["set_sizes"].get("id_test", "-")) for d in (doc, cdoc) if d is not None]
+        counts = [str(attacks[n]["set_sizes"].get("id_test", "-")) + (
+            "" if len(used) < 2 else f" ({', '.join(dict.fromkeys(map(_eps_label, used[n])))})")
+            for n in names if n in used or len(names) == 1]
+        counts += [str(cdoc["set_sizes"].get("id_test", "-"))] if cdoc is not None else []
         cells.append(" / ".join(counts) or "-")
-        cells.append(", ".join(x for x in (row.get("attack"), row.get("certify")) if x) or "-")
+        cells.append(", ".join(x for x in (*names, row.get("certify")) if x) or "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Attack columns: worst case per input over the transfer and adaptive attacks, eps in "
               f"{', '.join(sorted(spaces)) or '-'} units, AUROC % (mean over the OOD sets). {CI_NOTE}", ""]
