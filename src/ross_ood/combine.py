@@ -24,6 +24,7 @@ import numpy as np
 
 from .compare import load_run_scores
 from .evaluate import group_means
+from .leaderboard import _eps_label as _label
 from .metrics import ood_records
 from .tables import render, write_results
 
@@ -65,7 +66,7 @@ def _check_pieces(docs: list[tuple[Path, dict]], eps: list[float] | None = None)
             if doc.get(key) != first.get(key):
                 raise ValueError(f"{d} and {first_dir} differ in {key} ({doc.get(key)!r} vs {first.get(key)!r})")
         if eps is not None:
-            missing = [e for e in eps if not any(abs(e - x) < 1e-12 for x in doc.get("eps_list", []))]
+            missing = [e for e in eps if not _holds(doc.get("eps_list", []), e)]
             if missing:
                 raise ValueError(f"{d} holds no attack at eps {', '.join(_label(e) for e in missing)} (it holds "
                                  f"{', '.join(_label(e) for e in doc.get('eps_list', [])) or 'none'}): "
@@ -95,14 +96,14 @@ def _check_pieces(docs: list[tuple[Path, dict]], eps: list[float] | None = None)
     return parts[0][1]
 
 
-def _label(eps: float) -> str:
-    return f"{eps * 255:.4g}/255"
+def _holds(eps_list, e) -> bool:
+    """Whether the budget ``e`` is in ``eps_list`` (floats parsed from the same text: equal to 1e-12)."""
+    return any(abs(e - x) < 1e-12 for x in eps_list)
 
 
 def _shared_eps(docs: list[tuple[Path, dict]]) -> list[float]:
     """The attack budgets every piece holds, in the first piece's order."""
-    return [e for e in docs[0][1].get("eps_list", [])
-            if all(any(abs(e - x) < 1e-12 for x in doc.get("eps_list", [])) for _, doc in docs)]
+    return [e for e in docs[0][1].get("eps_list", []) if all(_holds(doc.get("eps_list", []), e) for _, doc in docs)]
 
 
 def _combine_certify(dirs: list, out: Path, n_resamples: int | None) -> dict:
@@ -192,7 +193,7 @@ def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None, ep
     loaded.sort(key=lambda t: parse_part(t[1]["config"]["part"])[0])
     if eps_keep is not None:  # each piece cut to the kept budgets (clean scores stay)
         def kept(e):
-            return e == "clean" or any(abs(e - x) < 1e-12 for x in eps_keep)
+            return e == "clean" or _holds(eps_keep, e)
         loaded = [(d, {**doc, "eps_list": [e for e in doc["eps_list"] if kept(e)],
                        "means": [r for r in doc["means"] if kept(r["eps"])],
                        "results": [r for r in doc["results"] if kept(r["eps"])]},
