@@ -65,6 +65,22 @@ def test_pieces_that_do_not_belong_together_are_refused(tmp_path, capsys):
     combine_runs([p1, p2], tmp_path / "ok")  # the right pieces combine
 
 
+def test_a_piece_written_before_a_setting_existed_combines_at_its_default(tmp_path):
+    """A stored piece whose config lacks a setting added since (here apgd_judge_every, whose default
+    1 is the old behaviour) ran at that default: it combines with a new piece at the default, and a
+    piece with the setting changed is refused by its name."""
+    need_data("cifar10", "test.zip")
+    p1 = _run(tmp_path, "attack", "p1", "--part", "1/2")
+    p2 = _run(tmp_path, "attack", "p2", "--part", "2/2")
+    changed = _run(tmp_path, "attack", "c2", "--part", "2/2", "--apgd-judge-every", "2")
+    doc = json.loads((p1 / "results.json").read_text())
+    assert doc["config"].pop("apgd_judge_every") == 1
+    (p1 / "results.json").write_text(json.dumps(doc))
+    assert combine_runs([p1, p2], tmp_path / "ok")["set_sizes"]["tin"] == 12
+    with pytest.raises(ValueError, match=r"other settings \(apgd_judge_every\)"):
+        combine_runs([p1, changed], tmp_path / "no")
+
+
 def test_attack_pieces_with_other_eps_lists_combine_at_the_budgets_they_share(tmp_path, capsys):
     """2/255 grown in more pieces than 8/255: the part run at eps 2 alone gives the very scores the
     whole run at eps 2,8 gives its images (each budget is attacked on its own), and the combined

@@ -90,6 +90,7 @@ class AttackBudget:
     eotpgd_n: int = 16  # noisy copies per gradient of the EOT-PGD plan
     eotpgd_restarts: int = 1  # random starts of the EOT-PGD plan (the judge picks per input)
     precision: str = "bf16"  # of the gradient steps and the judge (precision.PRECISIONS); measured no weaker, 2x faster
+    apgd_judge_every: int = 1  # APGD steps between judgements (attacks.apgd; > 1: a cheaper judge, docs/attacks/judge-cost.md)
 
     def __post_init__(self):
         check_int("transfer_steps", self.transfer_steps, minimum=0)
@@ -110,10 +111,15 @@ class AttackBudget:
         check_int("eotpgd_n", self.eotpgd_n)
         check_int("eotpgd_restarts", self.eotpgd_restarts)
         check_precision(self.precision)
+        check_int("apgd_judge_every", self.apgd_judge_every)
 
     def gradient_spec(self) -> dict:
-        """What, beyond the attack config, determines an adaptive plan's adversarial inputs."""
-        return {"attack_n": self.attack_n, "judge": self.judge, "judge_n": self.judge_n, "precision": self.precision}
+        """What, beyond the attack config, determines an adaptive plan's adversarial inputs.
+        ``apgd_judge_every`` enters only when set (> 1): at 1 the plans are those of the runs
+        cached before it existed, and their caches stay valid."""
+        extra = {"apgd_judge_every": self.apgd_judge_every} if self.apgd_judge_every != 1 else {}
+        return {"attack_n": self.attack_n, "judge": self.judge, "judge_n": self.judge_n, "precision": self.precision,
+                **extra}
 
 
 @dataclass(frozen=True)
@@ -230,7 +236,7 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
     for i in range(0, len(run), batch_size):
         rows = run[i:i + batch_size]
         x_adv, _ = run_attack(fn, xs[rows].to(model.device), model, plan.cfg, stop_fn=stop_fn,
-                              check_every=budget.check_every, judge=judge,
+                              check_every=budget.check_every, judge=judge, apgd_judge_every=budget.apgd_judge_every,
                               x_init=None if warm is None else warm[rows].to(model.device))
         out[rows] = x_adv.float().cpu().numpy()
     return out

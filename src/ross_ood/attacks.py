@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -189,13 +190,21 @@ def _judged(judge: JudgeFn | None, sign: float, x: torch.Tensor, keys, gain: tor
 def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfig, clip: bool,
          restart: int = 0, stop_fn: StopFn | None = None, check_every: int = CHECK_EVERY,
          x_init: torch.Tensor | None = None, judge: JudgeFn | None = None,
-         keys: list | None = None, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+         keys: list | None = None, trace: list | None = None,
+         judge_every: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD (Croce & Hein, ICML 2020, Alg. 1) on the gain: first step ``cfg.eta0`` x eps, halved
     at checkpoints when progress stalls, momentum 0.75, best iterate returned. Per input.
     With a ``judge`` (and the clean inputs' ``keys``), progress, halving and the best iterate are
     judged on common random numbers (module doc). With ``stop_fn``, every ``check_every`` steps
     the best iterates of the running inputs are checked and the done ones leave the batch (they
-    return that best iterate). ``x_init`` (projected into the ball) replaces the random start."""
+    return that best iterate). ``x_init`` (projected into the ball) replaces the random start.
+
+    ``judge_every`` > 1 (a cheaper judge: fewer judgements, not fewer copies) judges only every
+    ``judge_every``-th iterate, the iterate of each step-size checkpoint and the last one (the
+    first two always): only judged iterates can become the best one, and the checkpoint's
+    progress condition counts increases between consecutive judged iterates against 0.75 x the
+    judgements of its span. 1 (the default) judges every iterate, the algorithm above exactly.
+    Without a judge every iterate is valued by its own gain, which costs nothing extra."""
     sign = 1.0 if cfg.objective == "max" else -1.0
     n_iter = max(cfg.steps, 1)
     # checkpoints p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)
@@ -224,7 +233,7 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
     run = _Running(x_best, f_best, keys)
     _trace(trace, restart, 0, run.idx, f0)
     _trace(trace, restart, 1, run.idx, f1)
-    last_check = 0
+    judged_in_span = 1  # judged iterates since the last checkpoint (x1 against x0 so far)
     for k in range(1, n_iter):
         if stop_fn is not None and k % check_every == 0:
             done = stop_fn(st["x_best"]).to(x.device)
@@ -238,14 +247,16 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
         x_new = project(x_k + 0.75 * (z - x_k) + 0.25 * (x_k - st["x_prev"]), xc, eps_k, clip)
         gain_new, g_new = _gain_and_grad(score_fn, x_new, sign, cfg.eot, draw)
         draw += cfg.eot
-        f_new = _judged(judge, sign, x_new, run.keys, gain_new)
-        st["increases"] = st["increases"] + (f_new > st["f_k"]).float()
-        better = f_new > st["f_best"]
-        st["x_best"][better], st["f_best"] = x_new[better], torch.where(better, f_new, st["f_best"])
-        st["x_prev"], st["x_k"], st["f_k"], st["g"] = x_k, x_new, f_new, g_new
+        judged = judge is None or (k + 1) % judge_every == 0 or k + 1 in checks or k + 1 == n_iter
+        if judged:
+            f_new = _judged(judge, sign, x_new, run.keys, gain_new)
+            st["increases"] = st["increases"] + (f_new > st["f_k"]).float()
+            better = f_new > st["f_best"]
+            st["x_best"][better], st["f_best"] = x_new[better], torch.where(better, f_new, st["f_best"])
+            st["f_k"], judged_in_span = f_new, judged_in_span + 1
+        st["x_prev"], st["x_k"], st["g"] = x_k, x_new, g_new
         if k + 1 in checks:
-            span = k + 1 - last_check
-            cond1 = st["increases"] < 0.75 * span
+            cond1 = st["increases"] < 0.75 * judged_in_span
             cond2 = (~st["eta_reduced_at_check"]) & (st["f_best"] <= st["f_best_at_check"])
             halve = cond1 | cond2
             st["eta"] = torch.where(halve.view(view), st["eta"] / 2, st["eta"])
@@ -259,8 +270,9 @@ def apgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackConfi
             draw += cfg.eot
             st["eta_reduced_at_check"] = halve
             st["increases"] = torch.zeros_like(st["increases"])
-            last_check, st["f_best_at_check"] = k + 1, st["f_best"].clone()
-        _trace(trace, restart, k + 1, run.idx, f_new)
+            judged_in_span, st["f_best_at_check"] = 0, st["f_best"].clone()
+        if judged:
+            _trace(trace, restart, k + 1, run.idx, f_new)
     return run.finish(st["x_best"], st["f_best"])
 
 
@@ -316,14 +328,16 @@ def eotpgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackCon
 def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: AttackConfig,
                eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, stop_fn: StopFn | None = None,
                check_every: int = CHECK_EVERY, x_init: torch.Tensor | None = None,
-               judge: JudgeFn | None = None, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               judge: JudgeFn | None = None, trace: list | None = None,
+               apgd_judge_every: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """All restarts of one attack; per input, keep the restart that is worst for the defender
     (lowest score for ``min``, highest for ``max``) by ``eval_fn``, else by the ``judge`` (common
     random numbers keyed by the clean inputs ``x``), else by the attack's own value. Returns
     (x_adv, score). With ``stop_fn`` (APGD and EOT-PGD; PGD is the paper's fixed protocol) inputs
     stop early inside a run, and a restart runs only on the inputs whose result is not done.
     ``x_init`` warm-starts the first run (later restarts start at random). ``trace`` (a list, APGD
-    and EOT-PGD) receives (restart, step, rows, attacker's value) of every judged iterate."""
+    and EOT-PGD) receives (restart, step, rows, attacker's value) of every judged iterate.
+    ``apgd_judge_every``: APGD's steps between judgements (``apgd``; EOT-PGD's is ``cfg.judge_every``)."""
     if stop_fn is not None and cfg.algorithm == "pgd":
         raise ValueError("early stopping is implemented for APGD and EOT-PGD only (PGD is the paper's fixed protocol)")
     eps = eps_tensor(model, cfg.eps, cfg.eps_space).to(x.device, x.dtype)
@@ -337,7 +351,7 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
         if cfg.algorithm == "pgd":
             x_adv, gain = pgd(score_fn, x[todo], eps, cfg, clip, restart=r)
         else:
-            algo = apgd if cfg.algorithm == "apgd" else eotpgd
+            algo = partial(apgd, judge_every=apgd_judge_every) if cfg.algorithm == "apgd" else eotpgd
             x_adv, gain = algo(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn,
                                check_every=check_every, judge=judge, keys=sub_keys, trace=trace,
                                x_init=x_init[todo] if x_init is not None and r == 0 else None)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .compare import load_run_scores
+from .config import with_defaults
 from .evaluate import group_means
 from .leaderboard import _eps_label as _label
 from .metrics import ood_records
@@ -54,6 +55,8 @@ def _check_pieces(docs: list[tuple[Path, dict]], eps: list[float] | None = None)
     kind = first.get("command")
     if kind not in ("eval", "attack", "certify"):
         raise ValueError(f"{first_dir}: only ross eval, attack and certify runs can be combined, not {kind!r}")
+    from .settings import COMMANDS  # settings imports this module
+    defaults = json.loads(json.dumps(COMMANDS[kind].defaults()))  # as config.yaml holds them (lists, not tuples)
     parts = []
     for d, doc in docs:
         if doc.get("command") != kind:
@@ -72,8 +75,8 @@ def _check_pieces(docs: list[tuple[Path, dict]], eps: list[float] | None = None)
                                  f"{', '.join(_label(e) for e in doc.get('eps_list', [])) or 'none'}): "
                                  "combine only budgets every piece holds")
         skip = RUN_ONLY_SETTINGS + (("eps",) if eps is not None else ())
-        a = {k: v for k, v in doc["config"].items() if k not in skip}
-        b = {k: v for k, v in first["config"].items() if k not in skip}
+        a = {k: v for k, v in with_defaults(doc["config"], defaults).items() if k not in skip}
+        b = {k: v for k, v in with_defaults(first["config"], defaults).items() if k not in skip}
         if a != b:
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             hint = ("; attack pieces with other eps lists combine at the budgets they share with --eps "

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from .validate import split_list
 
-__all__ = ["opt", "field_kind", "convert_value", "load_config_file", "command_line", "FieldSettings"]
+__all__ = ["opt", "field_kind", "convert_value", "load_config_file", "command_line", "FieldSettings", "with_defaults"]
+
+
+def with_defaults(stored: dict, defaults: dict) -> dict:
+    """A stored run's settings (``config.yaml``, ``attack_settings``) with each setting added after
+    it was written at its default. A new setting enters with a default that changes no number (its
+    old behaviour), so that default is what the run used: two runs compare equal setting by setting."""
+    return {**defaults, **stored}
 
 
 def opt(default, help: str, **meta):
@@ -112,3 +119,8 @@ class FieldSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every setting at its default, as ``to_dict`` writes it."""
+        return {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(cls)}

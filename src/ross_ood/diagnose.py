@@ -35,6 +35,7 @@ import torch
 
 from .adversarial import SIDES, AttackBudget, attack_benchmark, plans_for
 from .attacks import run_attack
+from .config import with_defaults
 from .metrics import auroc_by_ranks, paired_auroc_difference
 
 __all__ = ["diagnose_attack", "diagnosis_from_runs", "render_diagnosis", "convergence_verdict", "convergence_budgets", "worst_per_input", "plot_curves"]
@@ -172,10 +173,12 @@ def diagnosis_from_runs(base, steps, copies, unbounded, detector: str | None = N
             raise ValueError(f"{dirs[k]} ({k}) does not hold every OOD set of the base run ({', '.join(ood_sets)})")
     budget = AttackBudget(**b["attack_settings"])
     want = {**convergence_budgets(budget), "unbounded": budget}
+    defaults = json.loads(json.dumps(dataclasses.asdict(AttackBudget())))
     for k in ("2x steps", "2x copies", "unbounded"):
         expect = json.loads(json.dumps(dataclasses.asdict(want[k])))
-        if docs[k]["attack_settings"] != expect:
-            diff = sorted(f for f in expect if docs[k]["attack_settings"].get(f) != expect[f])
+        got = with_defaults(docs[k]["attack_settings"], defaults)
+        if got != expect:
+            diff = sorted(f for f in expect if got.get(f) != expect[f])
             raise ValueError(f"{dirs[k]} ({k}) was not run with the base budget{'' if k == 'unbounded' else ' ' + k}: "
                              f"it differs in {', '.join(diff)}")
     if UNBOUNDED_EPS not in docs["unbounded"]["eps_list"] or docs["unbounded"]["eps_space"] != "pixel":
@@ -245,7 +248,7 @@ def _curves(model, bench, det, eps, eps_space, budget, seed, k) -> dict:
             trace: list = []
             fn = det.surrogate(plan.what, plan.copies(budget))
             judge = det.judge(budget.judge_n) if budget.judge else None
-            run_attack(fn, x, model, plan.cfg, judge=judge, trace=trace)
+            run_attack(fn, x, model, plan.cfg, judge=judge, trace=trace, apgd_judge_every=budget.apgd_judge_every)
             curves = np.full((plan.cfg.restarts, max(t[1] for t in trace) + 1, len(x)), np.nan)
             for r, step, idx, f in trace:
                 curves[r, step, idx] = f

@@ -152,6 +152,8 @@ class AttackSettings(Settings):
     judge: bool = opt(_BUDGET.judge, "compare attack iterates (best iterate, APGD's step control, restarts) on "
                       "common random numbers: the detector's own score of judge_n noisy copies keyed by the clean input")
     judge_n: int | None = opt(_BUDGET.judge_n, "noisy copies of the judge (default: n_samples)")
+    apgd_judge_every: int = opt(_BUDGET.apgd_judge_every, "APGD steps between judgements of the iterate (1: every "
+                                "step; more: a cheaper judge that still judges each step-size checkpoint and the last step)")
     apgd_eta0: float = opt(_BUDGET.apgd_eta0, "APGD's first step size, in eps")
     eotpgd_steps: int = opt(_BUDGET.eotpgd_steps, "steps of the fixed-schedule EOT-PGD plan (cosine step eps/4 -> "
                             "eps/40, best iterate by the judge every 10 steps; 0: none)")
@@ -179,7 +181,8 @@ class AttackSettings(Settings):
         self.budget = AttackBudget(self.transfer_steps, _BUDGET.transfer_step_size, self.adaptive_steps, self.restarts,
                                    self.eot, self.attack_n, tuple(self.surrogates), self.early_stop, self.check_every,
                                    self.warm_start, self.judge, self.judge_n, self.apgd_eta0, self.eotpgd_steps,
-                                   tuple(self.eotpgd_surrogates), self.eotpgd_n, self.eotpgd_restarts, self.precision)
+                                   tuple(self.eotpgd_surrogates), self.eotpgd_n, self.eotpgd_restarts, self.precision,
+                                   self.apgd_judge_every)
 
 
 @dataclass
