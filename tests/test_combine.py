@@ -196,10 +196,14 @@ def test_lb_queue_runs_parts_stores_them_and_they_combine(tmp_path):
     def queue(*args):
         return subprocess.run([str(root / "scripts/lb_queue.sh"), *args], cwd=root, env=env, capture_output=True,
                               text=True, timeout=600)
-    r = queue("-j", "2", "std-msp:1/5", "std-msp:2/5", "--", *tiny)
+    r = queue("-j", "2", "std-msp:1/5", "std-msp:2/5", "std-msp:1/5@8", "--", *tiny)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     store = tmp_path / "store"
-    assert sorted(p.name for p in store.iterdir()) == ["std-msp-p1", "std-msp-p2"]
+    assert sorted(p.name for p in store.iterdir()) == ["std-msp-8-p1", "std-msp-p1", "std-msp-p2"]
+    # NAME:K/M@EPS: the same part at that budget alone (after the extra flags' --eps 2), stored beside it
+    import yaml
+    assert yaml.safe_load((store / "std-msp-8-p1" / "config.yaml").read_text())["eps"] == ["8"]
+    assert yaml.safe_load((store / "std-msp-p1" / "config.yaml").read_text())["eps"] == ["2"]
     assert not any((store / "std-msp-p1").glob("cache*"))
     doc = combine_runs([store / "std-msp-p1", store / "std-msp-p2"], tmp_path / "combined")
     assert {k: doc["set_sizes"][k] for k in ("id_test", "cifar100", "tin")} == {"id_test": 4, "cifar100": 4, "tin": 4}
@@ -209,7 +213,8 @@ def test_lb_queue_runs_parts_stores_them_and_they_combine(tmp_path):
         if k.startswith("msp|clean|id_val"):
             continue  # the calibration split is shared by every part, not split
         np.testing.assert_allclose(np.sort(v), np.sort(parts[0] + parts[1]), rtol=0, atol=1e-12, err_msg=k)
-    r = queue("std-msp:1")
-    assert r.returncode == 2 and "is not NAME:K/M" in r.stderr
+    for bad in ("std-msp:1", "std-msp:1/5@", "certify/e52:1/5@8"):
+        r = queue(bad)
+        assert r.returncode == 2 and "is not NAME:K/M" in r.stderr, bad
     r = queue("std-msp:3/5", "--", *tiny, "--eps", "-1")
     assert r.returncode != 0 and "FAILED std-msp:3/5" in r.stdout and not (store / "std-msp-p3").exists()
