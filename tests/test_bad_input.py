@@ -200,3 +200,13 @@ def test_saved_detector_refuses_another_model_and_nan_state(cnn, images, tmp_pat
     with pytest.raises(ValueError, match="tau_ = nan is not a finite number"):
         ross_ood.load_detector(tmp_path / "nan.json", cnn)
     assert ross_ood.load_detector(tmp_path / "d.json", cnn).tau_ == det.tau_
+
+
+@pytest.mark.parametrize("device,local,cuda,want", [
+    ("auto", 0, False, "cpu"), ("auto", 2, True, "cuda:2"), ("cuda", 0, True, "cuda:0"), ("cuda", 3, True, "cuda:3"),
+    ("cuda:1", 3, True, "cuda:1"), ("cpu", 1, True, "cpu")])
+def test_resolve_device(device, local, cuda, want):
+    """A bare 'cuda' becomes this rank's GPU with its index: torch.cuda.set_device refuses one without
+    (the first run on a real GPU failed so, "Expected a torch.device with a specified index")."""
+    from ross_ood.jobs.common import resolve_device
+    assert resolve_device(device, local, cuda) == torch.device(want)

@@ -22,18 +22,24 @@ from ..detectors import Detector, make_detector
 from ..settings import Settings
 from ..store import BlockCache, atomic_write_bytes, atomic_write_text, dist_info
 
-__all__ = ["setup_runtime", "progress_factory", "prepare_out", "Job", "start_job", "open_model", "open_benchmark",
+__all__ = ["resolve_device", "setup_runtime", "progress_factory", "prepare_out", "Job", "start_job", "open_model", "open_benchmark",
            "open_model_and_benchmark", "build_detectors", "finish",
            "save_scores", "save_input_scores", "set_fingerprints", "base_doc", "CleanRun", "clean_run"]
+
+
+def resolve_device(device: str, local_rank: int, cuda_available: bool) -> torch.device:
+    """The device this rank runs on: 'auto' is this rank's GPU where there is one, else the CPU; a bare
+    'cuda' is this rank's GPU (``cuda:LOCAL_RANK``: torch.cuda.set_device refuses a device without index)."""
+    if device == "auto":
+        device = "cuda" if cuda_available else "cpu"
+    dev = torch.device(device)
+    return torch.device("cuda", local_rank) if dev.type == "cuda" and dev.index is None else dev
 
 
 def setup_runtime(device: str) -> torch.device:
     """Join the torch.distributed group when launched by torchrun; pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.is_available())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not torch.distributed.is_initialized():
