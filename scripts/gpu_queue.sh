@@ -5,8 +5,9 @@
 # writes it) with the logs; a part still running at the deadline is dropped.
 #   scripts/gpu_queue.sh SECONDS -j J JOB ... [-- MORE ROSS FLAGS]   (JOB as in scripts/lb_queue.sh)
 # Device, chunk and batch sizes are run-only settings (combine.RUN_ONLY_SETTINGS) and noise stays drawn on
-# the CPU, so these parts combine with the CPU's parts of the same row. A part that fails stops the queue
-# at once (its log's tail is printed), so a broken run does not spend the device's minutes.
+# the CPU, so these parts combine with the CPU's parts of the same row. A part that fails before any part
+# has finished stops the queue at once (its log's tail is printed): a broken set-up does not spend the
+# device's minutes; a later failure (one row's missing file) stops only that part.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs="$1"; shift
@@ -23,7 +24,8 @@ fi
 export ROSS_DATA="${ROSS_DATA:-$(cd .. && pwd)/shared/data}"
 py="${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
 mkdir -p /tmp/ross-bin && printf '#!/bin/sh\nexec %s -m ross_ood.cli "$@"\n' "$py" > /tmp/ross-bin/ross && chmod +x /tmp/ross-bin/ross
-export ROSS=/tmp/ross-bin/ross LB_RUNS=/tmp/lb-runs LB_STORE=/tmp/lb-store PYTHONUNBUFFERED=1
+work="$(mktemp -d)"
+export ROSS=/tmp/ross-bin/ross LB_RUNS="$work/runs" LB_STORE="$work/store" PYTHONUNBUFFERED=1
 mkdir -p "$LB_RUNS" "$LB_STORE"
 dev="$("$py" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
 "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'
@@ -32,7 +34,7 @@ setsid scripts/lb_queue.sh "${qargs[@]}" -- "${extra[@]}" "$@" > "$out/queue.log
 qpid=$!
 t0=$SECONDS
 while kill -0 "$qpid" 2>/dev/null && [ $((SECONDS - t0)) -lt "$secs" ]; do
-  if grep -q FAILED "$out/queue.log"; then
+  if grep -q FAILED "$out/queue.log" && ! grep -q " done " "$out/queue.log"; then
     grep FAILED "$out/queue.log"; tail -n 30 "$(grep -m1 FAILED "$out/queue.log" | sed 's/.*its log: \(.*\))/\1/')"
     break
   fi
@@ -40,6 +42,7 @@ while kill -0 "$qpid" 2>/dev/null && [ $((SECONDS - t0)) -lt "$secs" ]; do
 done
 kill -- -"$qpid" 2>/dev/null; sleep 2
 cat "$out/queue.log"
+for f in $(grep FAILED "$out/queue.log" | sed 's/.*its log: \(.*\))/\1/'); do echo "== $f"; tail -n 3 "$f"; done
 cp "$LB_RUNS"/*.log "$LB_STORE"/ 2>/dev/null
 tar -czf "$out/store.tgz" -C "$LB_STORE" .
 echo "packed $(ls "$LB_STORE" | grep -vc '\.log$') finished parts into $out/store.tgz in $((SECONDS - t0)) s"

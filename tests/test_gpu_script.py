@@ -33,3 +33,28 @@ def test_gpu_run_script_tiny_on_cpu(tmp_path):
     assert "./train/r20-s012/model.json" in names and "./attack/std-ross-msp/results.json" in names
     assert "./attack/e52-median-react/results.json" in names and "./certify/e36s025/results.json" in names
     assert not any("/cache" in n or n.endswith("state.pt") for n in names)
+
+
+def _queue(tmp_path, data, *args):
+    env = {**os.environ, "ROSS_DATA": str(data), "PY": sys.executable, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(ROOT / "scripts" / "gpu_queue.sh"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_gpu_queue_keeps_finished_parts_and_stops_a_broken_setup(tmp_path):
+    """scripts/gpu_queue.sh on the CPU: a finished part comes back in store.tgz as lb_queue stores it (config,
+    results, per-input scores: what ross combine reads), run with the CPU's noise; a queue whose first part
+    fails (no data) stops at once and says why."""
+    need_data("cifar10-png", "test.zip")
+    r = _queue(tmp_path, DATA_ROOT, "300", "-j", "1", "std-ross-msp:3/5@2", "--", "--limit", "10", "--adaptive-steps", "1",
+               "--eotpgd-steps", "1", "--transfer-steps", "1", "--restarts", "1", "-N", "3", "--bootstrap", "20")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "packed 1 finished parts" in r.stdout
+    with tarfile.open(tmp_path / "out" / "store.tgz") as t:
+        t.extractall(tmp_path / "st", filter="data")
+    part = tmp_path / "st" / "std-ross-msp-2-p3"
+    assert (part / "results.json").is_file() and (part / "input_scores.json").is_file()
+    cfg = (part / "config.yaml").read_text()
+    assert "part: 3/5" in cfg and "noise_device: cpu" in cfg and "- '2'" in cfg
+    bad = _queue(tmp_path, tmp_path / "no-data", "300", "-j", "1", "std-ross-msp:3/5@2", "e52-median-energy:3/5@2")
+    assert "packed 0 finished parts" in bad.stdout and "not found" in bad.stdout
