@@ -13,8 +13,7 @@
 #           at LIMIT images per set (default 500, their own) on the GPU (OUT/attack/NAME/).
 #   certify the leaderboard's certificates (CERTIFY_CONFIGS, default configs/leaderboard/certify/*.yaml)
 #           at LIMIT images per set, n = 2,000 (OUT/certify/NAME/).
-# Data: $ROSS_DATA, else ../shared/data; where .gpu/data holds the xz pack of scripts/pack_data.sh
-# (a machine that cannot reach the data), it is unpacked into OUT/data first.
+# Data: scripts/data_root.sh ($ROSS_DATA, else ../shared/data, else the pack in .gpu/data unpacked into OUT/data).
 # --tiny: a few images and one epoch, so that the whole script runs on a CPU as a test.
 # At the end everything but caches and data is packed into OUT/gpu-results.tar.gz.
 set -euo pipefail
@@ -36,15 +35,8 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 ross() { "$PY" -m ross_ood.cli "$@"; }
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUTDIR/gpu_run.log"; }
 
-if [ -d .gpu/data ] && [ -z "${ROSS_DATA:-}" ]; then
-  log "unpacking .gpu/data into $OUTDIR/data"
-  (cd .gpu/data && find . -name '*.xz') | while read -r f; do
-    mkdir -p "$OUTDIR/data/$(dirname "$f")"
-    [ -f "$OUTDIR/data/${f%.xz}" ] || "$PY" -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" ".gpu/data/$f" "$OUTDIR/data/${f%.xz}"
-  done
-  export ROSS_DATA="$OUTDIR/data"
-fi
-export ROSS_DATA="${ROSS_DATA:-$(cd .. && pwd)/shared/data}"
+ROSS_DATA="$(PY="$PY" scripts/data_root.sh "$OUTDIR/data")"; export ROSS_DATA
+log "data: $ROSS_DATA"
 "$PY" - <<'PY' | tee -a "$OUTDIR/gpu_run.log"
 import torch
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
