@@ -274,7 +274,13 @@ class TrainSettings(FieldSettings):
     oe_weight: float = opt(0.5, "weight of the outlier-exposure loss (cross-entropy to uniform on the outliers)")
     adv_eps: str = opt("0", "adversarial training under noise: L-inf radius of the training attack in 1/255 pixel "
                        "units ('2', '2/255'; 0: none), PGD on the mean loss of the noisy copies (SmoothAdv-style)")
-    adv_steps: int = opt(2, "PGD steps of the training attack (step 2.5 eps / steps, random start)")
+    adv_steps: int = opt(2, "PGD steps of the training attack (random start; 1 step: fast adversarial training, "
+                         "Wong et al. 2020)")
+    adv_step_size: str = opt("auto", "step of the training attack in 1/255 pixel units (auto: 2.5 eps / steps, "
+                             "with one step 1.25 eps as Wong et al.); at most 2 x adv_eps")
+    adv_check: int = opt(0, "guard against catastrophic overfitting: ID validation images attacked after each epoch "
+                         "(PGD-10 at adv_eps under one noise draw); the epoch with the best PGD accuracy is kept as "
+                         "model.pt (0: off, the last epoch is kept)")
     adv_outliers: bool = opt(False, "attack the outliers too, in the same PGD steps on the whole training loss "
                              "(ALOE-style; needs adv_eps > 0 and outliers)")
     limit: int | None = opt(None, "seeded class-stratified subset of the training images")
@@ -308,6 +314,24 @@ class TrainSettings(FieldSettings):
             raise ValueError(f"adv_eps must be one finite number >= 0 (in 1/255 units, e.g. 2 or 2/255), "
                              f"got {self.adv_eps!r}") from None
         check_int("adv_steps", self.adv_steps)
+        if not 0 <= self.adv_eps_value <= 1:
+            raise ValueError(f"adv_eps must lie in (0, 255] in 1/255 units (0: off), got {self.adv_eps!r}")
+        self.adv_step_value = None
+        if str(self.adv_step_size) != "auto":
+            try:
+                (self.adv_step_value,) = parse_eps([str(self.adv_step_size)])
+            except ValueError:
+                raise ValueError(f"adv_step_size must be 'auto' or one number > 0 in 1/255 units, got "
+                                 f"{self.adv_step_size!r}") from None
+            if self.adv_eps_value <= 0:
+                raise ValueError("adv_step_size is the step of adversarial training: give adv_eps > 0 too")
+            if not 0 < self.adv_step_value <= 2 * self.adv_eps_value + 1e-12:
+                raise ValueError(f"adv_step_size {self.adv_step_size} is above 2 x adv_eps ({self.adv_eps}): a larger "
+                                 "step of fast adversarial training is known to overfit catastrophically "
+                                 "(Wong et al. 2020)")
+        check_int("adv_check", self.adv_check, minimum=0)
+        if self.adv_check and self.adv_eps_value <= 0:
+            raise ValueError("adv_check measures PGD accuracy of adversarial training: give adv_eps > 0 too")
         if self.adv_outliers and (self.adv_eps_value <= 0 or self.outliers is None):
             raise ValueError("adv_outliers attacks the outliers of adversarial training: give adv_eps > 0 and "
                              "outliers too")

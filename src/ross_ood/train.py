@@ -48,7 +48,7 @@ from .model import ModelWrapper
 from .noise import pair_seed
 from .precision import autocast
 
-__all__ = ["NAMED_OUTLIERS", "TrainConfig", "train_epoch", "adversarial_under_noise", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
+__all__ = ["NAMED_OUTLIERS", "TrainConfig", "train_epoch", "adversarial_under_noise", "adv_step", "pgd_accuracy", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
            "load_images", "jigsaw", "SYNTHETIC_OUTLIERS"]
 
 #: outlier kinds made from the ID batch, with their description (anything else given as
@@ -79,6 +79,7 @@ class TrainConfig:
     oe_weight: float = 0.5
     adv_eps: float = 0.0  # L-inf radius of the training attack, pixel units (0: no adversarial training)
     adv_steps: int = 2
+    adv_step_size: float | None = None  # pixel units; None: 2.5 eps / steps, or 1.25 eps with one step (Wong et al.)
     adv_outliers: bool = False  # attack the outliers too (needs adv_eps > 0 and outliers)
 
 
@@ -144,7 +145,7 @@ def adversarial_under_noise(model: ModelWrapper, x: torch.Tensor, y: torch.Tenso
     oe_weight x uniform cross-entropy of the outliers``; returns ``(x_adv, outliers_adv)`` then,
     else ``x_adv``."""
     eps, m = cfg.adv_eps, cfg.n_noise
-    alpha = 2.5 * eps / cfg.adv_steps
+    alpha = adv_step(cfg)
     n_id = m * len(x)
     was_training = model.training
     model.eval()
@@ -166,6 +167,36 @@ def adversarial_under_noise(model: ModelWrapper, x: torch.Tensor, y: torch.Tenso
         model.train(was_training)
     adv = [(v + d).clamp(0.0, 1.0).detach() for v, d in parts]
     return adv[0] if outliers is None else (adv[0], adv[1])
+
+
+def adv_step(cfg: TrainConfig) -> float:
+    """The step of the training attack, pixel units: ``cfg.adv_step_size``, else 2.5 eps / steps
+    (Madry-style PGD), or 1.25 eps for a single step (fast adversarial training, Wong, Rice & Kolter,
+    ICLR 2020: a uniform random start plus one signed step of 1.25 eps)."""
+    if cfg.adv_step_size is not None:
+        return cfg.adv_step_size
+    return 1.25 * cfg.adv_eps if cfg.adv_steps == 1 else 2.5 * cfg.adv_eps / cfg.adv_steps
+
+
+def pgd_accuracy(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+                 steps: int = 10, seed: int = 0, batch_size: int = 256) -> float:
+    """Accuracy under an L-inf PGD attack of ``steps`` steps at ``cfg.adv_eps`` (step 2.5 eps / steps,
+    uniform random start) on one fixed draw of the training noise per image, judged under the same
+    noise: the per-epoch check of fast adversarial training against catastrophic overfitting (its PGD
+    accuracy collapses while the single-step training accuracy rises; Wong et al. keep the best epoch).
+    Starts and noise come from a CPU generator seeded by ``seed``: the same on every device."""
+    from dataclasses import replace
+    check = replace(cfg, adv_steps=steps, adv_step_size=None, n_noise=1)
+    gen = torch.Generator().manual_seed(pair_seed(seed, 0x7A4, 0, 0))
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        x, y = images[i:i + batch_size].to(model.device), labels[i:i + batch_size].to(model.device)
+        noise = torch.randn(x.shape, generator=gen).to(x.device)
+        start = ((torch.rand(x.shape, generator=gen) * 2 - 1) * cfg.adv_eps).to(x.device)
+        xa = adversarial_under_noise(model, x, y, noise, check, start)
+        with torch.no_grad():
+            correct += int((model((xa + cfg.sigma * noise).clamp(0.0, 1.0)).argmax(1) == y).sum())
+    return correct / len(images)
 
 
 def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,

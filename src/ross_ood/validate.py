@@ -89,7 +89,11 @@ def parse_eps(values) -> list[float]:
             val = float(num) / (float(den) if den else 255.0)
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"eps {part!r} is not a number (give e.g. 8 or 8/255)") from None
-        out.append(check_number("eps", val))
+        check_number("eps", val)
+        if val > 1.0:
+            raise ValueError(f"eps {part!r} is {val * 255:g}/255, beyond the pixel range: an L-inf budget is at most "
+                             "255/255 (bare numbers are in 1/255 units)")
+        out.append(val)
     return out
 
 

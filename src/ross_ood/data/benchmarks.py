@@ -16,7 +16,8 @@ import numpy as np
 from .sets import ImageSet, SubsetView, open_set, stratified_subset
 
 __all__ = ["BenchmarkDef", "Benchmark", "BENCHMARKS", "build_benchmark", "resolve_spec", "TIN_CIFAR_OVERLAP",
-           "TIN_OE_CLASSES", "tin_exclusions", "exclude_classes", "tin_oe_set"]
+           "TIN_OE_CLASSES", "tin_exclusions", "exclude_classes", "tin_oe_set", "LOSSLESS_TRAIN", "extra_data_root",
+           "training_archive", "verify_manifest"]
 
 #: the Tiny ImageNet classes that are CIFAR-10 / CIFAR-100 classes, each with its reason
 TIN_CIFAR_OVERLAP = Path(__file__).resolve().parent / "tin_cifar_overlap.yaml"
@@ -183,6 +184,63 @@ class Benchmark:
 
     def sets(self) -> dict:
         return {"id_val": self.val, "id_test": self.id, **self.ood}
+
+
+#: lossless training archives that are not in the (size-capped) shared data root: packed by
+#: ``scripts/pack_cifar10_train.py`` into the extra data root, preferred by ``ross train`` when present
+LOSSLESS_TRAIN = {"cifar10": "cifar10-png/train.zip"}
+
+
+def extra_data_root() -> Path:
+    """Where archives too big for the shared data root live: ``$ROSS_EXTRA_DATA``, else the user
+    cache directory (``~/.cache/ross-ood``)."""
+    env = os.environ.get("ROSS_EXTRA_DATA")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ross-ood"
+
+
+def verify_manifest(path: Path) -> dict:
+    """The JSON manifest beside an archive (``train.zip`` -> ``train.json``), checked against the
+    archive's bytes: a missing manifest, or one whose sha256 or count does not match, is refused by name."""
+    import hashlib
+    import json
+    import zipfile
+    man = path.with_suffix(".json")
+    try:
+        doc = json.loads(man.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"training archive {path}: its manifest {man.name} cannot be read ({e})") from None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    sha = h.hexdigest()
+    if doc.get("sha256") != sha:
+        raise ValueError(f"training archive {path}: sha256 {sha[:12]}... does not match its manifest "
+                         f"({str(doc.get('sha256'))[:12]}...); re-pack it (scripts/pack_cifar10_train.py)")
+    with zipfile.ZipFile(path) as z:
+        count = sum(1 for n in z.namelist() if not n.endswith("/"))
+    if doc.get("count") != count:
+        raise ValueError(f"training archive {path}: holds {count} images, its manifest says {doc.get('count')}")
+    return doc
+
+
+def training_archive(benchmark: str, root: Path) -> tuple[Path, dict | None, str]:
+    """The ID training archive of ``benchmark`` for ``ross train``: the lossless one
+    (``LOSSLESS_TRAIN``, in the data root or ``extra_data_root()``, its manifest verified) when
+    present, else the benchmark's own ``train``. Returns (path, manifest or None, a note that says
+    which one and, when the lossless one is absent, where it would be)."""
+    spec = BENCHMARKS[benchmark]
+    rel = LOSSLESS_TRAIN.get(benchmark)
+    if rel is not None:
+        for base in (Path(root), extra_data_root()):
+            if (base / rel).is_file():
+                return base / rel, verify_manifest(base / rel), f"lossless training set {base / rel}"
+        return (Path(root) / spec.train, None,
+                f"lossless training set absent (looked for {Path(root) / rel} and {extra_data_root() / rel}; "
+                f"pack it with scripts/pack_cifar10_train.py): using {spec.train}")
+    return Path(root) / spec.train, None, f"training set {spec.train}"
 
 
 def resolve_spec(spec: str, root: Path) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from ..config import command_line
 from ..settings import TrainSettings
 from ..store import atomic_write_bytes, atomic_write_text
 from ..precision import grad_scaler
-from ..train import NAMED_OUTLIERS, SYNTHETIC_OUTLIERS, TrainConfig, evaluate_accuracy, load_images, train_epoch
+from ..train import (NAMED_OUTLIERS, SYNTHETIC_OUTLIERS, TrainConfig, evaluate_accuracy, load_images, pgd_accuracy,
+                     train_epoch)
 from .common import prepare_out, progress_factory, setup_runtime
 
 __all__ = ["run_train"]
@@ -34,9 +36,12 @@ __all__ = ["run_train"]
 
 def _data(st: TrainSettings, root: Path, model, prog):
     from ..data import BENCHMARKS, ZipImageSet, build_benchmark
-    from ..data.image import SubsetView, stratified_subset
+    from ..data.benchmarks import training_archive
+    from ..data.image import SubsetView, content_hash, stratified_subset
     spec = BENCHMARKS[st.benchmark]
-    train = ZipImageSet(root / spec.train)
+    path, manifest, note = training_archive(st.benchmark, root)
+    print(f"ross train: {note}", file=sys.stderr, flush=True)
+    train = ZipImageSet(path)
     if st.limit is not None and st.limit < len(train):
         train = SubsetView(train, stratified_subset(len(train), st.limit, train.labels, st.seed))
     train.prepare(model.channels, model.input_size)
@@ -49,10 +54,20 @@ def _data(st: TrainSettings, root: Path, model, prog):
         if bar:
             bar.close()
     test = ZipImageSet(root / spec.id)
+    test.prepare(model.channels, model.input_size)
+    if manifest is not None:  # an archive from outside the data root: refuse one that shares an image with the test set
+        held = {content_hash(test[i][0]) for i in range(len(test))}
+        hits = [i for i in range(len(x)) if content_hash(x[i]) in held]
+        if hits:
+            raise ValueError(f"training archive {path}: {len(hits)} image(s) are images of the ID test set "
+                             f"{test.describe()} (by content), e.g. training image {hits[0]}; a training set "
+                             "must be disjoint from the test set")
     if st.test_limit is not None and st.test_limit < len(test):
         test = SubsetView(test, stratified_subset(len(test), st.test_limit, test.labels, st.seed))
-    test.prepare(model.channels, model.input_size)
-    return (x, y), load_images(bench.val), load_images(test), train.describe()
+    xt, yt = load_images(test)
+    desc = {"set": train.describe(), "archive": str(path), "sha256": None if manifest is None else manifest["sha256"],
+            "note": note}
+    return (x, y), load_images(bench.val), (xt, yt), desc
 
 
 def _outliers(st: TrainSettings, root: Path, model, prog):
@@ -145,6 +160,15 @@ def _start(st: TrainSettings, model, out: Path):
     return opt, int(saved["epoch"]), list(saved["history"])
 
 
+def train_config(st: TrainSettings) -> TrainConfig:
+    """The method's hyper-parameters of a ``ross train`` run: every field of ``TrainConfig``
+    taken by name from the settings (the eps values as parsed, pixel units)."""
+    from dataclasses import fields
+    vals = {f.name: getattr(st, f.name) for f in fields(TrainConfig) if hasattr(st, f.name)}
+    vals.update(adv_eps=st.adv_eps_value, adv_step_size=st.adv_step_value)
+    return TrainConfig(**vals)
+
+
 def run_train(st: TrainSettings) -> dict:
     """Run ``ross train``; returns the model.json document."""
     from ..data import default_data_root
@@ -165,10 +189,12 @@ def run_train(st: TrainSettings) -> dict:
     (x, y), (xv, yv), (xt, yt), train_desc = _data(st, root, model, prog)
     prepare_out(out)  # after every input is read and checked: a refused run leaves no folder
     x, y = x.to(dev), y.to(dev)  # on a GPU the whole training set lives there (600 MB for CIFAR-10)
-    cfg = TrainConfig(st.sigma, st.epochs, st.lr, st.batch_size, st.momentum, st.weight_decay, st.n_noise,
-                      st.consistency, st.entropy, st.seed, st.precision, st.outliers, st.oe_weight, st.adv_eps_value,
-                      st.adv_steps, st.adv_outliers)
+    cfg = train_config(st)
     opt, start, history = _start(st, model, out)
+    check = None
+    if st.adv_check:  # the guard against catastrophic overfitting: a fixed seeded subset of the validation split
+        k = torch.randperm(len(xv), generator=torch.Generator().manual_seed(st.seed))[:st.adv_check]
+        check = xv[k], yv[k]
     scaler = grad_scaler(st.precision, dev)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
     t0 = time.time()
@@ -181,25 +207,41 @@ def run_train(st: TrainSettings) -> dict:
             if bar:
                 bar.close()
         rec.update(val_acc=evaluate_accuracy(model, xv, yv),
-                   val_acc_noisy=evaluate_accuracy(model, xv, yv, st.sigma, seed=st.seed), wall_s=time.time() - t0)
+                   val_acc_noisy=evaluate_accuracy(model, xv, yv, st.sigma, seed=st.seed))
+        if check is not None:
+            rec["val_pgd_acc"] = pgd_accuracy(model, *check, cfg, seed=st.seed)
+            if rec["val_pgd_acc"] > max((h.get("val_pgd_acc", -1.0) for h in history), default=-1.0):
+                _save(out / "best.pt", {"state_dict": model.net.state_dict(), "epoch": epoch + 1})
+        rec["wall_s"] = time.time() - t0
         history.append(rec)
         _save(out / "state.pt", {"model": model.net.state_dict(), "optimizer": opt.state_dict(),
                                  "epoch": epoch + 1, "history": history, "recipe": _recipe(st)})
+    kept = len(history)
+    if check is not None:  # Wong et al.'s early stopping: the epoch with the best PGD accuracy
+        best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+        model.net.load_state_dict(best["state_dict"])
+        kept = int(best["epoch"])
     sha = _save(out / "model.pt", {"state_dict": model.net.state_dict()})
     test = {"test_images": len(xt), "test_acc": evaluate_accuracy(model, xt, yt),
             "test_acc_noisy": evaluate_accuracy(model, xt, yt, st.sigma, seed=st.seed)}
     doc = {"file": "model.pt", "sha256": sha, "command": command_line("train", st), "base": st.model,
-           "arch": model.name, "noise_sigma": st.sigma, "train_set": train_desc, "train_images": len(x),
+           "arch": model.name, "noise_sigma": st.sigma, "train_set": train_desc["set"],
+           "train_archive": train_desc["archive"], "train_archive_sha256": train_desc["sha256"], "train_images": len(x), "kept_epoch": kept,
            "outliers": outlier_desc, "outlier_images": None if xo is None else len(xo),
            "val_images": len(xv), **test, "wall_s": time.time() - t0, "device": str(dev), "history": history,
            "settings": st.to_dict(),
            "load_with": f"--model {st.model} --checkpoint {out / 'model.pt'}"}
     atomic_write_text(out / "model.json", json.dumps(doc, indent=1))
-    rows = ["| epoch | loss | train acc (noisy) | val acc | val acc under sigma |", "|---|---|---|---|---|"]
+    pgd = check is not None
+    rows = ["| epoch | loss | train acc (noisy) | val acc | val acc under sigma |" + (" val PGD-10 acc |" if pgd else ""),
+            "|---|---|---|---|---|" + ("---|" if pgd else "")]
     rows += [f"| {h['epoch']} | {h['loss']:.4f} | {100 * h['train_acc_noisy']:.2f} | {100 * h['val_acc']:.2f} | "
-             f"{100 * h['val_acc_noisy']:.2f} |" for h in history]
+             f"{100 * h['val_acc_noisy']:.2f} |" + (f" {100 * h.get('val_pgd_acc', float('nan')):.2f} |" if pgd else "")
+             for h in history]
+    if pgd:
+        rows.append(f"\nKept as model.pt: epoch {kept} (best PGD-10 accuracy on {len(check[0])} validation images).")
     atomic_write_text(out / "results.md", f"## ross train: {st.model}, sigma {st.sigma:g} (pixel units)\n\n"
-                      f"{len(x)} training images ({train_desc}); validation: {len(xv)} images of the ID "
+                      f"{len(x)} training images ({train_desc['set']}; {train_desc['note']}); validation: {len(xv)} images of the ID "
                       f"validation split." + (f" Outlier exposure (weight {st.oe_weight:g}): {outlier_desc}."
                                               if outlier_desc else "") + "\n\n" + "\n".join(rows) + f"\n\nWhole ID test archive ({len(xt)} images): "
                       f"{100 * test['test_acc']:.2f}% clean, {100 * test['test_acc_noisy']:.2f}% under sigma "
