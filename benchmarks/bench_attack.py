@@ -16,9 +16,9 @@ Configurations:
   restarts, EOT over 8 noisy copies on the median, mean and ROSS surrogates, no early stopping
   (run by today's code: since attack version 3 ROSS's median plan attacks the median, and
   order-statistic plans back-propagate through one copy; pass counts of the version-2 code are
-  in ``docs/robustness/bench-attack-*.log``);
+  in ``results/robustness/bench-attack-*.log``);
 - ``exact``: the same with early stopping (exact for PGD-Min / PGD-Max, see
-  ``ross_ood.adversarial``): same strength by construction;
+  ``ross_ood.engine.adversarial``): same strength by construction;
 - ``default``: ``AttackBudget()``, the current default;
 - ``steps20``, ``n4``, ``r1``, ``n4r1``, ``s20r1``: ``exact`` with 20 APGD steps, 4 noisy
   copies per draw, one restart, or two of these (candidates that do change the attack, to be
@@ -29,7 +29,7 @@ Configurations:
 - ``mr2``, ``mr1``: early stopping, the mean and ROSS surrogates only (no median plan), with
   2 or 1 restarts.
 ``--diagnose`` prints the attack diagnosis of the first configuration instead (convergence with 2x
-steps and 2x copies, the unbounded-budget check, plans alone, silent failures; ``ross_ood.diagnose``).
+steps and 2x copies, the unbounded-budget check, plans alone, silent failures; ``ross_ood.engine.diagnose``).
 ``--ablate`` adds, per configuration and detector, the worst-case AUROC of every subset of the
 attack plans (transfer and each surrogate), which shows which plans carry the worst case.
 Target (issue 12): ``default`` needs >= 3x fewer forward+backward passes per attacked image
@@ -47,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ross_ood.adversarial import AttackBudget, attack_benchmark  # noqa: E402
+from ross_ood.engine.adversarial import AttackBudget, attack_benchmark  # noqa: E402
 from ross_ood.store import BlockCache  # noqa: E402
 
 TODAY = AttackBudget(transfer_steps=40, adaptive_steps=40, adaptive_restarts=2, eot=1, attack_n=8,
@@ -111,11 +111,11 @@ def main(argv=None):
                     help="also print, per detector, the worst-case AUROC of every subset of its attack plans "
                          "(meaningful for configs without early stopping, whose plans are independent)")
     ap.add_argument("--diagnose", action="store_true",
-                    help="instead of the table: the attack diagnosis (ross_ood.diagnose) of the first config")
+                    help="instead of the table: the attack diagnosis (ross_ood.engine.diagnose) of the first config")
     args = ap.parse_args(argv)
 
-    from ross_ood.jobs.common import clean_run
-    from ross_ood.settings import AttackSettings
+    from ross_ood.cli.jobs.common import clean_run
+    from ross_ood.cli.settings import AttackSettings
     bench_sets = args.ood.split(",")
     st = AttackSettings(data_root=args.data_root, out="runs/bench-attack", limit=args.limit,
                         detectors=args.detectors, eps=args.eps, eps_space=args.eps_space, noise_space=args.noise_space,
@@ -135,7 +135,7 @@ def main(argv=None):
           f"{args.eps}/255 {args.eps_space}, objectives {', '.join(objectives)}: {attacked} attacked images "
           f"per detector; torch threads {torch.get_num_threads()}\n")
     if args.diagnose:
-        from ross_ood.diagnose import diagnose_attack, render_diagnosis
+        from ross_ood.engine.diagnose import diagnose_attack, render_diagnosis
         doc = diagnose_attack(run.model, run.bench, run.dets, run.result.scores, st.eps_values, st.eps_space,
                               CONFIGS[args.configs.split(",")[0]], st.seed, BlockCache(None), args.batch)
         print(render_diagnosis(doc))

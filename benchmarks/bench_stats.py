@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     from ross_ood.data import BENCHMARKS, ZipImageSet, default_data_root
     from ross_ood.data.image import SubsetView, stratified_subset
     from ross_ood.models import load_model
-    from ross_ood.train import load_images
+    from ross_ood.engine.train import load_images
     root = default_data_root(args.data_root)
     model = load_model(args.model, root)
     rows = []

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_attack import PassCounter  # noqa: E402
-from ross_ood.adversarial import AttackBudget, attack_benchmark  # noqa: E402
-from ross_ood.diagnose import convergence_budgets, worst_per_input  # noqa: E402
+from ross_ood.engine.adversarial import AttackBudget, attack_benchmark  # noqa: E402
+from ross_ood.engine.diagnose import convergence_budgets, worst_per_input  # noqa: E402
 from ross_ood.store import BlockCache  # noqa: E402
 
 V3 = AttackBudget(judge=False, attack_n=8, apgd_eta0=2.0, eotpgd_steps=0)  # the default of attack version 3
@@ -101,8 +101,8 @@ def main(argv=None):
         for f in args.load.split(","):
             arrays.update({k: np.asarray(v, np.float64) for k, v in json.loads(Path(f).read_text()).items()})
         return report(arrays)
-    from ross_ood.jobs.common import clean_run
-    from ross_ood.settings import AttackSettings
+    from ross_ood.cli.jobs.common import clean_run
+    from ross_ood.cli.settings import AttackSettings
     from ross_ood.attacks import eps_tensor
     sets = args.ood.split(",")
     st = AttackSettings(out="runs/bench-strength", limit=args.limit, detectors=args.detectors, eps=args.eps,

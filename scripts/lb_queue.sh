@@ -7,7 +7,7 @@
 #       | convergence/NAME:K/M  ross attack --config configs/leaderboard/convergence/NAME.yaml --part K/M (--diagnose)
 # Part K of NAME runs in $LB_RUNS/NAME-pK (default runs/lb; certify-NAME-pK, conv-NAME-pK), logs to its .log beside
 # it and, once it has finished, is stored by scripts/store_run.sh in $LB_STORE/NAME-pK (default
-# docs/robustness/lb): nothing depends on a cache surviving the session, and a part stopped midway resumes
+# results/robustness/lb): nothing depends on a cache surviving the session, and a part stopped midway resumes
 # from its cache when queued again. The source is frozen first (a copy in $LB_RUNS/.src-STAMP, first on
 # PYTHONPATH), so editing src/ while the queue runs changes nothing in it. Exits non-zero when a part failed.
 set -euo pipefail
@@ -18,7 +18,7 @@ jobs=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do jobs+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 [ ${#jobs[@]} -gt 0 ] || { sed -n 2,13p "$0" >&2; exit 2; }
-export LB_RUNS="${LB_RUNS:-runs/lb}" LB_STORE="${LB_STORE:-docs/robustness/lb}" ROSS="${ROSS:-.venv/bin/ross}"
+export LB_RUNS="${LB_RUNS:-runs/lb}" LB_STORE="${LB_STORE:-results/robustness/lb}" ROSS="${ROSS:-.venv/bin/ross}"
 for job in "${jobs[@]}"; do  # refuse a malformed queue before anything runs
   [[ "$job" =~ ^(certify/|convergence/)?[A-Za-z0-9._-]+:[0-9]+/[0-9]+$ || "$job" =~ ^[A-Za-z0-9._-]+:[0-9]+/[0-9]+@[0-9]+$ ]] ||
     { echo "lb_queue: job '$job' is not NAME:K/M, NAME:K/M@EPS, certify/NAME:K/M or convergence/NAME:K/M" >&2; exit 2; }

@@ -1,6 +1,6 @@
 """Package a ross train run for the zoo: OUT/model.pt's state dict re-saved as safetensors under
 src/ross_ood/weights/FILE (float32, or float16 with --fp16 for models over 2 MB at float32), its
-training record copied to docs/train/NAME.model.json, and the sha256 printed for the ZOO entry.
+training record copied to results/train/NAME.model.json, and the sha256 printed for the ZOO entry.
 
     python scripts/package_model.py RUN_DIR NAME FILE.safetensors [--fp16]
 """

@@ -57,3 +57,16 @@ def need_data(*parts):
     if not p.exists():
         pytest.skip(f"needs {p} (set ROSS_DATA)")
     return p
+
+
+def stored_arrays(run_dir, stem="input_scores"):
+    """A run folder's per-input arrays read straight from disk with numpy (independently of
+    ross_ood.runs.rundir): {key: float64 array}."""
+    import numpy as np
+    with np.load(Path(run_dir) / f"{stem}.npz", allow_pickle=False) as z:
+        return {k: z[k].astype(np.float64) for k in z.files}
+
+
+def write_stored_arrays(run_dir, flat, stem="input_scores"):
+    import numpy as np
+    np.savez_compressed(Path(run_dir) / f"{stem}.npz", **{k: np.asarray(v) for k, v in flat.items()})

@@ -47,7 +47,7 @@ def test_item1_certified_bounds_refuse_bad_radius_and_grid(fitted, kind):
 
 
 def test_item1_cli_and_api_share_one_alpha_validator():
-    from ross_ood.settings import CertifySettings
+    from ross_ood.cli.settings import CertifySettings
     for alpha in (2, 0, float("nan")):
         with pytest.raises(ValueError, match=r"alpha must be a number in \(0, 1\)"):
             CertifySettings(detectors=["median-msp"], sigma=[0.12], alpha=alpha).validate()
@@ -278,7 +278,7 @@ def test_item13_refused_runs_leave_no_output_folder(tmp_path, capsys):
 
 # 14 ----------------------------------------------------------------- diagnose verdict
 def test_item14_convergence_table_says_not_converged():
-    from ross_ood.diagnose import convergence_verdict, render_diagnosis
+    from ross_ood.engine.diagnose import convergence_verdict, render_diagnosis
     row = {"detector": "median-msp", "eps": 2 / 255, "objective": "min", "auroc_1x": 0.4792,
            "auroc_2x steps": 0.3333, "diff_2x steps": (-0.1459, -0.25, -0.05),
            "auroc_2x copies": 0.4800, "diff_2x copies": (0.0008, -0.01, 0.012)}
@@ -307,7 +307,7 @@ def test_item15_cli_texts(capsys):
 
 
 def test_item15_no_interval_footnote_without_intervals():
-    from ross_ood.tables import CI_NOTE, ci_note
+    from ross_ood.runs.tables import CI_NOTE, ci_note
     assert ci_note([{"auroc": 0.5, "auroc_lo": None}]) == ""
     assert ci_note([{"auroc": 0.5, "auroc_lo": 0.4}]) == CI_NOTE
 

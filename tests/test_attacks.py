@@ -115,8 +115,8 @@ def test_undefended_msp_falls_with_eps(real_pair):
 
 def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     need_data("cifar10", "test.zip")
-    from ross_ood.jobs import run_attack
-    from ross_ood.settings import AttackSettings
+    from ross_ood.cli.jobs import run_attack
+    from ross_ood.cli.settings import AttackSettings
     cfg = AttackSettings(data_root=str(DATA_ROOT), out=str(tmp_path), limit=12, detectors="ross-fdbd",
                n_samples=5, eps="8", target="transfer,adaptive,worst", transfer_steps=10, adaptive_steps=10,
                restarts=1, attack_n=4, ood=["tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip")],
@@ -132,7 +132,7 @@ def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
         assert {"attack", "target", "eps", "eps_space", "objective"} <= set(r)
         assert r["eps_space"] == "pixel" and r["eps"] == pytest.approx(8 / 255)
     # a re-run reads the cached adversarial inputs and gives identical records
-    import ross_ood.adversarial as adv
+    import ross_ood.engine.adversarial as adv
     calls = []
     real = adv.run_attack
     adv.run_attack = lambda *a, **k: calls.append(1) or real(*a, **k)
@@ -151,8 +151,8 @@ def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
         adv.run_attack = real
     assert calls == []
     # ... and equals the metrics of those two attacked sides, recomputed from the cache here
-    from ross_ood.adversarial import _attacked, _thresholds
-    from ross_ood.jobs.common import clean_run
+    from ross_ood.engine.adversarial import _attacked, _thresholds
+    from ross_ood.cli.jobs.common import clean_run
     from ross_ood.metrics import ood_metrics
     run = clean_run(dataclasses.replace(cfg, objective=["both"]))
     clean = {n: {s: v["score"] for s, v in per.items()} for n, per in run.result.scores.items()}
@@ -234,7 +234,7 @@ def test_apgd_cheaper_judge_judges_every_kth_iterate_and_each_checkpoint(cnn, im
     every: list = []
     run_attack(fn, x, cnn, cfg, judge=judge, trace=every, apgd_judge_every=1)
     assert sorted(t[1] for t in every) == list(range(41))
-    from ross_ood.adversarial import AttackBudget
+    from ross_ood.engine.adversarial import AttackBudget
     with pytest.raises(ValueError, match="apgd_judge_every"):
         AttackBudget(apgd_judge_every=0)
 
@@ -300,8 +300,8 @@ def test_early_stopping_keeps_worst_case_auroc(tmp_path):
     need_data("cifar10", "test.zip")
     import dataclasses
 
-    from ross_ood.jobs import run_attack as run_job
-    from ross_ood.settings import AttackSettings
+    from ross_ood.cli.jobs import run_attack as run_job
+    from ross_ood.cli.settings import AttackSettings
     import ross_ood.attacks as attacks
     cfg = AttackSettings(data_root=str(DATA_ROOT), out=str(tmp_path / "a"), limit=16, detectors="msp",
                          eps="8", eps_space="normalized", target="adaptive", adaptive_steps=10, restarts=2,
@@ -346,7 +346,7 @@ def test_plan_scores_make_the_worst_case():
     the per-input worst over them reproduces the 'worst' target's AUROC on every set (the
     plan ablation of ``benchmarks/bench_attack.py`` rests on this)."""
     need_data("cifar10", "test.zip")
-    from ross_ood.adversarial import AttackBudget, attack_benchmark
+    from ross_ood.engine.adversarial import AttackBudget, attack_benchmark
     from ross_ood.data import build_benchmark
     from ross_ood.detectors import BaseScoreDetector
     from ross_ood.metrics import ood_metrics
@@ -422,7 +422,7 @@ def test_diagnosis_from_stored_pieces_equals_the_one_process_diagnosis(diagnosed
     pixel) gives the convergence rows and the unbounded AUROC that ``--diagnose`` computed in one
     process, to float precision; pieces that do not fit are refused by name."""
     from ross_ood import cli
-    from ross_ood.diagnose import diagnosis_from_runs
+    from ross_ood.engine.diagnose import diagnosis_from_runs
     base, want = diagnosed_run
     steps, copies, unb = tmp_path / "steps", tmp_path / "copies", tmp_path / "unb"
     assert cli.main(_tiny_attack_argv(steps, "--adaptive-steps", "12", "--eotpgd-steps", "12")) == 0

@@ -13,7 +13,7 @@ import ross_ood
 from ross_ood import cli
 from ross_ood.data import FolderImageSet, IdxImageSet, ZipImageSet
 from ross_ood.detectors import BaseScoreDetector
-from ross_ood.evaluate import compute_set
+from ross_ood.engine.evaluate import compute_set
 from ross_ood.store import BlockCache
 
 from .conftest import DATA_ROOT, need_data
@@ -208,5 +208,5 @@ def test_saved_detector_refuses_another_model_and_nan_state(cnn, images, tmp_pat
 def test_resolve_device(device, local, cuda, want):
     """A bare 'cuda' becomes this rank's GPU with its index: torch.cuda.set_device refuses one without
     (the first run on a real GPU failed so, "Expected a torch.device with a specified index")."""
-    from ross_ood.jobs.common import resolve_device
+    from ross_ood.cli.runtime import resolve_device
     assert resolve_device(device, local, cuda) == torch.device(want)

@@ -133,8 +133,8 @@ def test_monte_carlo_coverage_on_a_real_model(q):
 
 def test_certify_command_writes_table_and_curve(tmp_path):
     need_data("cifar10", "test.zip")
-    from ross_ood.jobs import run_certify
-    from ross_ood.settings import CertifySettings
+    from ross_ood.cli.jobs import run_certify
+    from ross_ood.cli.settings import CertifySettings
     cfg = CertifySettings(data_root=str(DATA_ROOT), out=str(tmp_path), limit=8, n_samples=60,
                           detectors="median-msp,ross-msp", sigma="0.12", model="resnet20-noise012", radii="0,0.1",
                           block_size=8, batch_size=8, progress=False, device="cpu", alpha=0.01)

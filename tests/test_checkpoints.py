@@ -119,7 +119,7 @@ def every_fifth_test_image():
     need_data("cifar10", "test.zip")
     from ross_ood.data import ZipImageSet
     from ross_ood.data.image import SubsetView
-    from ross_ood.train import load_images
+    from ross_ood.engine.train import load_images
     ds = ZipImageSet(DATA_ROOT / "cifar10" / "test.zip").prepare(3, 32)
     return load_images(SubsetView(ds, np.arange(0, 10000, 5)))
 
@@ -133,7 +133,7 @@ def test_packaged_noise_models_load_and_classify(name, sigma, want, every_fifth_
     2,000 test images (every fifth) about as the training record says for all 10,000: within
     2.5 points, over three standard errors of a 2,000-image accuracy."""
     from ross_ood.models import ZOO, PACKAGED_WEIGHTS, load_model, sha256_file
-    from ross_ood.train import evaluate_accuracy
+    from ross_ood.engine.train import evaluate_accuracy
     assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
     m = load_model(name)
     x, y = every_fifth_test_image
@@ -145,7 +145,7 @@ def every_fifth_cifar100_test_image():
     need_data("cifar100", "test.zip")
     from ross_ood.data import ZipImageSet
     from ross_ood.data.image import SubsetView
-    from ross_ood.train import load_images
+    from ross_ood.engine.train import load_images
     ds = ZipImageSet(DATA_ROOT / "cifar100" / "test.zip").prepare(3, 32)
     return load_images(SubsetView(ds, np.arange(0, 10000, 5)))
 
@@ -155,7 +155,7 @@ def test_packaged_cifar100_models_load_and_classify(name, want, every_fifth_cifa
     """The CIFAR-100 models trained here: sha256-checked, 100 classes, and on 2,000 test images
     (every fifth) within 3 points of the record's 10,000-image accuracy (over three standard errors)."""
     from ross_ood.models import ZOO, PACKAGED_WEIGHTS, load_model, sha256_file
-    from ross_ood.train import evaluate_accuracy
+    from ross_ood.engine.train import evaluate_accuracy
     assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
     m = load_model(name)
     assert m.num_classes == 100

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from ross_ood import cli
-from ross_ood.combine import combine_runs
+from ross_ood.runs.combine import combine_runs
 
-from .conftest import DATA_ROOT, need_data
+from .conftest import DATA_ROOT, need_data, stored_arrays
 
 COMMON = ["--benchmark", "cifar10-jpeg", "--model", "resnet20", "--detectors", "msp,median-energy", "-N", "3",
           "--sigma", "0.1", "--limit", "12", "--ood-sets", "tin", "--no-progress", "--device", "cpu",
@@ -24,7 +24,7 @@ def _run(tmp_path, cmd, name, *extra):
 
 
 def _scores(d):
-    return json.loads((d / "input_scores.json").read_text())
+    return stored_arrays(d)
 
 
 @pytest.mark.parametrize("cmd", ["eval", "attack"])
@@ -117,7 +117,7 @@ def test_attack_pieces_with_other_eps_lists_combine_at_the_budgets_they_share(tm
 
 
 def test_part_is_checked():
-    from ross_ood.combine import parse_part
+    from ross_ood.validate import parse_part
     for bad in ("3/2", "0/2", "1/1", "a/b", "2"):
         with pytest.raises(ValueError, match="part must be K/M"):
             parse_part(bad)
@@ -134,7 +134,7 @@ def test_certify_pieces_combine_to_the_whole_run(tmp_path):
     """Certificates in parts: the per-input bounds of the pieces are the whole run's (the same
     multiset per cell), and every certified metric recomputed from them equals the whole run's."""
     need_data("cifar10", "test.zip")
-    from ross_ood.jobs.certify import load_bounds
+    from ross_ood.runs.rundir import load_bounds
 
     def run(name, *extra):
         assert cli.main([*CERTIFY, "--out", str(tmp_path / name), *extra]) == 0
@@ -147,7 +147,7 @@ def test_certify_pieces_combine_to_the_whole_run(tmp_path):
     stored = [tmp_path / "stored" / p.name for p in parts]
     for p, d in zip(parts, stored):
         subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / "scripts" / "store_run.sh"), str(p), str(d)], check=True, capture_output=True)
-    assert (stored[0] / "certified_bounds.json").is_file() and not (stored[0] / "cache").exists()
+    assert (stored[0] / "certified_bounds.npz").is_file() and not (stored[0] / "cache").exists()
     assert cli.main(["combine", str(tmp_path / "combined"), *map(str, stored[::-1])]) == 0
     doc = json.loads((tmp_path / "combined" / "results.json").read_text())
     ref = json.loads((whole / "results.json").read_text())
@@ -209,7 +209,7 @@ def test_lb_queue_runs_parts_stores_them_and_they_combine(tmp_path):
     assert {k: doc["set_sizes"][k] for k in ("id_test", "cifar100", "tin")} == {"id_test": 4, "cifar100": 4, "tin": 4}
     joined = _scores(tmp_path / "combined")
     for k, v in joined.items():
-        parts = [json.loads((store / p / "input_scores.json").read_text())[k] for p in ("std-msp-p1", "std-msp-p2")]
+        parts = [list(stored_arrays(store / p)[k]) for p in ("std-msp-p1", "std-msp-p2")]
         if k.startswith("msp|clean|id_val"):
             continue  # the calibration split is shared by every part, not split
         np.testing.assert_allclose(np.sort(v), np.sort(parts[0] + parts[1]), rtol=0, atol=1e-12, err_msg=k)

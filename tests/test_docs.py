@@ -38,7 +38,7 @@ def test_committed_run_configs_validate(path, tmp_path):
     """Every committed run config (the leaderboard rows, their certificates, the clean tables) is read
     and validated as its command would, and names a zoo model: a typo fails here, not on a GPU loan."""
     from ross_ood.models import ZOO
-    from ross_ood.settings import AttackSettings, CertifySettings, EvalSettings, load_config_file
+    from ross_ood.cli.settings import AttackSettings, CertifySettings, EvalSettings, load_config_file
     import yaml
     doc = yaml.safe_load(path.read_text())
     cls = AttackSettings if "eps" in doc else CertifySettings if path.parent.name == "certify" else EvalSettings

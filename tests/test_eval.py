@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from ross_ood import cli, evaluate
-from ross_ood.jobs import run_eval
-from ross_ood.settings import EvalSettings
+from ross_ood import cli
+
+from ross_ood.engine import evaluate
+from ross_ood.cli.jobs import run_eval
+from ross_ood.cli.settings import EvalSettings
 
 from .conftest import DATA_ROOT, need_data
 
@@ -112,7 +114,7 @@ def test_compare_cli_pairs_two_detectors_and_refuses_other_images(tmp_path, caps
     need_data("cifar10", "test.zip")
     import json
     from ross_ood import cli
-    from ross_ood.compare import compare_runs
+    from ross_ood.runs.compare import compare_runs
     common = ["--data-root", str(DATA_ROOT), "--detectors", "msp,energy", "--no-progress", "--device", "cpu",
               "--ood", "tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip"), "--only-extra", "--bootstrap", "100"]
     assert cli.main(["eval", "--out", str(tmp_path / "a"), "--limit", "30", *common]) == 0
@@ -129,9 +131,11 @@ def test_compare_cli_pairs_two_detectors_and_refuses_other_images(tmp_path, caps
     assert "not run on the same images" in capsys.readouterr().err
     assert cli.main(["compare", str(tmp_path / "a"), "--a", "odin", "--b", "msp"]) == 2
     assert "detector 'odin' is not in" in capsys.readouterr().err
-    # a stored run may keep its per-input scores gzip'd: the same comparison
+    # a run stored in the older text form (input_scores.json, gzip'd): the same comparison
     import gzip
-    p = tmp_path / "a" / "input_scores.json"
-    (tmp_path / "a" / "input_scores.json.gz").write_bytes(gzip.compress(p.read_bytes()))
-    p.unlink()
+    import json
+    from .conftest import stored_arrays
+    flat = {k: v.tolist() for k, v in stored_arrays(tmp_path / "a").items()}
+    (tmp_path / "a" / "input_scores.json.gz").write_bytes(gzip.compress(json.dumps(flat).encode()))
+    (tmp_path / "a" / "input_scores.npz").unlink()
     assert compare_runs(tmp_path / "a", None, "energy", "msp")["rows"] == doc["rows"]

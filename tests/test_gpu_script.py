@@ -53,7 +53,7 @@ def test_gpu_queue_keeps_finished_parts_and_stops_a_broken_setup(tmp_path):
     with tarfile.open(tmp_path / "out" / "store.tgz") as t:
         t.extractall(tmp_path / "st", filter="data")
     part = tmp_path / "st" / "std-ross-msp-2-p3"
-    assert (part / "results.json").is_file() and (part / "input_scores.json").is_file()
+    assert (part / "results.json").is_file() and (part / "input_scores.npz").is_file()
     cfg = (part / "config.yaml").read_text()
     assert "part: 3/5" in cfg and "noise_device: cpu" in cfg and "- '2'" in cfg
     bad = _queue(tmp_path, tmp_path / "no-data", "300", "-j", "1", "std-ross-msp:3/5@2", "e52-median-energy:3/5@2")

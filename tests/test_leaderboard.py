@@ -8,14 +8,15 @@ import pytest
 import yaml
 
 from ross_ood import cli
-from ross_ood.leaderboard import load_spec, render_leaderboard
+from ross_ood.runs.leaderboard import load_spec, render_leaderboard
+from .conftest import stored_arrays, write_stored_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _spec(tmp_path, rows, **extra):
-    spec = {"title": "t", "attack": {"a": str(ROOT / "docs/attacks/readme-robustness.results.json")},
-            "certify": {"c": str(ROOT / "docs/reproduce/certify-results.json")}, "radii": [0.1, 0.3], "rows": rows,
+    spec = {"title": "t", "attack": {"a": str(ROOT / "results/attacks/readme-robustness.results.json")},
+            "certify": {"c": str(ROOT / "results/reproduce/certify-results.json")}, "radii": [0.1, 0.3], "rows": rows,
             **extra}
     p = tmp_path / "lb.yaml"
     p.write_text(yaml.safe_dump(spec))
@@ -27,10 +28,10 @@ def test_cells_are_the_stored_records(tmp_path):
                          {"label": "median", "certify": "c", "detector": "median-fdbd", "sigma": 0.12}],
               anchors="ATD: 69.3 (their protocol)")
     md = render_leaderboard(load_spec(p))
-    att = json.loads((ROOT / "docs/attacks/readme-robustness.results.json").read_text())
+    att = json.loads((ROOT / "results/attacks/readme-robustness.results.json").read_text())
     worst = next(m for m in att["means"] if m["detector"] == "msp" and m["target"] == "worst"
                  and m["objective"] == "both")
-    cert = json.loads((ROOT / "docs/reproduce/certify-results.json").read_text())
+    cert = json.loads((ROOT / "results/reproduce/certify-results.json").read_text())
     c03 = next(m for m in cert["means"] if m["detector"] == "median-fdbd" and m["sigma"] == 0.12
                and m["radius"] == 0.3)
     msp_row = next(line for line in md.splitlines() if line.startswith("| MSP |")).split(" | ")
@@ -46,7 +47,7 @@ def test_cells_are_the_stored_records(tmp_path):
 def test_a_row_takes_each_attack_column_from_the_first_run_that_holds_it(tmp_path):
     """A row's 2/255 cells from a bigger run that attacked only 2/255, its 8/255 cells from the
     run that holds them; the images cell says which run gave which budget."""
-    att = json.loads((ROOT / "docs/attacks/readme-robustness.results.json").read_text())
+    att = json.loads((ROOT / "results/attacks/readme-robustness.results.json").read_text())
     two = 2 / 255
     big = {**att, "eps_list": [two], "set_sizes": {**att["set_sizes"], "id_test": 500},
            "means": [{**m, "eps": two, "auroc": 0.5, "auroc_lo": 0.25, "auroc_hi": 0.75}
@@ -132,11 +133,9 @@ def test_malformed_specs_get_one_line(tmp_path, capsys, text, message):
 
 
 def _lb_scores(run, det, eps, side_target):
-    """Per-input scores of a stored run, read independently of ross_ood.compare."""
-    import gzip
-    d = ROOT / "docs/robustness/lb" / run
-    path = d / "input_scores.json"
-    raw = json.loads(path.read_text() if path.exists() else gzip.decompress((d / "input_scores.json.gz").read_bytes()))
+    """Per-input scores of a stored run, read independently of ross_ood.runs.compare."""
+    d = ROOT / "results/robustness/lb" / run
+    raw = stored_arrays(d)
     return lambda side, s: raw[f"{det}|clean|{s}" if eps == "clean" or side is None
                                else f"{det}|{eps!r}|{side}|{s}|{side_target}"]
 
@@ -147,7 +146,7 @@ def test_paired_section_is_the_difference_on_the_same_images(tmp_path):
     other images are refused by name."""
     from sklearn.metrics import roc_auc_score
     import numpy as np
-    lb = ROOT / "docs/robustness/lb"
+    lb = ROOT / "results/robustness/lb"
     if not (lb / "std-msp-p1").is_dir() or not (lb / "e52-median-energy-p1").is_dir():
         pytest.skip("stored leaderboard runs absent")
     spec = {"attack": {"e": str(lb / "e52-median-energy-p1/results.json"), "m": str(lb / "std-msp-p1/results.json"),
@@ -187,8 +186,8 @@ def test_two_runs_pair_on_the_sets_both_hold(tmp_path):
     import shutil
     from sklearn.metrics import roc_auc_score
     import numpy as np
-    from ross_ood.compare import compare_runs
-    lb = ROOT / "docs/robustness/lb"
+    from ross_ood.runs.compare import compare_runs
+    lb = ROOT / "results/robustness/lb"
     if not (lb / "std-msp-p1").is_dir() or not (lb / "e52-median-energy-p1").is_dir():
         pytest.skip("stored leaderboard runs absent")
     sub = tmp_path / "msp-c100"
@@ -197,8 +196,8 @@ def test_two_runs_pair_on_the_sets_both_hold(tmp_path):
     for key in ("set_fingerprints", "set_sizes"):
         doc[key].pop("tin")
     (sub / "results.json").write_text(json.dumps(doc))
-    raw = json.loads((sub / "input_scores.json").read_text())
-    (sub / "input_scores.json").write_text(json.dumps({k: v for k, v in raw.items() if "|tin" not in k}))
+    raw = stored_arrays(sub)
+    write_stored_arrays(sub, {k: v for k, v in raw.items() if "|tin" not in k})
     out = compare_runs(lb / "e52-median-energy-p1", sub, "median-energy", "msp")
     assert out["ood_sets"] == ["cifar100"]
     (row,) = [r for r in out["rows"] if r["eps"] == "clean"]
@@ -219,11 +218,10 @@ def test_paired_certificates_are_the_difference_of_certified_aurocs(tmp_path):
     certified AUROC(B) recomputed here with scikit-learn from the stored bounds (ID lower vs OOD
     upper, abstentions set below / above everything), inside its interval; a certify run beside an
     attack run, in a spec or in ``ross compare``, is refused by name."""
-    import gzip
     from sklearn.metrics import roc_auc_score
     import numpy as np
-    from ross_ood.compare import compare_runs
-    lb = ROOT / "docs/robustness/lb"
+    from ross_ood.runs.compare import compare_runs
+    lb = ROOT / "results/robustness/lb"
     runs = ("certify-e54adv-p1", "certify-e54tinoe-p1")
     if not all((lb / r).is_dir() for r in runs) or not (lb / "e54adv-median-energy-p1").is_dir():
         pytest.skip("stored leaderboard runs absent")
@@ -238,8 +236,7 @@ def test_paired_certificates_are_the_difference_of_certified_aurocs(tmp_path):
     head = next(line for line in md if line.startswith("| A | B |") and "cert. L2" in line).rstrip(" |").split(" | ")
 
     def certified(run, det, radius):
-        path = lb / run / "certified_bounds.json"
-        raw = json.loads(path.read_text() if path.exists() else gzip.decompress(path.with_suffix(".json.gz").read_bytes()))
+        raw = stored_arrays(lb / run, "certified_bounds")
         get = lambda s: np.clip(np.asarray(raw[f"{det}|0.12|{radius!r}|{s}"], float), -1e12, 1e12)  # noqa: E731
         i = get("id_test")
         return np.mean([roc_auc_score(np.r_[np.ones(len(i)), np.zeros(len(get(s)))], np.r_[i, get(s)])

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from ross_ood import cli
-from ross_ood.settings import EvalSettings, SweepSettings, load_config_file
-from ross_ood.report import write_report
-from ross_ood.tables import aggregate, render
+from ross_ood.cli.settings import EvalSettings, SweepSettings, load_config_file
+from ross_ood.runs.report import write_report
+from ross_ood.runs.tables import aggregate, render
 
 from .conftest import DATA_ROOT, need_data
 
@@ -65,7 +65,7 @@ def test_aggregate_mean_and_std():
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
     need_data("cifar10", "test.zip")
-    from ross_ood.jobs import run_eval, run_sweep
+    from ross_ood.cli.jobs import run_eval, run_sweep
     root = tmp_path_factory.mktemp("rep")
     common = dict(data_root=str(DATA_ROOT), limit=16, block_size=16, batch_size=16, progress=False, device="cpu",
                   noise_space="normalized")
@@ -114,7 +114,7 @@ def test_report_reproduces_tables_byte_for_byte(small_runs):
 
 
 def test_reproduce_openood_refuses_without_data(tmp_path):
-    from ross_ood.reproduce import run_reproduce
+    from ross_ood.cli.reproduce import run_reproduce
     with pytest.raises(FileNotFoundError, match=r"missing: --checkpoints DIR.*benchmark_imglist/cifar10"):
         run_reproduce("openood", tmp_path / "out", data_root=tmp_path)
     with pytest.raises(ValueError, match="unknown preset 'cifar'"):
@@ -131,7 +131,7 @@ def test_aggregate_keeps_notes_that_differ_per_run():
 def test_help_shows_every_setting_with_its_default(command, capsys):
     from dataclasses import fields
 
-    from ross_ood.settings import COMMANDS
+    from ross_ood.cli.settings import COMMANDS
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])
     assert e.value.code == 0

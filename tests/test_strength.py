@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ross_ood.adversarial import AttackBudget, attack_benchmark
+from ross_ood.engine.adversarial import AttackBudget, attack_benchmark
 from ross_ood.attacks import eps_tensor
 from ross_ood.metrics import auroc_by_ranks
 from ross_ood.noise import channel_scale
@@ -27,8 +27,8 @@ TOL = 0.01
 def mnist_run(tmp_path_factory):
     need_data("mnist", "t10k-images-idx3-ubyte.gz")
     need_data("fashion-mnist", "t10k-images-idx3-ubyte.gz")
-    from ross_ood.jobs.common import clean_run
-    from ross_ood.settings import AttackSettings
+    from ross_ood.cli.jobs.common import clean_run
+    from ross_ood.cli.settings import AttackSettings
     st = AttackSettings(benchmark="mnist", data_root=str(DATA_ROOT), out=str(tmp_path_factory.mktemp("s")), limit=24,
                         detectors="msp,median-msp", sigma=0.25, noise_space="pixel", n_samples=25,
                         ood=["fmnist=" + str(DATA_ROOT / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")],

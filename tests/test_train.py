@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from ross_ood import cli
-from ross_ood.jobs import run_train
-from ross_ood.settings import TrainSettings
-from ross_ood.train import TrainConfig, _loss
+from ross_ood.cli.jobs import run_train
+from ross_ood.cli.settings import TrainSettings
+from ross_ood.engine.train import TrainConfig, _loss
 
 from .conftest import DATA_ROOT, need_data
 
@@ -24,7 +24,7 @@ def _st(out, **kw):
 def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     need_data("cifar10", "train.zip")
     whole = run_train(_st(tmp_path / "a"))
-    import ross_ood.jobs.train as job
+    import ross_ood.cli.jobs.train as job
     real, calls = job.train_epoch, []
 
     def killed_in_epoch_two(*a, **k):
@@ -127,7 +127,7 @@ def test_resume_with_other_settings_refused(tmp_path, capsys):
 
 def test_augment_is_the_per_image_crop_and_flip():
     """The one-gather crop equals cropping each padded image by hand at the drawn offsets."""
-    from ross_ood.train import augment
+    from ross_ood.engine.train import augment
     x = torch.rand(6, 3, 5, 7, generator=torch.Generator().manual_seed(0))
     out = augment(x, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
@@ -156,7 +156,7 @@ def test_bf16_training_runs_and_records_test_accuracy(tmp_path):
 
 def test_jigsaw_outliers_shuffle_whole_tiles():
     """Every output image is its input's 16 tiles, each intact, each used once, in a drawn order."""
-    from ross_ood.train import jigsaw
+    from ross_ood.engine.train import jigsaw
     x = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(0))
     out = jigsaw(x, torch.Generator().manual_seed(1))
     assert out.shape == x.shape and not torch.equal(out, x)
@@ -238,7 +238,7 @@ def test_outliers_change_the_step_and_are_seeded(source):
     """An epoch with outliers moves the weights elsewhere than one without, and the same epoch
     twice gives the same weights (the outlier order, tiles and crops are drawn from the seed)."""
     import ross_ood
-    from ross_ood.train import train_epoch
+    from ross_ood.engine.train import train_epoch
     x = torch.rand(20, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(20) % 4
     xo = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1)) if source == "files" else None
@@ -269,7 +269,7 @@ def _flat_model():
 def test_training_attack_raises_the_noisy_loss_inside_the_ball():
     """The SmoothAdv-style attack: within eps (pixel units) and [0, 1], and the mean cross-entropy
     of the noisy copies (same noise) is higher at the attacked images than at the clean ones."""
-    from ross_ood.train import adversarial_under_noise
+    from ross_ood.engine.train import adversarial_under_noise
     model = _flat_model()
     g = torch.Generator().manual_seed(2)
     x = torch.rand(16, 3, 8, 8, generator=g)
@@ -294,7 +294,7 @@ def test_attacked_outliers_move_toward_confidence_and_leave_the_id_attack_unchan
     """ALOE-style: the outliers are attacked in the same steps, inside the ball and [0, 1], and their
     cross-entropy to the uniform distribution (same noise) rises; the network is in eval mode, so the
     ID images' attack is exactly the one without outliers (the loss is a sum over the two parts)."""
-    from ross_ood.train import adversarial_under_noise
+    from ross_ood.engine.train import adversarial_under_noise
     model = _flat_model()
     g = torch.Generator().manual_seed(3)
     x, xo = torch.rand(8, 3, 8, 8, generator=g), torch.rand(6, 3, 8, 8, generator=g)
@@ -319,7 +319,7 @@ def test_attacked_outliers_need_adversarial_training_and_outliers(tmp_path, caps
         assert cli.main(["train", "--out", str(tmp_path / "o"), "--device", "cpu", *flags]) == 2
         assert "adv_outliers attacks the outliers of adversarial training" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    from ross_ood.train import train_epoch
+    from ross_ood.engine.train import train_epoch
     x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(16) % 4
 
@@ -334,7 +334,7 @@ def test_attacked_outliers_need_adversarial_training_and_outliers(tmp_path, caps
 
 
 def test_adversarial_epoch_is_seeded_and_differs_from_plain():
-    from ross_ood.train import train_epoch
+    from ross_ood.engine.train import train_epoch
     x = torch.rand(20, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(20) % 4
 

@@ -37,11 +37,19 @@ from typing import Callable
 
 import torch
 
-from .model import ModelWrapper
-from .noise import channel_scale, content_keys, draw_noise
-from .validate import SPACES, check_choice, check_int, check_number
+from ross_ood.model import ModelWrapper
+from ross_ood.noise import channel_scale, content_keys, draw_noise
+from ross_ood.validate import SPACES, check_choice, check_int, check_number
 
-__all__ = ["AttackConfig", "StopFn", "JudgeFn", "pgd", "apgd", "eotpgd", "eps_tensor", "project", "run_attack", "OBJECTIVES", "ALGORITHMS"]
+#: evaluation objectives and the attacked sides they combine: PGD-Min (ID attacked down), PGD-Max
+#: (OOD attacked up) and PGD-Both (both at once, as ATD, ALOE and AROS evaluate). Every input's
+#: attack depends only on its own score, so PGD-Both pairs exactly the attacked inputs of the
+#: other two, and reads them from the same cache.
+SIDES = {"min": ("min",), "max": ("max",), "both": ("min", "max")}
+#: how the tables name each objective
+OBJECTIVE_NAMES = {"min": "PGD-Min", "max": "PGD-Max", "both": "PGD-Both"}
+
+__all__ = ["AttackConfig", "StopFn", "JudgeFn", "pgd", "apgd", "eotpgd", "eps_tensor", "project", "run_attack", "OBJECTIVES", "ALGORITHMS", "SIDES", "OBJECTIVE_NAMES"]
 
 OBJECTIVES = ("min", "max")  # per attacked input: lower (ID) or raise (OOD) its score
 ALGORITHMS = ("pgd", "apgd", "eotpgd")

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-from .metrics import ood_metrics, ood_records
+from ross_ood.metrics import ood_metrics, ood_records
 
 __all__ = ["shifted_percentile", "upper_index", "lower_index", "dkw_eps", "median_bounds", "percentile_band",
            "d_bounds", "ross_bounds", "worst_case_metrics", "rank_abstentions",

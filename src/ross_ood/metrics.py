@@ -10,7 +10,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
-__all__ = ["ood_metrics", "accuracy", "METRIC_NAMES", "CI_FIELDS", "ood_records",
+__all__ = ["group_means", "ood_metrics", "accuracy", "METRIC_NAMES", "CI_FIELDS", "ood_records",
            "bootstrap_intervals", "auroc_by_ranks", "fpr_at_recall", "paired_auroc_difference"]
 
 METRIC_NAMES = ("auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out")
@@ -196,4 +196,14 @@ def paired_auroc_difference(a: tuple, b: tuple, n_resamples: int = 1000, confide
         lo, hi = np.percentile(dm, q)
         out[label] = {"diff": float(np.mean([out[k]["diff"] for k in members])), "lo": float(lo), "hi": float(hi),
                       "n_id": int(ia.size), "n_ood": int(sum(oa[k].size for k in members))}
+    return out
+
+
+def group_means(groups: dict) -> dict:
+    """``near-mean``, ``far-mean`` (where such sets exist) and ``all-mean`` over OOD sets."""
+    out = {}
+    for g in ("near", "far", "all"):
+        chosen = [s for s, sg in groups.items() if g in (sg, "all")]
+        if chosen:
+            out[f"{g}-mean"] = (g, chosen)
     return out

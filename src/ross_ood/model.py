@@ -140,7 +140,7 @@ class ModelWrapper(nn.Module):
             z = z.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
             return _logits(self.net(z))
-        from .precision import autocast
+        from ross_ood.precision import autocast
         with autocast(self.precision, z.device):
             return _logits(self.net(z)).float()
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from .validate import SPACES, check_choice
+from ross_ood.validate import SPACES, check_choice
 
 __all__ = ["pair_seed", "content_keys", "draw_noise", "channel_scale"]
 

@@ -12,7 +12,7 @@ import contextlib
 
 import torch
 
-from .validate import check_choice
+from ross_ood.validate import check_choice
 
 __all__ = ["PRECISIONS", "check_precision", "autocast", "grad_scaler", "network_precision"]
 

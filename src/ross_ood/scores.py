@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .model import ModelWrapper, Outputs
+from ross_ood.model import ModelWrapper, Outputs
 
 __all__ = ["Score", "MSP", "MaxLogit", "Energy", "GEN", "ODIN", "FDBD", "PRO", "KNN", "Mahalanobis", "ViM",
            "ReAct", "ASH", "SCALE", "FeatureStats", "fit_feature_stats", "STATS_SCORES",
@@ -287,7 +287,7 @@ def fit_feature_stats(model: ModelWrapper, data, labels: torch.Tensor | None = N
         ys.append(torch.as_tensor(b[1]).long().cpu())
     if not feats:
         raise ValueError("fit_feature_stats got no training data")
-    from .model import model_fingerprint
+    from ross_ood.model import model_fingerprint
     return FeatureStats(torch.cat(feats), torch.cat(ys), source, model_fingerprint(model))
 
 
@@ -314,7 +314,7 @@ class _StatsScore(Score):
     def _check_model(self, model: ModelWrapper) -> None:
         if self.stats.model is None or self._checked == id(model):
             return
-        from .model import model_fingerprint
+        from ross_ood.model import model_fingerprint
         have = model_fingerprint(model)
         if have != self.stats.model:
             raise ValueError(f"{self.name}: its training statistics were fitted on model {self.stats.model!r}, "

@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .model import ModelWrapper
-from .noise import channel_scale, content_keys, draw_noise
-from .scores import Score
-from .validate import NOISE_DEVICES, SPACES, check_choice, check_int, check_number
+from ross_ood.model import ModelWrapper
+from ross_ood.noise import channel_scale, content_keys, draw_noise
+from ross_ood.scores import Score
+from ross_ood.validate import NOISE_DEVICES, SPACES, check_choice, check_int, check_number
 
 __all__ = ["Smoothing", "noisy_scores", "median_stats", "quantile_index", "lower_quantile", "soft_median", "ross_gate",
            "calibrate_tau"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["SPACES", "NOISE_DEVICES", "check_int", "check_number", "check_fraction", "check_choice",
-           "split_list", "parse_eps", "parse_lam", "check_device", "check_out_dir", "check_ood_names",
+           "split_list", "parse_eps", "parse_part", "eps_label", "parse_lam", "check_device", "check_out_dir", "check_ood_names",
            "check_certify_args", "check_ross_noise"]
 
 #: where sigma and eps are measured: pixel units ([0, 1], clipped) or normalised units (x std_c, unclipped)
@@ -78,6 +78,25 @@ def split_list(value) -> list[str]:
     """'a, b,c' or ['a', 'b'] -> ['a', 'b', 'c'] (empty items dropped)."""
     items = value.split(",") if isinstance(value, str) else list(value)
     return [str(v).strip() for v in items if str(v).strip()]
+
+
+def eps_label(eps: float) -> str:
+    """An L-inf budget in pixel units as the tables write it: ``8/255`` (at most two decimals)."""
+    return f"{round(eps * 255, 2):g}/255"
+
+
+def parse_part(part: str | None) -> tuple[int, int] | None:
+    """'K/M' -> (K, M) with 1 <= K <= M; None for no split."""
+    if part is None:
+        return None
+    k, sep, m = str(part).partition("/")
+    try:
+        k_i, m_i = int(k), int(m)
+    except ValueError:
+        k_i = m_i = 0
+    if not sep or not 1 <= k_i <= m_i or m_i < 2:
+        raise ValueError(f"part must be K/M with 1 <= K <= M and M >= 2 (the K-th of M disjoint parts), got {part!r}")
+    return k_i, m_i
 
 
 def parse_eps(values) -> list[float]:

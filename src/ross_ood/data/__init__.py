@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .benchmarks import BENCHMARKS, Benchmark, BenchmarkDef, build_benchmark
-from .sets import (FolderImageSet, IdxImageSet, ImageListSet, ImageSet, SubsetView, SyntheticSet, TorchvisionSet,
+from ross_ood.data.benchmarks import BENCHMARKS, Benchmark, BenchmarkDef, build_benchmark
+from ross_ood.data.sets import (FolderImageSet, IdxImageSet, ImageListSet, ImageSet, SubsetView, SyntheticSet, TorchvisionSet,
                    ZipImageSet, open_set, stratified_subset)
 
 __all__ = ["default_data_root", "BENCHMARKS", "Benchmark", "BenchmarkDef", "build_benchmark",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sets import ImageSet, SubsetView, open_set, stratified_subset
+from ross_ood.data.sets import ImageSet, SubsetView, open_set, stratified_subset
 
 __all__ = ["BenchmarkDef", "Benchmark", "BENCHMARKS", "build_benchmark", "resolve_spec", "TIN_CIFAR_OVERLAP",
            "TIN_OE_CLASSES", "tin_exclusions", "exclude_classes", "tin_oe_set", "LOSSLESS_TRAIN", "extra_data_root",
@@ -162,7 +162,7 @@ def _open(spec: str, bench: str, set_name: str, seed: int) -> ImageSet:
 def _refuse_overlap(extra: ImageSet, id_set: ImageSet, name: str, channels: int, size: int) -> None:
     """Refuse an extra OOD set that holds an image of the ID set (``content_hash`` of the
     decoded pixels, so a copy or a lossless re-encoding is caught)."""
-    from .image import content_hash
+    from ross_ood.data.image import content_hash
     id_set.prepare(channels, size)
     extra.prepare(channels, size)
     mine = {content_hash(id_set[j][0]): j for j in range(len(id_set))}

@@ -9,10 +9,10 @@ command-line pipeline shares and caches). Names used on the command line:
 """
 from __future__ import annotations
 
-from ..model import ModelWrapper
-from ..scores import Score, get_score
-from .base import BaseScoreDetector, Detector, FeatureUnit, NotFittedError, StaleFitError, iter_batches
-from .smoothed import DEFAULT_Q, ROSS, SURROGATES, MedianSmoothing, QuantileSmoothing
+from ross_ood.model import ModelWrapper
+from ross_ood.scores import Score, get_score
+from ross_ood.detectors.base import BaseScoreDetector, Detector, FeatureUnit, NotFittedError, StaleFitError, iter_batches
+from ross_ood.detectors.smoothed import DEFAULT_Q, ROSS, SURROGATES, MedianSmoothing, QuantileSmoothing
 
 __all__ = ["Detector", "BaseScoreDetector", "MedianSmoothing", "QuantileSmoothing", "ROSS", "NotFittedError",
            "StaleFitError", "FeatureUnit", "iter_batches", "load_detector", "parse_detector_name", "make_detector",
@@ -30,7 +30,7 @@ def parse_detector_name(name: str) -> tuple[str, str]:
     for prefix in ("ross-", "median-", "quantile-"):
         if key.startswith(prefix):
             kind, base = prefix[:-1], key[len(prefix):]
-    from ..scores import SCORE_NAMES, is_score_name
+    from ross_ood.scores import SCORE_NAMES, is_score_name
     if not is_score_name(base):
         raise ValueError(f"unknown detector {name!r}: a detector is a base score ({', '.join(SCORE_NAMES)}) or "
                          "one under smoothing, median-<score>, quantile-<score> or ross-<score> "

@@ -22,11 +22,11 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from ..model import ModelWrapper, model_fingerprint
-from ..scores import Score, get_score, score_from_spec
-from ..smoothing import Smoothing, calibrate_tau
-from ..store import atomic_write_text
-from ..validate import check_fraction, check_int
+from ross_ood.model import ModelWrapper, model_fingerprint
+from ross_ood.scores import Score, get_score, score_from_spec
+from ross_ood.smoothing import Smoothing, calibrate_tau
+from ross_ood.store import atomic_write_text
+from ross_ood.validate import check_fraction, check_int
 
 __all__ = ["Detector", "BaseScoreDetector", "FeatureUnit", "NotFittedError", "StaleFitError", "iter_batches",
            "FORMAT", "register"]

@@ -16,10 +16,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..model import ModelWrapper, wrap
-from .lenet import MnistConvNet
-from .resnet18 import ResNet18_32x32, ResNet18_224x224
-from .resnet_cifar import resnet20, resnet32, resnet44, resnet56
+from ross_ood.model import ModelWrapper, wrap
+from ross_ood.models.lenet import MnistConvNet
+from ross_ood.models.resnet18 import ResNet18_32x32, ResNet18_224x224
+from ross_ood.models.resnet_cifar import resnet20, resnet32, resnet44, resnet56
 
 __all__ = ["ZOO", "ARCHS", "ModelSpec", "load_model", "load_checkpoint", "load_state", "sha256_file",
            "CheckpointError"]
@@ -262,7 +262,7 @@ def load_model(name: str, data_root: str | os.PathLike | None = None, checkpoint
     elif spec.packaged:
         path, sha = PACKAGED_WEIGHTS / spec.file, spec.sha256
     elif spec.file is not None:
-        from ..data import default_data_root  # $ROSS_DATA, as everywhere else
+        from ross_ood.data import default_data_root  # $ROSS_DATA, as everywhere else
         path, sha = default_data_root(data_root) / "weights" / spec.file, spec.sha256
     else:
         raise ValueError(f"model {name!r} has no bundled weights: pass checkpoint=PATH ({spec.note})")

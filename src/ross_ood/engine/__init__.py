@@ -1,0 +1,4 @@
+"""The engine: evaluation, attacks on a benchmark, diagnosis and training, over the core.
+
+It takes plain values or small keyword-only configs (never a command's settings) and returns
+result objects; it imports the core and ``runs`` (to read stored runs), never ``cli``."""
