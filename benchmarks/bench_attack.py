@@ -146,12 +146,12 @@ def main(argv=None):
         for det_name, det in run.dets.items():
             counter = PassCounter(run.model.net)
             t0 = time.perf_counter()
-            per_plan: dict = {}
             try:
-                _, means, _ = attack_benchmark(run.model, run.bench, {det_name: det},
-                                               {det_name: run.result.scores[det_name]}, st.eps_values, objectives,
-                                               st.eps_space, ["transfer", "adaptive", "worst"], budget, st.seed,
-                                               BlockCache(None), args.batch, 512, None, st.bootstrap, per_plan)
+                res = attack_benchmark(run.model, run.bench, {det_name: det}, {det_name: run.result.scores[det_name]},
+                                       eps_list=st.eps_values, objectives=objectives, eps_space=st.eps_space,
+                                       budget=budget, seed=st.seed, batch_size=args.batch, block_size=512,
+                                       n_resamples=st.bootstrap)
+                means, per_plan = res.means, res.plan_scores
             finally:
                 counter.close()
             if args.ablate:

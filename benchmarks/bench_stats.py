@@ -35,8 +35,8 @@ def main(argv=None) -> None:
     import ross_ood
     from ross_ood.data import BENCHMARKS, ZipImageSet, default_data_root
     from ross_ood.data.image import SubsetView, stratified_subset
-    from ross_ood.models import load_model
     from ross_ood.engine.train import load_images
+    from ross_ood.models import load_model
     root = default_data_root(args.data_root)
     model = load_model(args.model, root)
     rows = []

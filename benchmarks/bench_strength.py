@@ -16,8 +16,8 @@ configuration with its 95% paired bootstrap interval (``metrics.paired_auroc_dif
 from __future__ import annotations
 
 import argparse
-import json
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_attack import PassCounter  # noqa: E402
 from ross_ood.engine.adversarial import AttackBudget, attack_benchmark  # noqa: E402
 from ross_ood.engine.diagnose import convergence_budgets, worst_per_input  # noqa: E402
-from ross_ood.store import BlockCache  # noqa: E402
 
 V3 = AttackBudget(judge=False, attack_n=8, apgd_eta0=2.0, eotpgd_steps=0)  # the default of attack version 3
 NEW = AttackBudget()
@@ -56,8 +55,8 @@ CONFIGS = {
 
 
 def reference_scores(run, det_name, det, eps_px, sets, objective, seed):
-    from tests.reference_attack import reference_eotpgd
     from ross_ood.noise import channel_scale
+    from tests.reference_attack import reference_eotpgd
     sigma_px = channel_scale(run.model.std, det.sigma, det.noise_space) if hasattr(det, "sigma") else None
     clip = getattr(det, "noise_space", "pixel") == "pixel"
     out = {}
@@ -101,9 +100,9 @@ def main(argv=None):
         for f in args.load.split(","):
             arrays.update({k: np.asarray(v, np.float64) for k, v in json.loads(Path(f).read_text()).items()})
         return report(arrays)
+    from ross_ood.attacks import eps_tensor
     from ross_ood.cli.jobs.common import clean_run
     from ross_ood.cli.settings import AttackSettings
-    from ross_ood.attacks import eps_tensor
     sets = args.ood.split(",")
     st = AttackSettings(out="runs/bench-strength", limit=args.limit, detectors=args.detectors, eps=args.eps,
                         eps_space=args.eps_space, noise_space=args.noise_space, model=args.model, sigma=args.sigma,
@@ -123,11 +122,12 @@ def main(argv=None):
         for s in sets:
             arrays[f"{det_name}|clean|{s}"] = np.asarray(clean[s]["score"], np.float64)
         for cname in args.configs.split(",") if args.configs else []:
-            budget, counter, t0, per_plan = CONFIGS[cname], PassCounter(run.model.net), time.perf_counter(), {}
+            budget, counter, t0 = CONFIGS[cname], PassCounter(run.model.net), time.perf_counter()
             try:
-                attack_benchmark(run.model, run.bench, {det_name: det}, {det_name: clean}, st.eps_values,
-                                 ["min", "max"], st.eps_space, ["transfer", "adaptive", "worst"], budget, st.seed,
-                                 BlockCache(None), args.batch, 512, None, 0, per_plan)
+                per_plan = attack_benchmark(run.model, run.bench, {det_name: det}, {det_name: clean},
+                                            eps_list=st.eps_values, objectives=["min", "max"], eps_space=st.eps_space,
+                                            budget=budget, seed=st.seed, batch_size=args.batch, block_size=512,
+                                            n_resamples=0).plan_scores
             finally:
                 counter.close()
             wall = time.perf_counter() - t0

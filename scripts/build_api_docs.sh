@@ -9,9 +9,9 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 # the package's __all__ lists its API names, not its modules: name the public modules too
 modules=(ross_ood ross_ood.detectors ross_ood.scores ross_ood.smoothing ross_ood.noise ross_ood.model
-         ross_ood.metrics ross_ood.attacks ross_ood.engine.adversarial ross_ood.certify ross_ood.engine.evaluate
-         ross_ood.cli.settings ross_ood.validate ross_ood.data ross_ood.models ross_ood.store ross_ood.runs.tables
-         ross_ood.runs.report ross_ood.cli.jobs ross_ood.engine.train ross_ood.cli.config)
+         ross_ood.metrics ross_ood.attacks ross_ood.certify ross_ood.validate ross_ood.data ross_ood.models ross_ood.store
+         ross_ood.progress ross_ood.engine ross_ood.runs ross_ood.cli ross_ood.cli.settings ross_ood.cli.config
+         ross_ood.cli.runtime ross_ood.cli.jobs)
 PYTHONWARNINGS=always "${PYTHON:-.venv/bin/python}" -m pdoc --docformat numpy -o "$out" "${modules[@]}" 2>"$log" || { cat "$log" >&2; exit 1; }
 if grep -qi "warn" "$log"; then
   echo "pdoc printed warnings:" >&2

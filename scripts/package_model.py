@@ -33,7 +33,7 @@ def main() -> None:
     dest = ROOT / "src" / "ross_ood" / "weights" / a.file
     save_file(sd, str(dest))
     sha = hashlib.sha256(dest.read_bytes()).hexdigest()
-    shutil.copy(run / "model.json", ROOT / "docs" / "train" / f"{a.name}.model.json")
+    shutil.copy(run / "model.json", ROOT / "results" / "train" / f"{a.name}.model.json")
     size = dest.stat().st_size
     print(json.dumps({"name": a.name, "file": a.file, "sha256": sha, "bytes": size,
                       "model_pt_sha256": record["sha256"], "test_acc": record["test_acc"],

@@ -70,3 +70,11 @@ def stored_arrays(run_dir, stem="input_scores"):
 def write_stored_arrays(run_dir, flat, stem="input_scores"):
     import numpy as np
     np.savez_compressed(Path(run_dir) / f"{stem}.npz", **{k: np.asarray(v) for k, v in flat.items()})
+
+
+@pytest.fixture(autouse=True)
+def _no_extra_data(tmp_path_factory, monkeypatch):
+    """Tests see no extra data root (``ROSS_EXTRA_DATA``, e.g. a packed lossless CIFAR-10 training
+    set in ~/.cache): the same data here as on CI. A test that needs one sets it itself."""
+    if "ROSS_EXTRA_DATA" not in os.environ:
+        monkeypatch.setenv("ROSS_EXTRA_DATA", str(tmp_path_factory.mktemp("no-extra-data")))

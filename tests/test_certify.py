@@ -5,8 +5,16 @@ import pytest
 import torch
 from scipy import stats
 
-from ross_ood.certify import (d_bounds, dkw_eps, lower_index, median_bounds, ross_bounds, shifted_percentile,
-                              upper_index, worst_case_metrics)
+from ross_ood.certify import (
+    d_bounds,
+    dkw_eps,
+    lower_index,
+    median_bounds,
+    ross_bounds,
+    shifted_percentile,
+    upper_index,
+    worst_case_metrics,
+)
 from ross_ood.scores import get_score
 from ross_ood.smoothing import Smoothing, median_stats, noisy_scores, ross_gate
 

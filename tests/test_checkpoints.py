@@ -132,8 +132,8 @@ def test_packaged_noise_models_load_and_classify(name, sigma, want, every_fifth_
     """The packaged weights load by zoo name (sha256-checked) with no data root, and classify
     2,000 test images (every fifth) about as the training record says for all 10,000: within
     2.5 points, over three standard errors of a 2,000-image accuracy."""
-    from ross_ood.models import ZOO, PACKAGED_WEIGHTS, load_model, sha256_file
     from ross_ood.engine.train import evaluate_accuracy
+    from ross_ood.models import PACKAGED_WEIGHTS, ZOO, load_model, sha256_file
     assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
     m = load_model(name)
     x, y = every_fifth_test_image
@@ -154,8 +154,8 @@ def every_fifth_cifar100_test_image():
 def test_packaged_cifar100_models_load_and_classify(name, want, every_fifth_cifar100_test_image):
     """The CIFAR-100 models trained here: sha256-checked, 100 classes, and on 2,000 test images
     (every fifth) within 3 points of the record's 10,000-image accuracy (over three standard errors)."""
-    from ross_ood.models import ZOO, PACKAGED_WEIGHTS, load_model, sha256_file
     from ross_ood.engine.train import evaluate_accuracy
+    from ross_ood.models import PACKAGED_WEIGHTS, ZOO, load_model, sha256_file
     assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
     m = load_model(name)
     assert m.num_classes == 100

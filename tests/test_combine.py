@@ -76,9 +76,12 @@ def test_a_piece_written_before_a_setting_existed_combines_at_its_default(tmp_pa
     doc = json.loads((p1 / "results.json").read_text())
     assert doc["config"].pop("apgd_judge_every") == 1
     (p1 / "results.json").write_text(json.dumps(doc))
-    assert combine_runs([p1, p2], tmp_path / "ok")["set_sizes"]["tin"] == 12
+    from ross_ood.cli.settings import command_defaults
+    with pytest.raises(ValueError, match=r"other settings \(apgd_judge_every\)"):  # no defaults given: the key differs
+        combine_runs([p1, p2], tmp_path / "plain")
+    assert combine_runs([p1, p2], tmp_path / "ok", defaults=command_defaults())["set_sizes"]["tin"] == 12
     with pytest.raises(ValueError, match=r"other settings \(apgd_judge_every\)"):
-        combine_runs([p1, changed], tmp_path / "no")
+        combine_runs([p1, changed], tmp_path / "no", defaults=command_defaults())
 
 
 def test_attack_pieces_with_other_eps_lists_combine_at_the_budgets_they_share(tmp_path, capsys):

@@ -110,8 +110,8 @@ def test_order_statistic_surrogate_is_the_order_statistic(cnn, images, kind):
 
 
 def test_noisy_scores_of_chosen_draws_are_columns_of_the_full_matrix(cnn, images):
-    from ross_ood.smoothing import Smoothing, noisy_scores
     from ross_ood.scores import get_score
+    from ross_ood.smoothing import Smoothing, noisy_scores
     sm = Smoothing(n_samples=6, sigma=0.1, chunk_size=4)
     base = get_score("msp")
     full = noisy_scores(cnn, images[:5], [base], sm, salt=2)["msp"]

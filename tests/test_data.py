@@ -8,8 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ross_ood.data import (FolderImageSet, IdxImageSet, ImageListSet, SyntheticSet, ZipImageSet, open_set,
-                           stratified_subset)
+from ross_ood.data import (
+    FolderImageSet,
+    IdxImageSet,
+    ImageListSet,
+    SyntheticSet,
+    ZipImageSet,
+    open_set,
+    stratified_subset,
+)
 from ross_ood.data.image import to_tensor
 
 from .conftest import DATA_ROOT, need_data
@@ -176,6 +183,7 @@ def test_real_cifar_benchmarks(name, near_other, id_classes):
     need_data("cifar10-png", "test.zip")
     need_data("cifar100", "test.zip")
     import yaml
+
     from ross_ood.data import build_benchmark
     from ross_ood.data.benchmarks import TIN_CIFAR_OVERLAP, TIN_OE_CLASSES, tin_oe_set
     b = build_benchmark(name, DATA_ROOT, 3, 32)
@@ -200,6 +208,7 @@ def test_real_cifar_benchmarks(name, near_other, id_classes):
 def test_tin_exclusion_list_is_checked(tmp_path):
     """Every listed class has a reason and is a class of the archive; an unknown one is refused."""
     import yaml
+
     from ross_ood.data.benchmarks import TIN_CIFAR_OVERLAP, exclude_classes, tin_exclusions
     listed = tin_exclusions()
     assert len(listed) == len(yaml.safe_load(TIN_CIFAR_OVERLAP.read_text()))
@@ -243,7 +252,8 @@ def test_benchmark_refuses_wrong_class_count_and_names_missing_archive(tmp_path)
 
 def test_extra_ood_sharing_an_id_image_is_refused_and_openood_names_join_far(tmp_path):
     need_data("cifar10-png", "test.zip")
-    from ross_ood.data import ZipImageSet as Z, build_benchmark
+    from ross_ood.data import ZipImageSet as Z
+    from ross_ood.data import build_benchmark
     src = Z(DATA_ROOT / "cifar10-png" / "test.zip")
     folder = tmp_path / "svhn"
     folder.mkdir()

@@ -20,8 +20,9 @@ def test_api_reference_builds_without_warnings(tmp_path):
     r = subprocess.run(["bash", str(script), str(tmp_path / "api")], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHON": sys.executable})
     assert r.returncode == 0, r.stderr
-    pages = {p.name for p in (tmp_path / "api" / "ross_ood").glob("*.html")}
-    assert {"detectors.html", "smoothing.html", "settings.html", "certify.html"} <= pages
+    pages = {p.relative_to(tmp_path / "api").as_posix() for p in (tmp_path / "api").rglob("*.html")}
+    assert {"ross_ood/detectors.html", "ross_ood/smoothing.html", "ross_ood/cli/settings.html", "ross_ood/certify.html",
+            "ross_ood/runs/rundir.html", "ross_ood/engine/adversarial.html"} <= pages
     page = (tmp_path / "api" / "ross_ood" / "detectors.html").read_text()
     assert "tau_quantile" in page and "fit_features" in page  # the docstrings made it in
 
@@ -37,9 +38,10 @@ def _configs(sub):
 def test_committed_run_configs_validate(path, tmp_path):
     """Every committed run config (the leaderboard rows, their certificates, the clean tables) is read
     and validated as its command would, and names a zoo model: a typo fails here, not on a GPU loan."""
-    from ross_ood.models import ZOO
-    from ross_ood.cli.settings import AttackSettings, CertifySettings, EvalSettings, load_config_file
     import yaml
+
+    from ross_ood.cli.settings import AttackSettings, CertifySettings, EvalSettings, load_config_file
+    from ross_ood.models import ZOO
     doc = yaml.safe_load(path.read_text())
     cls = AttackSettings if "eps" in doc else CertifySettings if path.parent.name == "certify" else EvalSettings
     values = load_config_file(path, cls)

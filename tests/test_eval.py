@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from ross_ood import cli
-
-from ross_ood.engine import evaluate
 from ross_ood.cli.jobs import run_eval
 from ross_ood.cli.settings import EvalSettings
+from ross_ood.engine import evaluate
 
 from .conftest import DATA_ROOT, need_data
 
@@ -113,6 +112,7 @@ def test_compare_cli_pairs_two_detectors_and_refuses_other_images(tmp_path, caps
     in results.json, its interval contains it; a run on other images is refused by name."""
     need_data("cifar10", "test.zip")
     import json
+
     from ross_ood import cli
     from ross_ood.runs.compare import compare_runs
     common = ["--data-root", str(DATA_ROOT), "--detectors", "msp,energy", "--no-progress", "--device", "cpu",
@@ -134,6 +134,7 @@ def test_compare_cli_pairs_two_detectors_and_refuses_other_images(tmp_path, caps
     # a run stored in the older text form (input_scores.json, gzip'd): the same comparison
     import gzip
     import json
+
     from .conftest import stored_arrays
     flat = {k: v.tolist() for k, v in stored_arrays(tmp_path / "a").items()}
     (tmp_path / "a" / "input_scores.json.gz").write_bytes(gzip.compress(json.dumps(flat).encode()))

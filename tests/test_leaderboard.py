@@ -9,6 +9,7 @@ import yaml
 
 from ross_ood import cli
 from ross_ood.runs.leaderboard import load_spec, render_leaderboard
+
 from .conftest import stored_arrays, write_stored_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,8 +145,8 @@ def test_paired_section_is_the_difference_on_the_same_images(tmp_path):
     """The paired cells are AUROC(A) - AUROC(B) recomputed here with scikit-learn from the stored
     per-input scores (PGD-Both: attacked ID vs attacked OOD), inside their own interval; runs on
     other images are refused by name."""
-    from sklearn.metrics import roc_auc_score
     import numpy as np
+    from sklearn.metrics import roc_auc_score
     lb = ROOT / "results/robustness/lb"
     if not (lb / "std-msp-p1").is_dir() or not (lb / "e52-median-energy-p1").is_dir():
         pytest.skip("stored leaderboard runs absent")
@@ -184,8 +185,10 @@ def test_two_runs_pair_on_the_sets_both_hold(tmp_path):
     run on those sets: the difference is the one recomputed with scikit-learn on that set alone;
     a changed ID image set is still refused."""
     import shutil
-    from sklearn.metrics import roc_auc_score
+
     import numpy as np
+    from sklearn.metrics import roc_auc_score
+
     from ross_ood.runs.compare import compare_runs
     lb = ROOT / "results/robustness/lb"
     if not (lb / "std-msp-p1").is_dir() or not (lb / "e52-median-energy-p1").is_dir():
@@ -218,8 +221,9 @@ def test_paired_certificates_are_the_difference_of_certified_aurocs(tmp_path):
     certified AUROC(B) recomputed here with scikit-learn from the stored bounds (ID lower vs OOD
     upper, abstentions set below / above everything), inside its interval; a certify run beside an
     attack run, in a spec or in ``ross compare``, is refused by name."""
-    from sklearn.metrics import roc_auc_score
     import numpy as np
+    from sklearn.metrics import roc_auc_score
+
     from ross_ood.runs.compare import compare_runs
     lb = ROOT / "results/robustness/lb"
     runs = ("certify-e54adv-p1", "certify-e54tinoe-p1")

@@ -125,6 +125,7 @@ def test_paired_difference_matches_the_exact_bootstrap_distribution():
     """3 ID and 3 OOD images: all 27 x 27 resamples enumerated by hand give the exact bootstrap
     distribution of AUROC(a) - AUROC(b); the sampled interval's ends must be its quantiles."""
     import itertools
+
     from ross_ood.metrics import paired_auroc_difference
     ia, oa = np.array([0.9, 0.5, 0.3]), np.array([0.4, 0.6, 0.1])
     ib, ob = np.array([0.8, 0.2, 0.35]), np.array([0.45, 0.1, 0.3])
@@ -176,6 +177,7 @@ def test_paired_difference_group_means_are_the_means_of_their_sets():
     """A group's difference is the mean of its sets' differences, and its interval is that of the
     mean of their resampled differences (so it sits between the group's own extremes' intervals)."""
     import numpy as np
+
     from ross_ood.metrics import paired_auroc_difference
     rng = np.random.default_rng(0)
     a = (rng.normal(1, 1, 50), {s: rng.normal(0, 1, 40) for s in "pqr"})

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import ross_ood
-from ross_ood.smoothing import Smoothing, calibrate_tau, median_stats, noisy_scores, ross_gate
 from ross_ood.scores import get_score
+from ross_ood.smoothing import Smoothing, calibrate_tau, median_stats, noisy_scores, ross_gate
 
 
 def test_stats_odd_n():

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ross_ood.engine.adversarial import AttackBudget, attack_benchmark
 from ross_ood.attacks import eps_tensor
+from ross_ood.engine.adversarial import AttackBudget, attack_benchmark
 from ross_ood.metrics import auroc_by_ranks
 from ross_ood.noise import channel_scale
-from ross_ood.store import BlockCache
 
 from .conftest import DATA_ROOT, need_data
 from .reference_attack import reference_eotpgd
@@ -81,10 +80,9 @@ def test_default_attack_beats_plain_eotpgd_on_the_feature_scores(mnist_run, mnis
 
 def _check_strength(run, det_name, det, clean):
     sets = list(run.bench.ood)
-    got: dict = {}
-    attack_benchmark(run.model, run.bench, {det_name: det}, {det_name: clean}, [EPS], ["min", "max"], "pixel",
-                     ["transfer", "worst"], AttackBudget(), 0, BlockCache(None), 64, 512, None, 0,
-                     attacked_scores=got)
+    got = attack_benchmark(run.model, run.bench, {det_name: det}, {det_name: clean}, eps_list=[EPS],
+                           objectives=["min", "max"], targets=["transfer", "worst"], budget=AttackBudget(),
+                           block_size=512, n_resamples=0).scores
     eps_px = eps_tensor(run.model, EPS, "pixel")
     sigma = channel_scale(run.model.std, getattr(det, "sigma", 0.0), "pixel")
     smoothed = hasattr(det, "sigma")

@@ -373,8 +373,8 @@ def test_tin_outliers_must_be_the_held_out_half(tmp_path, capsys):
     re-encoded, where a hash would not match); the held-out half, tin-oe, is accepted."""
     need_data("tinyimagenet32", "val.zip")
     need_data("cifar10-png", "test.zip")
-    import zipfile
     from PIL import Image
+
     from ross_ood.data import build_benchmark
     tin = build_benchmark("cifar10", DATA_ROOT, 3, 32).ood["tin"]
     eval_class = tin.classes[int(tin.labels[0])]
@@ -392,3 +392,67 @@ def test_tin_outliers_must_be_the_held_out_half(tmp_path, capsys):
     assert not (tmp_path / "o1").exists()
     doc = run_train(_st(tmp_path / "o2", epochs=1, limit=16, outliers="tin-oe"))
     assert doc["outlier_images"] == 3300 and "tin-oe" in doc["outliers"]
+
+
+def test_fast_adversarial_training_step_and_guard():
+    """Wong et al.'s fast AT: one step of 1.25 eps by default; the guard keeps the last epoch before
+    the PGD accuracy falls more than the drop below its best (hand-computed histories)."""
+    from ross_ood.cli.jobs.train import kept_epoch
+    from ross_ood.engine.train import adv_step
+    assert adv_step(TrainConfig(adv_eps=8 / 255, adv_steps=1)) == pytest.approx(1.25 * 8 / 255)
+    assert adv_step(TrainConfig(adv_eps=8 / 255, adv_steps=2)) == pytest.approx(2.5 * 8 / 255 / 2)
+    assert adv_step(TrainConfig(adv_eps=8 / 255, adv_steps=1, adv_step_size=4 / 255)) == pytest.approx(4 / 255)
+    h = lambda *accs: [{"epoch": i + 1, "val_pgd_acc": a} for i, a in enumerate(accs)]  # noqa: E731
+    assert kept_epoch(h(0.30, 0.33, 0.32), 0.1) == 3  # noise of a point or two is no collapse
+    assert kept_epoch(h(0.30, 0.35, 0.02, 0.40), 0.1) == 2  # collapsed at epoch 3: epoch 2 is kept
+    assert kept_epoch(h(0.30, 0.25), 0.01) == 1
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--adv-eps", "300"], "beyond the pixel range"),
+    (["--adv-eps", "8", "--adv-steps", "1", "--adv-step-size", "17"], "above 2 x adv_eps"),
+    (["--adv-step-size", "2"], "give adv_eps > 0 too"),
+    (["--adv-check", "100"], "give adv_eps > 0 too"),
+])
+def test_fast_at_settings_are_checked(tmp_path, capsys, flags, message):
+    assert cli.main(["train", "--out", str(tmp_path / "o"), "--device", "cpu", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def _packed(tmp_path, members: dict, sha=None):
+    """A training archive in an extra data root, with its manifest (sha256 of the bytes, or ``sha``)."""
+    import hashlib
+    import zipfile
+    d = tmp_path / "extra" / "cifar10-png"
+    d.mkdir(parents=True)
+    with zipfile.ZipFile(d / "train.zip", "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    real = hashlib.sha256((d / "train.zip").read_bytes()).hexdigest()
+    (d / "train.json").write_text(json.dumps({"sha256": sha or real, "count": len(members)}))
+    return tmp_path / "extra"
+
+
+def test_lossless_training_archive_is_checked(tmp_path, monkeypatch):
+    """The packed lossless training set is used when present; one whose manifest does not match its
+    bytes, or that holds an image of the test set (by content), is refused by name; absent, the note says so."""
+    need_data("cifar10-png", "test.zip")
+    need_data("cifar10", "train.zip")
+    import zipfile
+
+    from ross_ood.data.benchmarks import training_archive
+    path, man, note = training_archive("cifar10", DATA_ROOT)
+    assert man is None and path.name == "train.zip" and "lossless training set absent" in note
+    with zipfile.ZipFile(DATA_ROOT / "cifar10-png" / "test.zip") as z:  # 2 images per class, all from the test set
+        names = [n for n in sorted(z.namelist()) if n.endswith(("0001.png", "0002.png"))]
+        members = {n: z.read(n) for n in names}
+    monkeypatch.setenv("ROSS_EXTRA_DATA", str(_packed(tmp_path / "a", members, sha="0" * 64)))
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        training_archive("cifar10", DATA_ROOT)
+    monkeypatch.setenv("ROSS_EXTRA_DATA", str(_packed(tmp_path / "b", members)))
+    path, man, note = training_archive("cifar10", DATA_ROOT)
+    assert man["count"] == 20 and note.startswith("lossless training set")
+    with pytest.raises(ValueError, match=r"20 image\(s\) are images of the ID test set"):
+        run_train(_st(tmp_path / "o", limit=None, epochs=1))
+    assert not (tmp_path / "o").exists()

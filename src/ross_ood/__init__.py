@@ -11,8 +11,16 @@ Public API::
     ross_ood.MedianSmoothing(model, base=ross_ood.get_score("knn", stats=stats), sigma=0.12)
     ross_ood.ood_metrics(id_scores, ood_scores)
 """
-from ross_ood.detectors import (BaseScoreDetector, Detector, MedianSmoothing, NotFittedError, QuantileSmoothing, ROSS,
-                        StaleFitError, load_detector)
+from ross_ood.detectors import (
+                        ROSS,
+                        BaseScoreDetector,
+                        Detector,
+                        MedianSmoothing,
+                        NotFittedError,
+                        QuantileSmoothing,
+                        StaleFitError,
+                        load_detector,
+)
 from ross_ood.metrics import accuracy, ood_metrics
 from ross_ood.model import ModelWrapper, wrap
 from ross_ood.scores import SCORE_NAMES, FeatureStats, base_score, fit_feature_stats, get_score

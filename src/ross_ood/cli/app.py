@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ross_ood.cli.settings import COMMANDS, Settings, field_kind, load_config_file
+from ross_ood.cli.settings import COMMANDS, Settings, command_defaults, field_kind, load_config_file
 
 __all__ = ["main", "build_parser", "resolve_settings"]
 
@@ -185,6 +185,7 @@ def _cmd_compare(args) -> None:
 
 def _cmd_diagnose(args) -> None:
     import json
+
     from ross_ood.engine.diagnose import diagnosis_from_runs, render_diagnosis
     from ross_ood.store import atomic_write_text
     doc = diagnosis_from_runs(args.base, args.steps, args.copies, args.unbounded, args.detector, args.bootstrap)
@@ -201,8 +202,7 @@ def _cmd_diagnose(args) -> None:
 def _cmd_combine(args) -> None:
     from ross_ood.runs.combine import combine_runs
     from ross_ood.runs.tables import render
-    from ross_ood.cli.settings import COMMANDS
-    doc = combine_runs(args.runs, args.out, eps=args.eps, defaults={k: c.defaults() for k, c in COMMANDS.items()})
+    doc = combine_runs(args.runs, args.out, eps=args.eps, defaults=command_defaults())
     print(render(doc))
     print(f"wrote {args.out}/results.json, results.md, input_scores.json ({len(args.runs)} pieces)")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 __all__ = ["offline_steps", "openood_steps", "run_reproduce", "OPENOOD_CHECKPOINTS"]
 
 PAPER_SMOOTHING = {"n_samples": 25, "sigma": 0.05, "noise_space": "normalized", "lam": "0.01"}

@@ -12,15 +12,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ross_ood.engine.adversarial import OBJECTIVES, TARGETS, AttackBudget
 from ross_ood.cli.config import FieldSettings, field_kind, load_config_file, opt
 from ross_ood.detectors import DEFAULT_Q
+from ross_ood.engine.adversarial import OBJECTIVES, TARGETS, AttackBudget
 from ross_ood.precision import PRECISIONS, check_precision
-from ross_ood.validate import (check_certify_args, NOISE_DEVICES, SPACES, check_choice, check_device, check_fraction, check_int, check_number,
-                       check_ood_names, check_out_dir, parse_eps, parse_lam)
+from ross_ood.validate import (
+    NOISE_DEVICES,
+    SPACES,
+    check_certify_args,
+    check_choice,
+    check_device,
+    check_fraction,
+    check_int,
+    check_number,
+    check_ood_names,
+    check_out_dir,
+    parse_eps,
+    parse_lam,
+)
 
 __all__ = ["Settings", "EvalSettings", "AttackSettings", "CertifySettings", "SweepSettings", "TrainSettings",
-           "COMMANDS", "load_config_file", "field_kind"]
+           "COMMANDS", "command_defaults", "load_config_file", "field_kind"]
 
 DEFAULT_DETECTORS = ["msp", "energy", "gen", "odin", "fdbd", "pro-fdbd", "ross-msp", "ross-fdbd"]
 _BUDGET = AttackBudget()  # the attack defaults live in one place: AttackBudget
@@ -178,11 +190,13 @@ class AttackSettings(Settings):
             check_choice("target", t, TARGETS)
         check_int("attack_batch", self.attack_batch)
         check_precision(self.precision, None if self.device == "auto" else self.device)
-        self.budget = AttackBudget(self.transfer_steps, _BUDGET.transfer_step_size, self.adaptive_steps, self.restarts,
-                                   self.eot, self.attack_n, tuple(self.surrogates), self.early_stop, self.check_every,
-                                   self.warm_start, self.judge, self.judge_n, self.apgd_eta0, self.eotpgd_steps,
-                                   tuple(self.eotpgd_surrogates), self.eotpgd_n, self.eotpgd_restarts, self.precision,
-                                   self.apgd_judge_every)
+        self.budget = AttackBudget(
+            transfer_steps=self.transfer_steps, adaptive_steps=self.adaptive_steps, adaptive_restarts=self.restarts,
+            eot=self.eot, attack_n=self.attack_n, surrogates=tuple(self.surrogates), early_stop=self.early_stop,
+            check_every=self.check_every, warm_start=self.warm_start, judge=self.judge, judge_n=self.judge_n,
+            apgd_eta0=self.apgd_eta0, eotpgd_steps=self.eotpgd_steps, eotpgd_surrogates=tuple(self.eotpgd_surrogates),
+            eotpgd_n=self.eotpgd_n, eotpgd_restarts=self.eotpgd_restarts, precision=self.precision,
+            apgd_judge_every=self.apgd_judge_every)
 
 
 @dataclass
@@ -279,8 +293,10 @@ class TrainSettings(FieldSettings):
     adv_step_size: str = opt("auto", "step of the training attack in 1/255 pixel units (auto: 2.5 eps / steps, "
                              "with one step 1.25 eps as Wong et al.); at most 2 x adv_eps")
     adv_check: int = opt(0, "guard against catastrophic overfitting: ID validation images attacked after each epoch "
-                         "(PGD-10 at adv_eps under one noise draw); the epoch with the best PGD accuracy is kept as "
+                         "(PGD-10 at adv_eps under one noise draw); the last epoch before that accuracy collapses is kept as "
                          "model.pt (0: off, the last epoch is kept)")
+    adv_check_drop: float = opt(0.1, "a fall of the per-epoch PGD accuracy (fraction) below its best that counts as "
+                                "catastrophic overfitting: the last epoch before it is kept")
     adv_outliers: bool = opt(False, "attack the outliers too, in the same PGD steps on the whole training loss "
                              "(ALOE-style; needs adv_eps > 0 and outliers)")
     limit: int | None = opt(None, "seeded class-stratified subset of the training images")
@@ -330,6 +346,7 @@ class TrainSettings(FieldSettings):
                                  "step of fast adversarial training is known to overfit catastrophically "
                                  "(Wong et al. 2020)")
         check_int("adv_check", self.adv_check, minimum=0)
+        check_fraction("adv_check_drop", self.adv_check_drop)
         if self.adv_check and self.adv_eps_value <= 0:
             raise ValueError("adv_check measures PGD accuracy of adversarial training: give adv_eps > 0 too")
         if self.adv_outliers and (self.adv_eps_value <= 0 or self.outliers is None):
@@ -358,3 +375,9 @@ class TrainSettings(FieldSettings):
 
 COMMANDS = {"eval": EvalSettings, "attack": AttackSettings, "certify": CertifySettings, "sweep": SweepSettings,
             "train": TrainSettings}
+
+
+def command_defaults() -> dict:
+    """{command: its settings' defaults}: what ``runs.combine.combine_runs(defaults=...)`` fills into
+    stored configs that predate a setting."""
+    return {k: c.defaults() for k, c in COMMANDS.items()}

@@ -5,8 +5,18 @@ import os
 from pathlib import Path
 
 from ross_ood.data.benchmarks import BENCHMARKS, Benchmark, BenchmarkDef, build_benchmark
-from ross_ood.data.sets import (FolderImageSet, IdxImageSet, ImageListSet, ImageSet, SubsetView, SyntheticSet, TorchvisionSet,
-                   ZipImageSet, open_set, stratified_subset)
+from ross_ood.data.sets import (
+    FolderImageSet,
+    IdxImageSet,
+    ImageListSet,
+    ImageSet,
+    SubsetView,
+    SyntheticSet,
+    TorchvisionSet,
+    ZipImageSet,
+    open_set,
+    stratified_subset,
+)
 
 __all__ = ["default_data_root", "BENCHMARKS", "Benchmark", "BenchmarkDef", "build_benchmark",
            "ImageSet", "ZipImageSet", "FolderImageSet", "IdxImageSet", "ImageListSet", "SyntheticSet",

@@ -14,8 +14,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ross_ood.data.image import (
+    IMAGE_EXTENSIONS,
+    ImageSet,
+    SubsetView,
+    class_labels,
+    decode_image,
+    digest,
+    stratified_subset,
+)
 from ross_ood.noise import pair_seed
-from ross_ood.data.image import IMAGE_EXTENSIONS, ImageSet, SubsetView, class_labels, decode_image, digest, stratified_subset
 
 __all__ = ["ImageSet", "ZipImageSet", "FolderImageSet", "IdxImageSet", "ImageListSet", "SyntheticSet",
            "TorchvisionSet", "SubsetView", "open_set", "IMAGE_EXTENSIONS", "stratified_subset"]

@@ -9,10 +9,17 @@ command-line pipeline shares and caches). Names used on the command line:
 """
 from __future__ import annotations
 
+from ross_ood.detectors.base import (
+    BaseScoreDetector,
+    Detector,
+    FeatureUnit,
+    NotFittedError,
+    StaleFitError,
+    iter_batches,
+)
+from ross_ood.detectors.smoothed import DEFAULT_Q, ROSS, SURROGATES, MedianSmoothing, QuantileSmoothing
 from ross_ood.model import ModelWrapper
 from ross_ood.scores import Score, get_score
-from ross_ood.detectors.base import BaseScoreDetector, Detector, FeatureUnit, NotFittedError, StaleFitError, iter_batches
-from ross_ood.detectors.smoothed import DEFAULT_Q, ROSS, SURROGATES, MedianSmoothing, QuantileSmoothing
 
 __all__ = ["Detector", "BaseScoreDetector", "MedianSmoothing", "QuantileSmoothing", "ROSS", "NotFittedError",
            "StaleFitError", "FeatureUnit", "iter_batches", "load_detector", "parse_detector_name", "make_detector",

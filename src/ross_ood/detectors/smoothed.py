@@ -15,13 +15,21 @@ import numpy as np
 import torch
 
 from ross_ood import certify
-from ross_ood.model import ModelWrapper
-from ross_ood.scores import Score
-from ross_ood.noise import content_keys
-from ross_ood.smoothing import (Smoothing, calibrate_tau, lower_quantile, median_stats, noisy_scores, quantile_index, ross_gate,
-                         soft_median)
-from ross_ood.validate import check_certify_args, check_fraction, check_number, check_ross_noise
 from ross_ood.detectors.base import Detector, FeatureUnit, NotFittedError, register
+from ross_ood.model import ModelWrapper
+from ross_ood.noise import content_keys
+from ross_ood.scores import Score
+from ross_ood.smoothing import (
+    Smoothing,
+    calibrate_tau,
+    lower_quantile,
+    median_stats,
+    noisy_scores,
+    quantile_index,
+    ross_gate,
+    soft_median,
+)
+from ross_ood.validate import check_certify_args, check_fraction, check_number, check_ross_noise
 
 __all__ = ["MedianSmoothing", "QuantileSmoothing", "ROSS", "SURROGATES", "DEFAULT_Q", "JUDGE_SALT"]
 

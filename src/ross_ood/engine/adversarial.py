@@ -45,12 +45,12 @@ from ross_ood.detectors import SURROGATES, BaseScoreDetector, Detector, FeatureU
 from ross_ood.engine.evaluate import plan_units, set_fingerprint, unit_arrays
 from ross_ood.metrics import ood_records
 from ross_ood.model import ModelWrapper, model_fingerprint
-from ross_ood.store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 from ross_ood.precision import check_precision, network_precision
 from ross_ood.progress import progress
+from ross_ood.store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 from ross_ood.validate import check_choice, check_int, check_number, eps_label
 
-__all__ = ["AttackBudget", "AttackPlan", "Stop", "plans_for", "compute_adv_set", "attack_benchmark", "TARGETS",
+__all__ = ["AttackBudget", "AttackPlan", "Stop", "plans_for", "compute_adv_set", "attack_benchmark", "AttackResult", "TARGETS",
            "OBJECTIVES", "SIDES"]
 
 TARGETS = ("transfer", "adaptive", "worst")
@@ -58,7 +58,7 @@ TARGETS = ("transfer", "adaptive", "worst")
 OBJECTIVES = tuple(SIDES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AttackBudget:
     """Attack strengths. ``transfer_*`` are the paper's; ``adaptive_*`` and ``eotpgd_*`` ours.
 
@@ -149,20 +149,23 @@ def plans_for(name: str, det: Detector, eps: float, objective: str, eps_space: s
     if "worst" in want:
         want |= {"transfer", "adaptive"}
     if "transfer" in want:
-        cfg = AttackConfig(eps, objective, eps_space, "pgd", budget.transfer_steps, budget.transfer_step_size, 1,
-                           True, 1, "last", seed)
+        cfg = AttackConfig(eps=eps, objective=objective, eps_space=eps_space, algorithm="pgd",
+                           steps=budget.transfer_steps, step_size=budget.transfer_step_size, restarts=1,
+                           random_start=True, eot=1, keep="last", seed=seed)
         out.append(AttackPlan(f"transfer/{det.base.name}", "transfer", "base", det, cfg))
     if "adaptive" in want:
         plain = isinstance(det, BaseScoreDetector)
 
         def whats(names):
             return ["base"] if plain else [w for w in names if w != "ross" or det.kind == "ross"]
-        cfg = AttackConfig(eps, objective, eps_space, "apgd", budget.adaptive_steps, 1 / 30,
-                           budget.adaptive_restarts, True, budget.eot, "best", seed, eta0=budget.apgd_eta0)
+        cfg = AttackConfig(eps=eps, objective=objective, eps_space=eps_space, algorithm="apgd",
+                           steps=budget.adaptive_steps, step_size=1 / 30, restarts=budget.adaptive_restarts,
+                           random_start=True, eot=budget.eot, keep="best", seed=seed, eta0=budget.apgd_eta0)
         out += [AttackPlan(f"adaptive/{name}/{w}", "adaptive", w, det, cfg) for w in whats(budget.surrogates)]
         if budget.eotpgd_steps:
-            cfg = AttackConfig(eps, objective, eps_space, "eotpgd", budget.eotpgd_steps, 1 / 4, budget.eotpgd_restarts,
-                               True, budget.eot, "best", seed)
+            cfg = AttackConfig(eps=eps, objective=objective, eps_space=eps_space, algorithm="eotpgd",
+                               steps=budget.eotpgd_steps, step_size=1 / 4, restarts=budget.eotpgd_restarts,
+                               random_start=True, eot=budget.eot, keep="best", seed=seed)
             out += [AttackPlan(f"adaptive/{name}/eotpgd-{w}", "adaptive", w, det, cfg)
                     for w in whats(budget.eotpgd_surrogates)]
     return out
@@ -354,19 +357,36 @@ def _thresholds(clean: dict, side: str, ood_sets: list[str]) -> dict[str, float]
     return {n: float(np.max(per["id_test"])) for n, per in clean.items()}
 
 
-def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_scores: dict, eps_list,
-                     objectives, eps_space: str, targets, budget: AttackBudget, seed: int, cache: BlockCache,
-                     batch_size=64, block_size=256, progress_factory=None,
-                     n_resamples: int = 1000, plan_scores: dict | None = None,
-                     attacked_scores: dict | None = None, stop_scores: dict | None = None) -> tuple[list, list, float]:
-    """Records per (detector, OOD set, eps, objective, target) of fitted detectors ``dets``,
-    their means over the OOD sets (with bootstrap intervals), and the wall time.
-    ``clean_scores`` is ``EvalResult.scores`` of the clean evaluation that fitted them.
-    ``plan_scores`` (a dict) receives each attack plan's per-input scores (see ``_attacked``);
-    ``attacked_scores`` the per-input scores of every target, keyed (detector, eps, side, set, target).
+@dataclass
+class AttackResult:
+    """What ``attack_benchmark`` returns: metric ``records`` per (detector, OOD set, eps, objective,
+    target) and their ``means`` over the OOD sets (with bootstrap intervals), the wall time, the
+    per-input ``scores`` of every target keyed (detector, eps, side, set, target) (``runs.rundir.ScoreKey``),
+    and ``plan_scores``, each attack plan's own per-input scores (keyed as ``_attacked`` does)."""
+
+    records: list
+    means: list
+    wall_s: float
+    scores: dict
+    plan_scores: dict
+
+
+def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_scores: dict, *, eps_list,
+                     objectives=("min", "max", "both"), eps_space: str = "pixel", targets=TARGETS,
+                     budget: AttackBudget | None = None, seed: int = 0, cache: BlockCache | None = None,
+                     batch_size: int = 64, block_size: int = 256, progress_factory=None, n_resamples: int = 1000,
+                     stop_scores: dict | None = None) -> AttackResult:
+    """Attack the fitted detectors ``dets`` on ``bench`` at every budget of ``eps_list`` (fractions
+    of the pixel range, or normalised units with ``eps_space="normalized"``) for each objective and
+    target. ``clean_scores`` is ``EvalResult.scores`` of the clean evaluation that fitted them.
     ``stop_scores`` (like ``clean_scores``): the clean scores the early-stopping thresholds come
-    from, when they are not those of ``bench`` (a piece of a run stops where the whole run would)."""
+    from, when they are not those of ``bench`` (a piece of a run stops where the whole run would).
+    ``cache``: a ``BlockCache`` that makes the run resumable (default: none)."""
     t0 = time.time()
+    budget = AttackBudget() if budget is None else budget
+    cache = BlockCache(None) if cache is None else cache
+    plan_scores: dict = {}
+    attacked_scores: dict = {}
     clean = {n: {s: v["score"] for s, v in per.items()} for n, per in clean_scores.items()}
     stop = clean if stop_scores is None else {n: {s: v["score"] for s, v in per.items()}
                                               for n, per in stop_scores.items()}
@@ -375,12 +395,11 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
         att = {side: _attacked(model, bench, dets, eps, side, eps_space, targets, budget, seed, cache, batch_size,
                                block_size, progress_factory, _thresholds(stop, side, list(bench.ood)), plan_scores)
                for side in ("min", "max") if any(side in SIDES[o] for o in objectives)}
-        if attacked_scores is not None:
-            for side, per_det in att.items():
-                for n, per_set in per_det.items():
-                    for s, per_t in per_set.items():
-                        for tgt, v in per_t.items():
-                            attacked_scores[(n, eps, side, s, tgt)] = np.asarray(v, np.float64)
+        for side, per_det in att.items():
+            for n, per_set in per_det.items():
+                for s, per_t in per_set.items():
+                    for tgt, v in per_t.items():
+                        attacked_scores[(n, eps, side, s, tgt)] = np.asarray(v, np.float64)
         for objective in objectives:
             for n in dets:
                 for tgt in targets:
@@ -393,4 +412,4 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
                                        n_resamples, seed)
                     records += recs[:-1]
                     means.append(recs[-1])
-    return records, means, time.time() - t0
+    return AttackResult(records, means, time.time() - t0, attacked_scores, plan_scores)

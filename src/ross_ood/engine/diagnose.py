@@ -33,11 +33,11 @@ import json
 import numpy as np
 import torch
 
-from ross_ood.validate import eps_label
-from ross_ood.engine.adversarial import SIDES, AttackBudget, attack_benchmark, plans_for
 from ross_ood.attacks import run_attack
-from ross_ood.runs.rundir import with_defaults
+from ross_ood.engine.adversarial import SIDES, AttackBudget, attack_benchmark, plans_for
 from ross_ood.metrics import auroc_by_ranks, paired_auroc_difference
+from ross_ood.runs.rundir import with_defaults
+from ross_ood.validate import eps_label
 
 __all__ = ["diagnose_attack", "diagnosis_from_runs", "render_diagnosis", "convergence_verdict", "convergence_budgets", "worst_per_input", "plot_curves"]
 
@@ -85,11 +85,10 @@ def diagnose_attack(model, bench, dets: dict, clean_scores: dict, eps_list, eps_
     clean = {n: {s: np.asarray(v["score"], np.float64) for s, v in per.items()} for n, per in clean_scores.items()}
     runs = {}
     for label, b in convergence_budgets(budget).items():
-        per_plan: dict = {}
-        attack_benchmark(model, bench, dets, clean_scores, eps_list, ["min", "max"], eps_space,
-                         ["transfer", "adaptive", "worst"], b, seed, cache, batch_size, block_size, progress_factory,
-                         0, per_plan)
-        runs[label] = per_plan
+        runs[label] = attack_benchmark(model, bench, dets, clean_scores, eps_list=eps_list, objectives=["min", "max"],
+                                       eps_space=eps_space, budget=b, seed=seed, cache=cache, batch_size=batch_size,
+                                       block_size=block_size, progress_factory=progress_factory,
+                                       n_resamples=0).plan_scores
     conv, plans, silent = [], [], []
     for n in dets:
         conv += _convergence_rows(runs, clean, n, eps_list, ood_sets, n_resamples, seed)
@@ -97,11 +96,9 @@ def diagnose_attack(model, bench, dets: dict, clean_scores: dict, eps_list, eps_
             plans += _plan_table(runs["1x"], clean, n, eps, ood_sets)
             silent += _silent(runs["1x"], clean, n, eps, ood_sets)
     # unbounded budget: PGD-Both at eps = 1 in pixel units
-    per_plan: dict = {}
-    unb = dataclasses.replace(budget)
-    attack_benchmark(model, bench, dets, clean_scores, [UNBOUNDED_EPS], ["min", "max"], "pixel",
-                     ["transfer", "adaptive", "worst"], unb, seed, cache, batch_size, block_size, progress_factory,
-                     0, per_plan)
+    per_plan = attack_benchmark(model, bench, dets, clean_scores, eps_list=[UNBOUNDED_EPS], objectives=["min", "max"],
+                                budget=dataclasses.replace(budget), seed=seed, cache=cache, batch_size=batch_size,
+                                block_size=block_size, progress_factory=progress_factory, n_resamples=0).plan_scores
     unbounded = []
     for n in dets:
         a = _mean_auroc(_objective_pair(per_plan, clean, n, UNBOUNDED_EPS, "both", ood_sets))

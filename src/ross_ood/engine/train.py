@@ -60,7 +60,7 @@ SYNTHETIC_OUTLIERS = {"jigsaw": "synthetic, each augmented ID image of the batch
                                 "the tiles shuffled per image"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One training run's hyper-parameters (validated by ``settings.TrainSettings``)."""
 

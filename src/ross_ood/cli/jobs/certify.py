@@ -2,18 +2,21 @@
 detectors at several sigma, beside the clean metrics of the same smoothed detectors."""
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
-
-import numpy as np
 
 from ross_ood.certify import certified_input_bounds, records_from_bounds
-from ross_ood.engine.evaluate import compute_set, fit_detectors, plan_units
+from ross_ood.cli.jobs.common import (
+    base_doc,
+    build_detectors,
+    finish,
+    open_model_and_benchmark,
+    set_fingerprints,
+    start_job,
+)
 from ross_ood.cli.settings import CertifySettings
+from ross_ood.engine.evaluate import compute_set, fit_detectors, plan_units
 from ross_ood.progress import progress
 from ross_ood.runs.rundir import save_bounds
-from ross_ood.cli.jobs.common import base_doc, build_detectors, finish, open_model_and_benchmark, set_fingerprints, start_job
 
 __all__ = ["run_certify"]
 

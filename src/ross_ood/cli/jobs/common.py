@@ -8,19 +8,14 @@ computes its blocks, rank 0 writes the results) and returns the results document
 """
 from __future__ import annotations
 
-import io
-import os
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ross_ood.detectors import Detector, make_detector
-from ross_ood.cli.settings import Settings
 from ross_ood.cli.runtime import progress_factory, setup_runtime
+from ross_ood.cli.settings import Settings
+from ross_ood.detectors import Detector, make_detector
 from ross_ood.runs.rundir import prepare_out, write_results
 from ross_ood.store import BlockCache, atomic_write_text, dist_info
 

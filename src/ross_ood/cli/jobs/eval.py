@@ -1,8 +1,8 @@
 """``ross eval``: clean evaluation of detectors on a benchmark."""
 from __future__ import annotations
 
-from ross_ood.cli.settings import EvalSettings
 from ross_ood.cli.jobs.common import base_doc, clean_run, finish, set_fingerprints
+from ross_ood.cli.settings import EvalSettings
 from ross_ood.runs.rundir import save_input_scores, save_scores
 
 __all__ = ["run_eval"]

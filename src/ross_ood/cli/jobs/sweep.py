@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 
 from ross_ood.attacks import OBJECTIVE_NAMES
-from ross_ood.validate import eps_label
+from ross_ood.cli.jobs.common import base_doc, build_detectors, finish, open_model_and_benchmark, start_job
+from ross_ood.cli.settings import SweepSettings
 from ross_ood.engine.adversarial import compute_adv_set, plans_for
 from ross_ood.engine.evaluate import compute_set, plan_units
 from ross_ood.metrics import ood_records
 from ross_ood.progress import progress
-from ross_ood.cli.settings import SweepSettings
-from ross_ood.cli.jobs.common import base_doc, build_detectors, finish, open_model_and_benchmark, start_job
+from ross_ood.validate import eps_label
 
 __all__ = ["run_sweep"]
 

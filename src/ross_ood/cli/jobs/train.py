@@ -25,14 +25,21 @@ import torch
 import yaml
 
 from ross_ood.cli.config import command_line
-from ross_ood.cli.settings import TrainSettings
-from ross_ood.store import atomic_write_bytes, atomic_write_text
-from ross_ood.precision import grad_scaler
-from ross_ood.engine.train import (NAMED_OUTLIERS, SYNTHETIC_OUTLIERS, TrainConfig, evaluate_accuracy, load_images, pgd_accuracy,
-                     train_epoch)
 from ross_ood.cli.runtime import progress_factory, setup_runtime
+from ross_ood.cli.settings import TrainSettings
+from ross_ood.engine.train import (
+    NAMED_OUTLIERS,
+    SYNTHETIC_OUTLIERS,
+    TrainConfig,
+    evaluate_accuracy,
+    load_images,
+    pgd_accuracy,
+    train_epoch,
+)
+from ross_ood.precision import grad_scaler
 from ross_ood.progress import progress
 from ross_ood.runs.rundir import RUN_ONLY_SETTINGS, prepare_out
+from ross_ood.store import atomic_write_bytes, atomic_write_text
 
 __all__ = ["run_train"]
 
@@ -156,6 +163,19 @@ def _start(st: TrainSettings, model, out: Path):
     return opt, int(saved["epoch"]), list(saved["history"])
 
 
+def kept_epoch(history: list[dict], drop: float) -> int:
+    """The epoch that fast adversarial training keeps (Wong, Rice & Kolter 2020's guard against
+    catastrophic overfitting): the last one before the per-epoch PGD accuracy (``val_pgd_acc``) first
+    falls more than ``drop`` below the best so far; the last epoch when it never collapses."""
+    best, kept = None, 0
+    for h in history:
+        acc = h["val_pgd_acc"]
+        if best is not None and acc < best - drop:
+            break
+        kept, best = h["epoch"], acc if best is None else max(best, acc)
+    return kept
+
+
 def train_config(st: TrainSettings) -> TrainConfig:
     """The method's hyper-parameters of a ``ross train`` run: every field of ``TrainConfig``
     taken by name from the settings (the eps values as parsed, pixel units)."""
@@ -201,17 +221,16 @@ def run_train(st: TrainSettings) -> dict:
                    val_acc_noisy=evaluate_accuracy(model, xv, yv, st.sigma, seed=st.seed))
         if check is not None:
             rec["val_pgd_acc"] = pgd_accuracy(model, *check, cfg, seed=st.seed)
-            if rec["val_pgd_acc"] > max((h.get("val_pgd_acc", -1.0) for h in history), default=-1.0):
-                _save(out / "best.pt", {"state_dict": model.net.state_dict(), "epoch": epoch + 1})
         rec["wall_s"] = time.time() - t0
         history.append(rec)
+        if check is not None and kept_epoch(history, st.adv_check_drop) == epoch + 1:
+            _save(out / "kept.pt", {"state_dict": model.net.state_dict(), "epoch": epoch + 1})
         _save(out / "state.pt", {"model": model.net.state_dict(), "optimizer": opt.state_dict(),
                                  "epoch": epoch + 1, "history": history, "recipe": _recipe(st)})
-    kept = len(history)
-    if check is not None:  # Wong et al.'s early stopping: the epoch with the best PGD accuracy
-        best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-        model.net.load_state_dict(best["state_dict"])
-        kept = int(best["epoch"])
+    kept = kept_epoch(history, st.adv_check_drop) if check is not None else len(history)
+    if kept != len(history):  # Wong et al.'s early stopping: the last epoch before PGD accuracy collapsed
+        saved = torch.load(out / "kept.pt", map_location="cpu", weights_only=True)
+        model.net.load_state_dict(saved["state_dict"])
     sha = _save(out / "model.pt", {"state_dict": model.net.state_dict()})
     test = {"test_images": len(xt), "test_acc": evaluate_accuracy(model, xt, yt),
             "test_acc_noisy": evaluate_accuracy(model, xt, yt, st.sigma, seed=st.seed)}
@@ -230,7 +249,8 @@ def run_train(st: TrainSettings) -> dict:
              f"{100 * h['val_acc_noisy']:.2f} |" + (f" {100 * h.get('val_pgd_acc', float('nan')):.2f} |" if pgd else "")
              for h in history]
     if pgd:
-        rows.append(f"\nKept as model.pt: epoch {kept} (best PGD-10 accuracy on {len(check[0])} validation images).")
+        rows.append(f"\nKept as model.pt: epoch {kept} (the last before PGD-10 accuracy on {len(check[0])} validation images "
+                    f"fell more than {100 * st.adv_check_drop:g} points below its best: catastrophic overfitting).")
     atomic_write_text(out / "results.md", f"## ross train: {st.model}, sigma {st.sigma:g} (pixel units)\n\n"
                       f"{len(x)} training images ({train_desc['set']}; {train_desc['note']}); validation: {len(xv)} images of the ID "
                       f"validation split." + (f" Outlier exposure (weight {st.oe_weight:g}): {outlier_desc}."

@@ -1,0 +1,118 @@
+"""Post-hoc base scores. Every score is oriented higher = more in-distribution (ID).
+
+Each score is a small object with a ``name``, its ``params()`` (which key calibration: a
+threshold computed with other parameters is stale) and ``__call__(model, x) -> (B,)``.
+Scores that need only one forward pass (MSP, MaxLogit, Energy, GEN, fDBD) also implement
+``from_outputs(outputs, model)`` so that several of them can share one pass.
+All scores are differentiable in ``x`` and run on the model's device.
+
+Notation: z = logits, p = softmax(z), h = penultimate features, c = argmax z,
+W = weight rows of the last linear layer.
+
+One score family per module: ``logits`` (MSP, MaxLogit, Energy, GEN), ``fdbd``, ``perturbed``
+(ODIN, PRO), ``stats`` (KNN, Mahalanobis, ViM, ReAct), ``activation`` (ASH, SCALE); the contract
+is ``base.Score``. This module holds the registry of names.
+"""
+from __future__ import annotations
+
+import torch
+
+from ross_ood.model import ModelWrapper
+from ross_ood.scores.activation import ASH, SCALE
+from ross_ood.scores.base import Score
+from ross_ood.scores.fdbd import FDBD, feature_mean
+from ross_ood.scores.logits import GEN, MSP, Energy, MaxLogit
+from ross_ood.scores.perturbed import ODIN, PRO
+from ross_ood.scores.stats import KNN, FeatureStats, Mahalanobis, ReAct, ViM, fit_feature_stats, vim_dim
+
+__all__ = ['Score', 'MSP', 'MaxLogit', 'Energy', 'GEN', 'ODIN', 'FDBD', 'PRO', 'KNN', 'Mahalanobis', 'ViM', 'ReAct', 'ASH', 'SCALE', 'FeatureStats', 'fit_feature_stats', 'STATS_SCORES', 'feature_mean', 'vim_dim', 'get_score', 'base_score', 'SCORE_NAMES', 'score_from_spec', 'is_score_name']
+
+
+_REGISTRY: dict[str, type[Score]] = {
+    "msp": MSP, "maxlogit": MaxLogit, "energy": Energy, "gen": GEN, "odin": ODIN, "fdbd": FDBD,
+    "knn": KNN, "mahalanobis": Mahalanobis, "vim": ViM, "react": ReAct, "ash": ASH, "scale": SCALE,
+}
+
+
+#: scores fitted on ID training statistics (``FeatureStats``; ViM also needs the model)
+STATS_SCORES = ("knn", "mahalanobis", "vim", "react")
+
+
+SCORE_NAMES = tuple(_REGISTRY) + tuple(f"pro-{n}" for n in _REGISTRY if n != "odin")
+
+
+def is_score_name(name: str) -> bool:
+    """Whether ``name`` is a known score name (without building it: some need statistics)."""
+    return isinstance(name, str) and name.strip().lower() in SCORE_NAMES
+
+
+def get_score(name: str | Score, **params) -> Score:
+    """A score by name (``msp``, ``maxlogit``, ``energy``, ``gen``, ``odin``, ``fdbd``,
+    ``pro-<name>``), with its parameters as keyword arguments. A ``Score`` passes through."""
+    if isinstance(name, Score):
+        if params:
+            raise ValueError("parameters cannot be given with a Score object")
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"score name must be a string, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key.startswith("pro-"):
+        pro_keys = {"steps", "delta"}
+        pro_params = {k: v for k, v in params.items() if k in pro_keys}
+        base = get_score(key[4:], **{k: v for k, v in params.items() if k not in pro_keys})
+        return PRO(base, **pro_params)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown score name {name!r}; known: {', '.join(SCORE_NAMES)}")
+    try:
+        return _REGISTRY[key](**params)
+    except TypeError as e:
+        raise ValueError(f"bad parameters for score {key!r}: {e}") from None
+
+
+def score_from_spec(spec: dict) -> Score:
+    """Inverse of ``Score.spec()`` (used when loading a saved detector)."""
+    spec = dict(spec)
+    name = spec.pop("name")
+    if name.startswith("pro-"):
+        base = score_from_spec(spec.pop("base"))
+        return PRO(base, **spec)
+    spec.pop("train_mean_sum", None)
+    if name in STATS_SCORES:
+        raise ValueError(f"a saved {name} score needs its training statistics again: build it with "
+                         "get_score(name, stats=...) and pass it as base=")
+    if name == "fdbd" and spec.get("normalizer") == "train_mean":
+        raise ValueError("a saved fDBD with normalizer='train_mean' needs its train_mean again: "
+                         "build the score yourself and pass it as base=")
+    return get_score(name, **spec)
+
+
+def base_score(name: str | Score, model: ModelWrapper, x: torch.Tensor, *, check: bool = True,
+               **params) -> torch.Tensor:
+    """Score a batch with a base score, higher = in-distribution.
+
+    Parameters
+    ----------
+    name : str or Score
+        ``msp``, ``maxlogit``, ``energy`` (``temperature``), ``gen`` (``gamma``, ``m``), ``odin``
+        (``temperature``, ``eps`` in normalised units), ``fdbd`` (``normalizer``,
+        ``train_mean``), ``pro-<score>`` (``steps``, ``delta``), or a ``Score`` object.
+    model : ModelWrapper
+        The wrapped classifier (``ross_ood.wrap``).
+    x : torch.Tensor
+        Images (B, C, H, W) in [0, 1]; float64 is cast to the model's type.
+    check : bool
+        Validate ``x`` (shape, finite pixels in [0, 1]) first.
+    **params
+        The score's parameters (see ``name``).
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) scores, differentiable in ``x``.
+    """
+    score = get_score(name, **params)
+    if not isinstance(model, ModelWrapper):
+        raise TypeError("model must be a ross_ood ModelWrapper: use ross_ood.wrap(net, mean, std)")
+    if check:
+        model.check(x)
+    return score(model, x.to(model.device, model.mean.dtype))
