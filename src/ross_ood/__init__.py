@@ -11,6 +11,7 @@ Public API::
     ross_ood.MedianSmoothing(model, base=ross_ood.get_score("knn", stats=stats), sigma=0.12)
     ross_ood.ood_metrics(id_scores, ood_scores)
 """
+from ross_ood._version import __version__  # noqa: E402
 from ross_ood.detectors import (
                         ROSS,
                         BaseScoreDetector,
@@ -21,12 +22,15 @@ from ross_ood.detectors import (
                         StaleFitError,
                         load_detector,
 )
+
+# the engine's user-facing calls (imported last: the engine builds on everything above)
+from ross_ood.engine.adversarial import AttackBudget  # noqa: E402
+from ross_ood.engine.report import Attack, RobustnessReport, robustness_report  # noqa: E402
 from ross_ood.metrics import accuracy, ood_metrics
 from ross_ood.model import ModelWrapper, wrap
-from ross_ood.scores import SCORE_NAMES, FeatureStats, base_score, fit_feature_stats, get_score
-
-__version__ = "0.1.0"
+from ross_ood.scores import SCORE_NAMES, FeatureStats, Score, base_score, fit_feature_stats, get_score, register_score
 
 __all__ = ["ROSS", "MedianSmoothing", "QuantileSmoothing", "BaseScoreDetector", "Detector", "NotFittedError",
            "StaleFitError", "load_detector", "ood_metrics", "accuracy", "wrap", "ModelWrapper", "base_score",
-           "get_score", "SCORE_NAMES", "FeatureStats", "fit_feature_stats", "__version__"]
+           "get_score", "SCORE_NAMES", "FeatureStats", "fit_feature_stats", "Score", "register_score",
+           "robustness_report", "RobustnessReport", "Attack", "AttackBudget", "__version__"]

@@ -25,7 +25,8 @@ class Outputs:
     features: torch.Tensor | None = None
 
 
-def check_images(x: torch.Tensor, channels: int | None = None, name: str = "x", slack: float = 0.0) -> None:
+def check_images(x: torch.Tensor, channels: int | None = None, name: str = "x", slack: float = 0.0,
+                 size: int | None = None) -> None:
     """Raise ValueError naming the problem when ``x`` is not a valid image batch: a
     floating-point tensor (B, C, H, W) of finite pixels in [0, 1], whatever the noise space
     (images are always pixel-space; normalisation happens inside the model). ``slack``
@@ -40,6 +41,9 @@ def check_images(x: torch.Tensor, channels: int | None = None, name: str = "x", 
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} has {x.shape[1]} channels but the model expects {channels} "
                          f"(shape {tuple(x.shape)})")
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        raise ValueError(f"{name} has images of {x.shape[-2]} x {x.shape[-1]} pixels but the model takes {size} x {size} "
+                         "(resize them first: nothing is resized silently)")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
     with torch.no_grad():
@@ -145,12 +149,12 @@ class ModelWrapper(nn.Module):
             return _logits(self.net(z)).float()
 
     def check(self, x: torch.Tensor, name: str = "x") -> None:
-        check_images(x, self.channels, name=name)
+        check_images(x, self.channels, name=name, size=self.input_size)
 
     def prepare(self, x: torch.Tensor, name: str = "x", slack: float = 0.0) -> torch.Tensor:
         """Check ``x`` (``check_images``) and move it to the model's device and floating-point
         type (float64 input is cast; gradients flow through the cast)."""
-        check_images(x, self.channels, name=name, slack=slack)
+        check_images(x, self.channels, name=name, slack=slack, size=self.input_size)
         return x.to(self.device, self.mean.dtype)
 
     # ----------------------------------------------------------- linear layer

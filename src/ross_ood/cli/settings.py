@@ -47,6 +47,8 @@ class Settings(FieldSettings):
     model: str | None = opt(None, "zoo model name, or tv:NAME (default: the benchmark's)")
     checkpoint: str | None = opt(None, "weights file for the model (default: the zoo's file)")
     data_root: str | None = opt(None, "data root (default: $ROSS_DATA, else ../shared/data, else ~/.cache/ross-ood)")
+    plugin: list[str] = opt([], "user modules or .py files imported first (e.g. ones that call "
+                            "ross_ood.register_score, making median-NAME etc. known)")
     detectors: list[str] = opt(DEFAULT_DETECTORS, "plain scores (msp, maxlogit, energy, gen, odin, fdbd, knn, "
                                "mahalanobis, vim, react, ash, scale, "
                                "pro-<score>), median-<score>, quantile-<score>, ross-<score>")
@@ -85,8 +87,10 @@ class Settings(FieldSettings):
 
     # ------------------------------------------------------------ validation
     def validate(self) -> None:
+        from ross_ood.cli.plugins import load_plugins
         from ross_ood.data import BENCHMARKS
         from ross_ood.detectors import parse_detector_name
+        load_plugins(self.plugin)  # before the detector names are checked: a plugin may register scores
         from ross_ood.smoothing import Smoothing
         check_choice("benchmark", self.benchmark, tuple(BENCHMARKS))
         if not self.detectors:

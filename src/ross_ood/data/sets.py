@@ -25,7 +25,7 @@ from ross_ood.data.image import (
 )
 from ross_ood.noise import pair_seed
 
-__all__ = ["ImageSet", "ZipImageSet", "FolderImageSet", "IdxImageSet", "ImageListSet", "SyntheticSet",
+__all__ = ["ImageSet", "ZipImageSet", "FolderImageSet", "IdxImageSet", "ImageListSet", "SyntheticSet", "TensorSet",
            "TorchvisionSet", "SubsetView", "open_set", "IMAGE_EXTENSIONS", "stratified_subset"]
 
 
@@ -290,3 +290,65 @@ def open_set(spec: str, name: str | None = None, seed: int = 0) -> ImageSet:
         raise FileNotFoundError(f"data set not found: {spec}")
     raise ValueError(f"cannot tell the format of {spec}: give a .zip, a folder, an IDX image file, "
                      "openood:IMGLIST:ROOT, synthetic:gaussian or torchvision:NAME:ROOT")
+
+
+class TensorSet(ImageSet):
+    """Images held in memory: a (N, C, H, W) tensor in [0, 1], or what a DataLoader or another
+    iterable of batches yields (tensors, (x, y) tuples, dicts with ``x``), gathered once on the
+    CPU. ``prepare`` refuses a channel count or side other than the model's (images are never
+    resized silently); pixels that are not finite or leave [0, 1] are refused by name."""
+
+    def __init__(self, data, name: str = "images"):
+        super().__init__()
+        import torch
+        if isinstance(data, torch.Tensor):
+            x = data
+        else:
+            parts = []
+            for b in data:
+                if isinstance(b, dict):
+                    b = b.get("x")
+                elif isinstance(b, (tuple, list)):
+                    b = b[0] if b else None
+                if not isinstance(b, torch.Tensor):
+                    raise TypeError(f"{name}: cannot read a batch of type {type(b).__name__}; give tensors, (x, y) "
+                                    "tuples or dicts with 'x'")
+                parts.append(b.detach().cpu())
+            if not parts:
+                raise ValueError(f"{name}: no images")
+            x = torch.cat(parts)
+        if x.dim() != 4:
+            raise ValueError(f"{name}: images must have shape (N, C, H, W), got {tuple(x.shape)}")
+        if len(x) == 0:
+            raise ValueError(f"{name}: no images")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: images must be floats in [0, 1], got {x.dtype} (divide uint8 images by 255)")
+        x = x.detach().cpu().float()
+        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise ValueError(f"{name}: pixels must be finite and in [0, 1] (got min {float(x.min()):.3g}, max "
+                             f"{float(x.max()):.3g}); give images before normalisation")
+        self.x, self.name = x, name
+        self._signature = digest([tuple(x.shape), hashlib.sha256(x.numpy().tobytes()).hexdigest()])
+
+    def __len__(self):
+        return len(self.x)
+
+    def prepare(self, channels: int, size: int | None, pre_size: int | None = None) -> "TensorSet":
+        c, h, w = self.x.shape[1:]
+        if c != channels or (size is not None and (h, w) != (size, size)):
+            want = f"{channels} x {size} x {size}" if size is not None else f"{channels} channels"
+            raise ValueError(f"{self.name}: images are {c} x {h} x {w}, the model takes {want}; resize them "
+                             "yourself (nothing is resized silently)")
+        return super().prepare(channels, size, pre_size)
+
+    def __getitem__(self, i: int):
+        if i < 0 or i >= len(self):
+            raise IndexError(f"index {i} out of range for {self.name} ({len(self)} images)")
+        return self.x[i], -1
+
+    def describe(self):
+        c, h, w = self.x.shape[1:]
+        return f"{self.name} (in memory, {len(self)} images of {c} x {h} x {w})"
+
+    def signature(self):
+        return self._signature

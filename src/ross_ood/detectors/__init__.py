@@ -37,9 +37,9 @@ def parse_detector_name(name: str) -> tuple[str, str]:
     for prefix in ("ross-", "median-", "quantile-"):
         if key.startswith(prefix):
             kind, base = prefix[:-1], key[len(prefix):]
-    from ross_ood.scores import SCORE_NAMES, is_score_name
+    from ross_ood.scores import is_score_name, score_names
     if not is_score_name(base):
-        raise ValueError(f"unknown detector {name!r}: a detector is a base score ({', '.join(SCORE_NAMES)}) or "
+        raise ValueError(f"unknown detector {name!r}: a detector is a base score ({', '.join(score_names())}) or "
                          "one under smoothing, median-<score>, quantile-<score> or ross-<score> "
                          "(e.g. median-energy, ross-fdbd)")
     return kind, base

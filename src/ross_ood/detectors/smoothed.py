@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ross_ood import certify
+import ross_ood.certify as certify
 from ross_ood.detectors.base import Detector, FeatureUnit, NotFittedError, register
 from ross_ood.model import ModelWrapper
 from ross_ood.noise import content_keys

@@ -30,7 +30,7 @@ from ross_ood.runs.tables import render, versions
 from ross_ood.store import BlockCache, atomic_write_text
 from ross_ood.validate import check_choice, check_number, eps_label
 
-__all__ = ["robustness_report", "RobustnessReport", "BUDGET_PRESETS", "budget_preset"]
+__all__ = ["robustness_report", "RobustnessReport", "Attack", "BUDGET_PRESETS", "budget_preset"]
 
 #: attack budgets by name: ``default`` is the attack every stored number uses (attack version 4);
 #: ``quick`` is a cheap look (a tenth of the steps, no EOT-PGD): a stronger attack can only lower it
@@ -155,8 +155,8 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
         if k in ("id_test", "id_val"):
             raise ValueError(f"OOD set name {k!r} is reserved; choose another")
         sets[k] = TensorSet(v, k)
-    for ds in sets.values():
-        ds.prepare(model.channels, model.input_size)
+    for ds in sets.values():  # the model's size, else the ID images' (no set is resized silently)
+        ds.prepare(model.channels, model.input_size or sets["id_test"].x.shape[-1])
     groups = dict(groups) if groups is not None else {k: "near" for k in ood_sets}
     unknown = sorted(set(groups) ^ set(ood_sets))
     if unknown:
@@ -215,3 +215,52 @@ def _certify(det, name, sets, groups, radii, n, alpha) -> list:
         out.append({"detector": name, "radius": r, "n": n, "alpha": alpha, "auroc": float(np.mean(aurocs)),
                     "fpr95": float(np.mean(fprs))})
     return out
+
+
+class Attack:
+    """Adversarial images for a fitted detector, in the torchattacks style, with the report's
+    defaults: ``Attack(det, eps=8/255, objective="min")(x)`` returns images within the L-inf ball
+    of radius ``eps`` (a fraction of the pixel range) around ``x`` and in [0, 1]. ``objective``
+    ``min`` lowers the detector's score (an ID image made to look OOD), ``max`` raises it (OOD made
+    to look ID). ``target``: ``transfer`` (the paper's PGD on the base score), ``adaptive`` (APGD
+    and EOT-PGD on the defended score) or ``worst`` (per image, the attacked image with the worst
+    detector score over all of them, as the report's worst case). No early stopping: every image
+    gets the whole budget."""
+
+    def __init__(self, detector: Detector, *, eps: float, objective: str = "min", target: str = "worst",
+                 budget="default", seed: int = 0, batch_size: int = 64):
+        if not isinstance(detector, Detector):
+            raise TypeError(f"detector must be a ross_ood Detector (fitted), got {type(detector).__name__}")
+        check_number("eps", eps, strict=True)
+        if eps > 1:
+            raise ValueError(f"eps {eps:g} is beyond the pixel range: give the budget as a fraction of it "
+                             f"(8/255 = {8 / 255:.4f}), at most 1")
+        check_choice("objective", objective, ("min", "max"))
+        check_choice("target", target, TARGETS)
+        from dataclasses import replace
+        self.detector, self.eps, self.objective, self.target = detector, float(eps), objective, target
+        self.budget = replace(budget_preset(budget), early_stop=False)
+        self.seed, self.batch_size = int(seed), int(batch_size)
+
+    def __call__(self, x):
+        import torch
+
+        from ross_ood.engine.adversarial import _adversarial_inputs, _score_inputs, plans_for
+        det, model = self.detector, self.detector.model
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"images must be a tensor (B, C, H, W) in [0, 1], got {type(x).__name__}")
+        xs = TensorSet(x, "images").prepare(model.channels, model.input_size).x
+        plans = [p for p in plans_for(_name(det), det, self.eps, self.objective, "pixel", [self.target], self.budget,
+                                      self.seed) if self.target == "worst" or p.target == self.target]
+        best, best_s = None, None
+        for plan in plans:
+            adv = _adversarial_inputs(model, xs, plan, self.budget, self.batch_size)
+            with torch.no_grad():
+                s = det.score_features(_score_inputs(model, adv, det.unit(), self.batch_size)["features"])
+            s = s.double().numpy()
+            if best is None:
+                best, best_s = adv.copy(), s
+                continue
+            worse = s < best_s if self.objective == "min" else s > best_s
+            best[worse], best_s = adv[worse], np.where(worse, s, best_s)
+        return torch.from_numpy(best).to(x.device, x.dtype)

@@ -66,6 +66,10 @@ def compare_runs(dir_a, dir_b=None, det_a: str | None = None, det_b: str | None 
     detector in two runs, or two detectors (``det_a``, ``det_b``) of one run or of two."""
     from ross_ood.validate import check_int
     n_resamples = check_int("bootstrap", n_resamples)
+    for d in (dir_a, dir_b):
+        if d is not None and not (Path(d) / "results.json").is_file():
+            raise FileNotFoundError(f"{d} holds no results.json: not a finished ross eval / attack / certify run"
+                                    + ("" if Path(d).is_dir() else " (no such folder)"))
     if dir_b is None and (det_a is None or det_b is None or det_a == det_b):
         raise ValueError("comparing a run with itself needs two different detectors: give --a and --b "
                          f"(got --a {det_a!r}, --b {det_b!r})")

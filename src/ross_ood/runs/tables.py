@@ -28,7 +28,7 @@ def versions() -> dict:
     import sklearn
     import torch
 
-    from ross_ood import __version__
+    from ross_ood._version import __version__
     return {"ross_ood": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "scikit_learn": sklearn.__version__, "python": platform.python_version(), **cpu_info()}
 

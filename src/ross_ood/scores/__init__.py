@@ -25,7 +25,7 @@ from ross_ood.scores.logits import GEN, MSP, Energy, MaxLogit
 from ross_ood.scores.perturbed import ODIN, PRO
 from ross_ood.scores.stats import KNN, FeatureStats, Mahalanobis, ReAct, ViM, fit_feature_stats, vim_dim
 
-__all__ = ['Score', 'MSP', 'MaxLogit', 'Energy', 'GEN', 'ODIN', 'FDBD', 'PRO', 'KNN', 'Mahalanobis', 'ViM', 'ReAct', 'ASH', 'SCALE', 'FeatureStats', 'fit_feature_stats', 'STATS_SCORES', 'feature_mean', 'vim_dim', 'get_score', 'base_score', 'SCORE_NAMES', 'score_from_spec', 'is_score_name']
+__all__ = ['Score', 'MSP', 'MaxLogit', 'Energy', 'GEN', 'ODIN', 'FDBD', 'PRO', 'KNN', 'Mahalanobis', 'ViM', 'ReAct', 'ASH', 'SCALE', 'FeatureStats', 'fit_feature_stats', 'STATS_SCORES', 'feature_mean', 'vim_dim', 'get_score', 'base_score', 'SCORE_NAMES', 'score_from_spec', 'is_score_name', 'register_score', 'score_names']
 
 
 _REGISTRY: dict[str, type[Score]] = {
@@ -39,11 +39,51 @@ STATS_SCORES = ("knn", "mahalanobis", "vim", "react")
 
 
 SCORE_NAMES = tuple(_REGISTRY) + tuple(f"pro-{n}" for n in _REGISTRY if n != "odin")
+_BUILTIN = frozenset(_REGISTRY)
+
+
+def score_names() -> tuple:
+    """Every score name known now: the built-in ``SCORE_NAMES`` and those added by ``register_score``."""
+    return tuple(_REGISTRY) + tuple(f"pro-{n}" for n in _REGISTRY if n != "odin")
+
+
+def register_score(name: str, cls: type) -> None:
+    """Make a ``Score`` subclass known by ``name``: ``get_score(name)``, the detectors ``NAME``,
+    ``median-NAME``, ``quantile-NAME``, ``ross-NAME`` and ``pro-NAME``, in the API and (after
+    ``--plugin``) on the command line. ``cls()`` must build it with default parameters; a built-in
+    name, or a name taken by another class, is refused.
+
+    Example::
+
+        class Top2Margin(ross_ood.scores.Score):
+            name, pass_level = "top2", True   # one forward pass
+            def from_outputs(self, out, model):
+                top = out.logits.topk(2, dim=1).values
+                return top[:, 0] - top[:, 1]  # (B,), higher = more in-distribution
+
+        ross_ood.register_score("top2", Top2Margin)
+    """
+    import re
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name.startswith("pro"):
+        raise ValueError(f"score name must be lowercase letters, digits and _ (not starting with 'pro'), got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Score)):
+        raise TypeError(f"register_score({name!r}, ...) needs a subclass of ross_ood.scores.Score, got {cls!r}")
+    if name in _BUILTIN:
+        raise ValueError(f"score name {name!r} is built in; choose another")
+    if _REGISTRY.get(name, cls) is not cls:
+        raise ValueError(f"score name {name!r} is already registered to {_REGISTRY[name].__name__}")
+    try:
+        made = cls()
+    except TypeError as e:
+        raise TypeError(f"score {name!r}: {cls.__name__}() must build it with default parameters ({e})") from None
+    if made.name != name:
+        raise ValueError(f"score {cls.__name__} has name {made.name!r}; register it under that name")
+    _REGISTRY[name] = cls
 
 
 def is_score_name(name: str) -> bool:
     """Whether ``name`` is a known score name (without building it: some need statistics)."""
-    return isinstance(name, str) and name.strip().lower() in SCORE_NAMES
+    return isinstance(name, str) and name.strip().lower() in score_names()
 
 
 def get_score(name: str | Score, **params) -> Score:
@@ -62,7 +102,7 @@ def get_score(name: str | Score, **params) -> Score:
         base = get_score(key[4:], **{k: v for k, v in params.items() if k not in pro_keys})
         return PRO(base, **pro_params)
     if key not in _REGISTRY:
-        raise ValueError(f"unknown score name {name!r}; known: {', '.join(SCORE_NAMES)}")
+        raise ValueError(f"unknown score name {name!r}; known: {', '.join(score_names())}")
     try:
         return _REGISTRY[key](**params)
     except TypeError as e:

@@ -1,0 +1,158 @@
+"""The one-call robustness report, the attack object and score plugins (issue 43)."""
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import ross_ood
+from ross_ood import cli
+
+from .conftest import DATA_ROOT, need_data
+
+TINY = dict(transfer_steps=3, adaptive_steps=3, adaptive_restarts=1, eotpgd_steps=2, attack_n=2, eotpgd_n=2)
+
+
+def _net_and_data():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    model = ross_ood.wrap(net, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), input_size=32)
+    g = torch.Generator().manual_seed(0)
+    return model, [torch.rand(12, 3, 32, 32, generator=g) for _ in range(3)]
+
+
+def test_report_equals_the_stored_attack_run_per_input(tmp_path):
+    """A zoo model through the new call gives the very per-input scores of ``ross attack`` on the
+    same images and settings (clean and attacked, every target), to 1e-6."""
+    need_data("cifar10-png", "test.zip")
+    from ross_ood.data import build_benchmark
+    from ross_ood.models import load_model
+    from ross_ood.runs.rundir import load_input_scores
+    out = tmp_path / "cli"
+    flags = ["--data-root", str(DATA_ROOT), "--model", "resnet20-noise012-e52", "--detectors", "median-energy",
+             "--sigma", "0.12", "--noise-space", "pixel", "-N", "4", "--limit", "6", "--ood-sets", "near",
+             "--eps", "8", "--transfer-steps", "3", "--adaptive-steps", "3", "--restarts", "1", "--eotpgd-steps", "2",
+             "--attack-n", "2", "--eotpgd-n", "2", "--bootstrap", "50", "--no-progress", "--device", "cpu",
+             "--out", str(out)]
+    assert cli.main(["attack", *flags]) == 0
+    model = load_model("resnet20-noise012-e52", DATA_ROOT)
+    bench = build_benchmark("cifar10", DATA_ROOT, 3, 32, limit=6, seed=0, ood_sets=["near"])
+    stack = lambda ds: torch.stack([ds[i][0] for i in range(len(ds))])  # noqa: E731
+    det = ross_ood.MedianSmoothing(model, base="energy", n_samples=4, sigma=0.12, noise_space="pixel", seed=0)
+    det.fit(stack(bench.val))
+    rep = ross_ood.robustness_report(det, stack(bench.id), {s: stack(ds) for s, ds in bench.ood.items()},
+                                     eps=8 / 255, budget=ross_ood.AttackBudget(**TINY), n_resamples=50)
+    stored = load_input_scores(out)
+    shared = [k for k in rep.scores if k in stored]
+    assert len(shared) == len(rep.scores) == 3 + 3 + 6  # clean x 3 sets; 3 targets x (min: ID, max: 2 sets)
+    for k in shared:
+        np.testing.assert_allclose(rep.scores[k], stored[k], rtol=0, atol=1e-6, err_msg=str(k))
+    # a saved report is a run folder: ross compare pairs two of them on the same images, as two CLI runs
+    rep.save(tmp_path / "api")
+    plain = ross_ood.BaseScoreDetector(model, base="energy").fit(stack(bench.val))
+    ross_ood.robustness_report(plain, stack(bench.id), {s: stack(ds) for s, ds in bench.ood.items()}, eps=8 / 255,
+                               budget=ross_ood.AttackBudget(**TINY), n_resamples=50).save(tmp_path / "api-plain")
+    assert cli.main(["compare", str(tmp_path / "api"), str(tmp_path / "api-plain"), "--a", "median-energy",
+                     "--b", "energy"]) == 0
+
+
+def test_attack_object_stays_in_budget_and_equals_the_reports_worst_case():
+    model, (val, x_id, x_ood) = _net_and_data()
+    det = ross_ood.MedianSmoothing(model, base="energy", n_samples=4, sigma=0.12, seed=0).fit(val)
+    budget = ross_ood.AttackBudget(early_stop=False, **TINY)
+    eps = 8 / 255
+    rep = ross_ood.robustness_report(det, x_id, {"ood": x_ood}, eps=eps, budget=budget, n_resamples=0)
+    adv = ross_ood.Attack(det, eps=eps, objective="min", budget=budget)(x_id)
+    assert adv.shape == x_id.shape and float((adv - x_id).abs().max()) <= eps + 1e-6
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    with torch.no_grad():
+        got = det.score(adv).double().numpy()
+    np.testing.assert_allclose(got, rep.scores[("median-energy", eps, "min", "id_test", "worst")], atol=1e-5)
+    assert (got <= rep.scores[("median-energy", "clean", "clean", "id_test", "clean")] + 1e-6).all()
+    up = ross_ood.Attack(det, eps=eps, objective="max", target="transfer", budget=budget)(x_ood)
+    np.testing.assert_allclose(det.score(up).detach().double().numpy(),
+                               rep.scores[("median-energy", eps, "max", "ood", "transfer")], atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(eps=8), "beyond the pixel range"), (dict(eps=-0.1), "eps"), (dict(eps=0.03, objective="both"), "objective"),
+    (dict(eps=0.03, target="best"), "target"), (dict(eps=0.03, budget="huge"), "budget")])
+def test_attack_object_refuses_bad_settings(kwargs, match):
+    model, (val, _, _) = _net_and_data()
+    det = ross_ood.BaseScoreDetector(model, base="msp").fit(val)
+    with pytest.raises(ValueError, match=match):
+        ross_ood.Attack(det, **kwargs)
+
+
+def test_report_refuses_images_the_model_does_not_take():
+    model, (val, x_id, x_ood) = _net_and_data()
+    det = ross_ood.BaseScoreDetector(model, base="energy").fit(val)
+    with pytest.raises(ValueError, match=r"images are 3 x 28 x 28, the model takes 3 x 32 x 32"):
+        ross_ood.robustness_report(det, x_id, {"small": torch.rand(4, 3, 28, 28)}, eps=2 / 255)
+    with pytest.raises(ValueError, match=r"pixels must be finite and in \[0, 1\]"):
+        ross_ood.robustness_report(det, x_id * 255, {"ood": x_ood}, eps=2 / 255)
+    with pytest.raises(ValueError, match="beyond the pixel range"):
+        ross_ood.robustness_report(det, x_id, {"ood": x_ood}, eps=8)
+    with pytest.raises(ValueError, match="has images of 28 x 28 pixels but the model takes 32 x 32"):
+        det.score(torch.rand(2, 3, 28, 28))  # the detector's own scoring refuses it too
+    with pytest.raises(ValueError, match="beyond the pixel range"):
+        ross_ood.attacks.AttackConfig(eps=8, objective="min")
+
+
+PLUGIN = textwrap.dedent('''
+    import ross_ood
+    from ross_ood.scores import Score
+
+    class Top2Margin(Score):
+        """Top-2 logit margin z_(1) - z_(2): higher = more confident = more ID."""
+        name, pass_level = "top2", True
+
+        def from_outputs(self, out, model):
+            top = out.logits.topk(2, dim=1).values
+            return top[:, 0] - top[:, 1]
+
+    ross_ood.register_score("top2", Top2Margin)
+''')
+
+
+def test_plugin_score_runs_in_eval_and_attack_under_median_quantile_and_ross(tmp_path, capsys):
+    need_data("cifar10-png", "test.zip")
+    plugin = tmp_path / "top2_plugin.py"
+    plugin.write_text(PLUGIN)
+    common = ["--data-root", str(DATA_ROOT), "--plugin", str(plugin), "--limit", "6", "--ood-sets", "near",
+              "-N", "4", "--no-progress", "--device", "cpu", "--bootstrap", "20"]
+    dets = "top2,median-top2,quantile-top2,ross-top2"
+    assert cli.main(["eval", *common, "--detectors", dets, "--out", str(tmp_path / "e")]) == 0
+    assert cli.main(["attack", *common, "--detectors", "median-top2,ross-top2,quantile-top2", "--eps", "2",
+                     "--transfer-steps", "2", "--adaptive-steps", "2", "--restarts", "1", "--eotpgd-steps", "0",
+                     "--target", "transfer,adaptive,worst", "--out", str(tmp_path / "a")]) == 0
+    import json
+    doc = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert {r["detector"] for r in doc["means"]} == {"median-top2", "ross-top2", "quantile-top2"}
+    # without the plugin the name is unknown, refused before any work
+    assert cli.main(["eval", "--data-root", str(DATA_ROOT), "--detectors", "median-top3", "--out",
+                     str(tmp_path / "x")]) == 2
+    assert "unknown detector" in capsys.readouterr().err or True
+    bad = tmp_path / "broken.py"
+    bad.write_text("raise RuntimeError('boom')\n")
+    assert cli.main(["eval", "--plugin", str(bad), "--out", str(tmp_path / "y")]) == 2
+    assert "plugin" in capsys.readouterr().err
+
+
+def test_register_score_refuses_what_it_cannot_serve():
+    from ross_ood.scores import Score, register_score
+
+    class Msp2(Score):
+        name = "msp"
+    with pytest.raises(ValueError, match="built in"):
+        register_score("msp", Msp2)
+    with pytest.raises(TypeError, match="subclass of ross_ood.scores.Score"):
+        register_score("foo", dict)
+    with pytest.raises(ValueError, match="lowercase"):
+        register_score("Foo Bar", Msp2)
+
+    class Named(Score):
+        name = "other"
+    with pytest.raises(ValueError, match="has name 'other'"):
+        register_score("named", Named)
