@@ -31,14 +31,20 @@ def test_the_readme_quickstart_is_within_its_first_80_lines():
         assert call in quick
 
 
-@pytest.mark.parametrize("code", _blocks("python"))
-def test_python_blocks_run(code, tmp_path, monkeypatch):
-    if "build_benchmark" in code or "load_model(" in code:
+@pytest.mark.parametrize("page", PAGES)
+def test_python_blocks_run(page, tmp_path, monkeypatch):
+    """A page's Python blocks run in order in one namespace (a later block may use an earlier one's names)."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
+    if not blocks:
+        pytest.skip("no Python block")
+    if any("build_benchmark" in c or "load_model(" in c for c in blocks):
         if not (DATA_ROOT / "cifar10-png" / "test.zip").is_file():
             pytest.skip("needs the data root")
         monkeypatch.setenv("ROSS_DATA", str(DATA_ROOT))
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "<block>", "exec"), {"__name__": "__block__"})
+    namespace = {"__name__": "__block__"}
+    for code in blocks:
+        exec(compile(code, f"<{page}>", "exec"), namespace)
 
 
 @pytest.mark.parametrize("code", _blocks("bash"))

@@ -156,3 +156,22 @@ def test_register_score_refuses_what_it_cannot_serve():
         name = "other"
     with pytest.raises(ValueError, match="has name 'other'"):
         register_score("named", Named)
+
+
+def test_the_example_runs_and_reports(tmp_path, monkeypatch, capsys):
+    """examples/your_model.py at a smaller size: a table with the attacked and certified rows."""
+    need_data("cifar10", "train.zip")
+    need_data("cifar100", "test.zip")
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "examples" / "your_model.py"
+    spec = importlib.util.spec_from_file_location("your_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setenv("ROSS_DATA", str(DATA_ROOT))
+    rep = mod.main(["--images", "16", "--train-images", "500", "--epochs", "1"])
+    out = capsys.readouterr().out
+    assert "### target: worst case per input" in out and "| median-energy | 0.12 |" in out
+    for eps in (2 / 255, 8 / 255):
+        assert rep.auroc(eps, "both", "worst") <= rep.auroc(eps, "min", "worst") + 1e-12
+    assert 0.0 <= rep.certified[0]["auroc"] <= 1.0

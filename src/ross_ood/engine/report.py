@@ -185,7 +185,7 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
            "seed": seed, "noise_space": noise_space,
            "config": {"n_samples": n_samples, "sigma": sigma, "noise_space": noise_space, "seed": seed, "eps": [eps_label(e) for e in eps_list],
                       "objective": list(objectives), "target": list(targets), "bootstrap": n_resamples},
-           "versions": versions(), "id_accuracy": float("nan"), "clean": records, "clean_means": means,
+           "versions": versions(), "id_accuracy": None, "clean": records, "clean_means": means,
            "results": res.records, "means": res.means, "set_sizes": {k: len(v) for k, v in sets.items()},
            "set_fingerprints": {k: set_fingerprint(v) for k, v in sets.items()}, "groups": groups,
            "eps_space": "pixel", "attack_settings": asdict(budget), "attack_version": ATTACK_VERSION,

@@ -23,10 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from ross_ood.metrics import group_means, ood_records
-from ross_ood.runs.rundir import (RUN_ONLY_SETTINGS, load_bounds, load_run_scores, prepare_out, save_bounds,
-                                  save_input_scores, with_defaults, write_results)
+from ross_ood.runs.rundir import (
+    RUN_ONLY_SETTINGS,
+    load_bounds,
+    load_run_scores,
+    prepare_out,
+    save_bounds,
+    save_input_scores,
+    with_defaults,
+    write_results,
+)
 from ross_ood.runs.tables import render
-from ross_ood.validate import eps_label as _label, parse_part
+from ross_ood.validate import eps_label as _label
+from ross_ood.validate import parse_part
 
 __all__ = ["combine_runs"]
 

@@ -14,16 +14,13 @@ certified ID lower / OOD upper bound, abstentions ranked worst as in the run's o
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ross_ood.metrics import paired_auroc_difference
-from ross_ood.store import read_stored_text
-from ross_ood.runs.tables import pct
-
 from ross_ood.runs.rundir import load_run_scores
+from ross_ood.runs.tables import pct
 from ross_ood.validate import eps_label
 
 __all__ = ["load_run_scores", "shared_images", "compare_runs", "render_comparison", "budget_label"]

@@ -28,14 +28,13 @@ bootstrap interval. Spec keys::
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import yaml
 
 from ross_ood.attacks import OBJECTIVE_NAMES
-from ross_ood.validate import eps_label
 from ross_ood.runs.tables import CI_NOTE
+from ross_ood.validate import eps_label
 
 __all__ = ["load_spec", "render_leaderboard", "write_leaderboard"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ross_ood.store import atomic_write_text
 from ross_ood.runs.tables import RENDERERS, render
+from ross_ood.store import atomic_write_text
 
 __all__ = ["write_report", "find_results"]
 

@@ -5,17 +5,14 @@ Metrics are stored as fractions in [0, 1] and shown in percent with two decimals
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import platform
 from pathlib import Path
 
 from ross_ood.attacks import OBJECTIVE_NAMES
-from ross_ood.validate import eps_label
 from ross_ood.metrics import CI_FIELDS
-from ross_ood.store import atomic_write_text
+from ross_ood.validate import eps_label
 
 __all__ = ["aggregate", "versions", "markdown_table", "RENDERERS", "pct", "cell", "render",
            "attack_table", "certify_table"]
@@ -102,8 +99,10 @@ def _sizes(doc) -> str:
 
 
 def _acc(doc) -> str:
-    std = doc.get("id_accuracy_std")
-    return pct(doc["id_accuracy"], std) + "%"
+    acc = doc.get("id_accuracy")
+    if acc is None or acc != acc:  # a report on unlabelled images
+        return "not measured (no labels)"
+    return pct(acc, doc.get("id_accuracy_std")) + "%"
 
 
 def _runs_note(doc) -> str:
