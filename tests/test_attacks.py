@@ -69,7 +69,7 @@ def test_pgd_matches_numpy_reference():
     e = torch.full((1, 3, 1, 1), eps, dtype=torch.float64)
     for random_start in (False, True):
         cfg = AttackConfig(eps=eps, objective="max", eps_space="pixel", algorithm="pgd", steps=steps, step_size=alpha / eps, restarts=1, random_start=random_start, seed=3)
-        from ross_ood.attacks import _start
+        from ross_ood.attacks.base import _start
         start = _start(xt, e, True, cfg, 0).numpy()
         got, _ = pgd(ce, xt, e, cfg, clip=True)
         np.testing.assert_allclose(got.numpy(), ref_pgd(start), atol=1e-12)
@@ -299,8 +299,8 @@ def test_early_stopping_keeps_worst_case_auroc(tmp_path):
     every clean input of the other side), and runs fewer APGD steps."""
     need_data("cifar10", "test.zip")
     import dataclasses
-
-    import ross_ood.attacks.apgd as attacks  # the module whose gradient calls are counted
+    import importlib
+    mods = [importlib.import_module(f"ross_ood.attacks.{m}") for m in ("pgd", "apgd", "eotpgd")]  # counted in each
     from ross_ood.cli.jobs import run_attack as run_job
     from ross_ood.cli.settings import AttackSettings
     cfg = AttackSettings(data_root=str(DATA_ROOT), out=str(tmp_path / "a"), limit=16, detectors="msp",
@@ -309,14 +309,16 @@ def test_early_stopping_keeps_worst_case_auroc(tmp_path):
                          block_size=16, attack_batch=16, batch_size=16, progress=False, device="cpu",
                          objective="min,max", bootstrap=0, check_every=2)
     steps = {}
-    real = attacks._gain_and_grad
+    real = mods[0]._gain_and_grad
     for flag in (False, True):
         count = []
-        attacks._gain_and_grad = lambda f, x, *a, **k: count.append(len(x)) or real(f, x, *a, **k)
+        for m in mods:
+            m._gain_and_grad = lambda f, x, *a, **k: count.append(len(x)) or real(f, x, *a, **k)
         try:
             doc = run_job(dataclasses.replace(cfg, early_stop=flag, out=str(tmp_path / str(flag))))
         finally:
-            attacks._gain_and_grad = real
+            for m in mods:
+                m._gain_and_grad = real
         steps[flag] = (sum(count), {r["objective"]: r["auroc"] for r in doc["means"]})
     for obj in ("min", "max"):
         assert steps[True][1][obj] <= steps[False][1][obj] + 1e-12, steps

@@ -175,3 +175,25 @@ def test_the_example_runs_and_reports(tmp_path, monkeypatch, capsys):
     for eps in (2 / 255, 8 / 255):
         assert rep.auroc(eps, "both", "worst") <= rep.auroc(eps, "min", "worst") + 1e-12
     assert 0.0 <= rep.certified[0]["auroc"] <= 1.0
+
+
+def test_defects_of_the_new_user_trial(tmp_path, capsys):
+    """Each defect found when a new user tried their own network is refused by name."""
+    one = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+    m = ross_ood.wrap(one, mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(ValueError, match="1 output column"):
+        ross_ood.base_score("msp", m, torch.rand(2, 3, 32, 32))
+    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+        ross_ood.wrap(lambda x: x, mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(ValueError, match="first convolution takes 3 input channels"):
+        ross_ood.wrap(one, mean=(0.5,), std=(0.25,))
+    assert "threshold_" in ross_ood.Detector.predict.__doc__
+    need_data("mnist", "t10k-images-idx3-ubyte.gz")
+    assert cli.main(["eval", "--data-root", str(DATA_ROOT), "--model", "mnist-cnn", "--benchmark", "cifar10",
+                     "--limit", "5", "--out", str(tmp_path / "m")]) == 2
+    assert "the model takes 1-channel images of 28 px but benchmark 'cifar10' has 3-channel" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+    assert cli.main(["compare", str(tmp_path / "nonexistent")]) == 2
+    assert "holds no results.json" in capsys.readouterr().err
+    assert cli.main(["attack", "--eps", "300", "--out", str(tmp_path / "a")]) == 2
+    assert "beyond the pixel range" in capsys.readouterr().err

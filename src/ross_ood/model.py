@@ -67,6 +67,10 @@ def _logits(out) -> torch.Tensor:
     if out.dim() != 2:
         raise ValueError(f"the network returned a tensor of shape {tuple(out.shape)}; ross_ood.wrap needs logits "
                          "of shape (B, K)")
+    if out.shape[1] < 2:
+        raise ValueError(f"the network returned {out.shape[1]} output column: OOD scores read class logits (B, K) "
+                         "with K >= 2 classes (MSP would be 1.0 and fDBD 0.0 for every input); for a binary "
+                         "classifier with one logit z, return torch.cat([-z, z], 1)")
     return out
 
 
@@ -237,6 +241,9 @@ def wrap(net: nn.Module, mean: Sequence[float], std: Sequence[float], *, linear:
     """
     if isinstance(net, ModelWrapper):
         raise TypeError("net is already a ModelWrapper")
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}: wrap a function in an nn.Module "
+                        "whose forward calls it (its parameters are needed for the device and the last linear layer)")
     w = ModelWrapper(net, mean, std, linear=linear, input_size=input_size)
     try:
         dev = next(net.parameters()).device

@@ -234,7 +234,9 @@ class Detector:
     __call__ = score
 
     def predict(self, x: torch.Tensor, keys: Sequence[int] | None = None) -> torch.Tensor:
-        """Boolean (B,): True where the input is flagged OOD (score below the threshold)."""
+        """Boolean (B,): True where the input is flagged OOD: its score is below ``threshold_``,
+        the threshold ``fit`` sets so that a share ``accept_rate`` (0.95 by default) of the ID
+        validation data is accepted (read it, or set your own: ``det.threshold_ = t``)."""
         self._check_fresh(for_predict=True)
         return (self.score(x, keys) < self.threshold_).cpu()
 

@@ -66,8 +66,17 @@ def open_model(st: Settings, dev: torch.device, name: str | None = None):
 
 
 def open_benchmark(st: Settings, model, root):
-    """The settings' benchmark for ``model`` (a classifier with another class count is refused)."""
-    from ross_ood.data import build_benchmark
+    """The settings' benchmark for ``model`` (a classifier with another class count, channel count
+    or input size than the benchmark's own model is refused: images are never converted silently)."""
+    from ross_ood.data import BENCHMARKS, build_benchmark
+    from ross_ood.models import ZOO
+    ref = ZOO.get(BENCHMARKS[st.benchmark].model)
+    if ref is not None:
+        size = getattr(model, "input_size", None)
+        if model.channels != ref.channels or (size is not None and size != ref.input_size):
+            raise ValueError(f"the model takes {model.channels}-channel images of {size or '?'} px but benchmark "
+                             f"{st.benchmark!r} has {ref.channels}-channel images of {ref.input_size} px (its own "
+                             f"model: {BENCHMARKS[st.benchmark].model}); give a benchmark of the model's input")
     return build_benchmark(st.benchmark, root, model.channels, model.input_size, limit=st.limit, seed=st.seed,
                            split_seed=st.split_seed, extra_ood=st.extra_ood, only_extra=st.only_extra,
                            num_classes=getattr(model, "num_classes", None), ood_sets=st.ood_sets,
