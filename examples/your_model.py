@@ -1,4 +1,4 @@
-"""Your own network, a robust OOD detector on it, and its robustness report: about a minute on a CPU.
+"""Your own network, a robust OOD detector on it, and its robustness report: about two minutes on 2 CPU cores.
 
     python examples/your_model.py            # data from $ROSS_DATA, else ../shared/data
 
@@ -10,7 +10,7 @@
    the worst case over the transfer and adaptive attacks) near-OOD AUROC against CIFAR-100, and
    the certified AUROC at L2 0.12; prints the table.
 
-The sizes are small so that it runs in a minute (``--images`` per set, the ``quick`` attack
+The sizes are small so that it runs in minutes (``--images`` per set, the ``quick`` attack
 budget): the numbers are a demonstration, with wide intervals. For a real evaluation, use more
 images and the ``default`` budget (the one every stored number uses).
 """

@@ -197,3 +197,55 @@ def test_defects_of_the_new_user_trial(tmp_path, capsys):
     assert "holds no results.json" in capsys.readouterr().err
     assert cli.main(["attack", "--eps", "300", "--out", str(tmp_path / "a")]) == 2
     assert "beyond the pixel range" in capsys.readouterr().err
+
+
+MODEL_PLUGIN = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    class MyCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    def make():
+        torch.manual_seed(0)
+        return MyCNN(), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 32
+''')
+
+
+def test_plugin_model_from_a_file_runs_through_ross_eval(tmp_path, capsys):
+    """``--model FILE.py:FACTORY`` with ``--checkpoint`` loaded safely into it; a checkpoint of
+    another network is refused by name."""
+    need_data("cifar10-png", "test.zip")
+    import json
+    f = tmp_path / "mymodel.py"
+    f.write_text(MODEL_PLUGIN)
+    from ross_ood.cli.plugins import load_plugin
+    net = load_plugin(str(f)).make()[0]
+    with torch.no_grad():
+        net.head.bias.fill_(3.0)
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "w.pt")
+    common = ["--data-root", str(DATA_ROOT), "--model", f"{f}:make", "--detectors", "msp,median-energy", "-N", "2",
+              "--limit", "6", "--ood-sets", "near", "--no-progress", "--device", "cpu", "--bootstrap", "10"]
+    assert cli.main(["eval", *common, "--checkpoint", str(tmp_path / "w.pt"), "--out", str(tmp_path / "e")]) == 0
+    doc = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert {r["detector"] for r in doc["means"]} == {"msp", "median-energy"} and doc["model"] == f"{f}:make"
+    torch.save({"state_dict": {"other.weight": torch.zeros(1)}}, tmp_path / "bad.pt")
+    assert cli.main(["eval", *common, "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "b")]) == 2
+    assert "bad.pt" in capsys.readouterr().err
+    assert cli.main(["eval", *common[:3], f"{f}:nothing", *common[4:], "--out", str(tmp_path / "n")]) == 2
+    assert "has no function 'nothing'" in capsys.readouterr().err
+    # a zoo of one's own: a name for the same network and weights, paths relative to the file
+    (tmp_path / "zoo.yaml").write_text("mine:\n  model: mymodel.py:make\n  checkpoint: w.pt\n")
+    assert cli.main(["eval", *common[:3], "mine", *common[4:], "--zoo", str(tmp_path / "zoo.yaml"),
+                     "--out", str(tmp_path / "z")]) == 0
+    z = json.loads((tmp_path / "z" / "results.json").read_text())
+    assert [r["auroc"] for r in z["means"]] == [r["auroc"] for r in doc["means"]]
+    (tmp_path / "bad.yaml").write_text("mine: {model: nofactory}\n")
+    assert cli.main(["eval", "--zoo", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "q")]) == 2
+    assert "needs model: FILE.py:FACTORY" in capsys.readouterr().err

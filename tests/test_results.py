@@ -48,16 +48,18 @@ def _section(page: str, title: str) -> str:
     return body.split("\n## ", 1)[0].strip()
 
 
-@pytest.mark.parametrize("run,a,b", [("c100-paper-attack-ross", "ross-msp", "msp"), ("c10-t27-adv4", "median-energy", "energy")])
-def test_paired_comparisons_regenerate(run, a, b):
+@pytest.mark.parametrize("run_a,run_b,a,b", [("c100-paper-attack-ross", "c100-paper-attack-plain", "ross-msp", "msp"),
+                                             ("c10-ross-pro", None, "ross-pro-fdbd", "pro-fdbd")])
+def test_paired_comparisons_regenerate(run_a, run_b, a, b):
     """Sections of results/benchmarks/comparisons.md (scripts/benchmark_tables.sh) recomputed from
     the stored per-input scores; the runs with few images keep the test short."""
     from ross_ood.runs.compare import compare_runs, render_comparison
     lines = [ln.split() for ln in (ROOT / "configs/benchmarks/comparisons.txt").read_text().splitlines() if ln.strip()]
-    assert [run, "-", a, b] in lines
+    assert [run_a, run_b or "-", a, b] in lines
     page = (RESULTS / "benchmarks" / "comparisons.md").read_text()
-    got = render_comparison(compare_runs(f"results/benchmarks/{run}", None, a, b))
-    assert got.strip() == _section(page, f"{a} vs {b} ({run})")
+    got = render_comparison(compare_runs(f"results/benchmarks/{run_a}", run_b and f"results/benchmarks/{run_b}", a, b))
+    title = f"{a} vs {b} ({run_a}{' vs ' + run_b if run_b else ''})"
+    assert got.strip() == _section(page, title)
 
 
 def test_readme_headline_cells_come_from_the_leaderboard():

@@ -9,7 +9,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-__all__ = ["load_plugin", "load_plugins"]
+__all__ = ["load_plugin", "load_plugins", "factory_model", "read_zoo"]
 
 _LOADED: dict[str, object] = {}
 
@@ -46,3 +46,61 @@ def load_plugin(spec: str):
 def load_plugins(specs) -> None:
     for s in specs or []:
         load_plugin(s)
+
+
+def factory_model(spec: str, checkpoint=None, device="cpu"):
+    """A user's model from ``MODULE:FACTORY`` or ``FILE.py:FACTORY`` (``--model``): the factory,
+    called without arguments, returns ``(net, mean, std)``, ``(net, mean, std, input_size)``, a dict
+    with those keys, or a wrapped model (``ross_ood.wrap``). ``checkpoint``: a state dict (or
+    ``{"state_dict": ...}``) loaded safely (``weights_only``) into the network, refused by name
+    when it does not match."""
+    from ross_ood.model import ModelWrapper, wrap
+    from ross_ood.models import load_checkpoint, load_state
+    where, _, fn = spec.rpartition(":")
+    if not where or not fn:
+        raise ValueError(f"model {spec!r}: give MODULE:FACTORY or FILE.py:FACTORY")
+    factory = getattr(load_plugin(where), fn, None)
+    if not callable(factory):
+        raise ValueError(f"model {spec!r}: {where} has no function {fn!r}")
+    made = factory()
+    if isinstance(made, dict):
+        made = (made.get("net"), made.get("mean"), made.get("std"), made.get("input_size"))
+    if isinstance(made, ModelWrapper):
+        model = made
+    elif isinstance(made, tuple) and len(made) in (3, 4):
+        model = wrap(made[0], made[1], made[2], input_size=made[3] if len(made) == 4 else None)
+    else:
+        raise TypeError(f"model {spec!r}: the factory returned a {type(made).__name__}; return (net, mean, std"
+                        "[, input_size]), a dict with those keys, or ross_ood.wrap(net, mean, std)")
+    if checkpoint is not None:
+        load_state(model.net, load_checkpoint(checkpoint), source=str(checkpoint))
+    return model.to(device).eval()
+
+
+def read_zoo(path) -> dict:
+    """A zoo of one's own (``--zoo FILE.yaml``): ``NAME: {model: FILE.py:FACTORY or MODULE:FACTORY,
+    checkpoint: PATH}``, read with ``yaml.safe_load``; relative paths are relative to the file.
+    Returns {name: (model spec, checkpoint or None)}; a malformed entry is refused by name."""
+    import yaml
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"zoo {path}: cannot read it ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not doc:
+        raise ValueError(f"zoo {path}: expected a mapping NAME: {{model: FILE.py:FACTORY, checkpoint: PATH}}")
+    out = {}
+    for name, entry in doc.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str) or ":" not in entry["model"]:
+            raise ValueError(f"zoo {path}: entry {name!r} needs model: FILE.py:FACTORY or MODULE:FACTORY")
+        unknown = sorted(set(entry) - {"model", "checkpoint", "note"})
+        if unknown:
+            raise ValueError(f"zoo {path}: entry {name!r} has unknown keys {unknown}")
+        where, _, fn = entry["model"].rpartition(":")
+        if where.endswith(".py") and not Path(where).is_absolute():
+            where = str(p.parent / where)
+        ckpt = entry.get("checkpoint")
+        if ckpt is not None and not Path(ckpt).is_absolute():
+            ckpt = str(p.parent / ckpt)
+        out[str(name)] = (f"{where}:{fn}", ckpt)
+    return out

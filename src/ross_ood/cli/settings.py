@@ -44,8 +44,11 @@ class Settings(FieldSettings):
 
     benchmark: str = opt("cifar10", "benchmark: cifar10 (lossless; near CIFAR-100, Tiny ImageNet), cifar100, "
                          "cifar10-jpeg (the JPEG copy), mnist, openood-cifar10, openood-cifar100, openood-imagenet200")
-    model: str | None = opt(None, "zoo model name, or tv:NAME (default: the benchmark's)")
+    model: str | None = opt(None, "zoo model name, tv:NAME, or your own network as MODULE:FACTORY or FILE.py:FACTORY "
+                            "(returning (net, mean, std[, input_size])) (default: the benchmark's)")
     checkpoint: str | None = opt(None, "weights file for the model (default: the zoo's file)")
+    zoo: str | None = opt(None, "a zoo of your own: a YAML file NAME: {model: FILE.py:FACTORY, checkpoint: PATH}; "
+                          "--model NAME then names one of its entries")
     data_root: str | None = opt(None, "data root (default: $ROSS_DATA, else ../shared/data, else ~/.cache/ross-ood)")
     plugin: list[str] = opt([], "user modules or .py files imported first (e.g. ones that call "
                             "ross_ood.register_score, making median-NAME etc. known)")
@@ -91,6 +94,9 @@ class Settings(FieldSettings):
         from ross_ood.data import BENCHMARKS
         from ross_ood.detectors import parse_detector_name
         load_plugins(self.plugin)  # before the detector names are checked: a plugin may register scores
+        if self.zoo is not None:
+            from ross_ood.cli.plugins import read_zoo
+            read_zoo(self.zoo)  # a malformed file is refused before any work
         from ross_ood.smoothing import Smoothing
         check_choice("benchmark", self.benchmark, tuple(BENCHMARKS))
         if not self.detectors:
@@ -330,7 +336,9 @@ class TrainSettings(FieldSettings):
         check_number("oe_weight", self.oe_weight, strict=True)
         try:
             (self.adv_eps_value,) = parse_eps([str(self.adv_eps)])
-        except ValueError:
+        except ValueError as e:
+            if "beyond the pixel range" in str(e):
+                raise ValueError(f"adv_eps must lie in (0, 255] in 1/255 units (0: off): {e}") from None
             raise ValueError(f"adv_eps must be one finite number >= 0 (in 1/255 units, e.g. 2 or 2/255), "
                              f"got {self.adv_eps!r}") from None
         check_int("adv_steps", self.adv_steps)

@@ -62,7 +62,21 @@ def open_model(st: Settings, dev: torch.device, name: str | None = None):
     from ross_ood.models import load_model
     root = default_data_root(st.data_root)
     name = name or (st.model if isinstance(st.model, str) else None) or BENCHMARKS[st.benchmark].model
+    ckpt = st.checkpoint
+    if getattr(st, "zoo", None):  # a zoo of one's own
+        from ross_ood.cli.plugins import read_zoo
+        own = read_zoo(st.zoo)
+        if name in own:
+            spec, own_ckpt = own[name]
+            return _factory(spec, ckpt or own_ckpt, dev), name, root
+    if ":" in name and not name.startswith("tv:"):  # MODULE:FACTORY or FILE.py:FACTORY, the user's own network
+        return _factory(name, ckpt, dev), name, root
     return load_model(name, root, checkpoint=st.checkpoint, device=dev), name, root
+
+
+def _factory(spec, checkpoint, dev):
+    from ross_ood.cli.plugins import factory_model
+    return factory_model(spec, checkpoint, dev)
 
 
 def open_benchmark(st: Settings, model, root):
