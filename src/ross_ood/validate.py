@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["SPACES", "NOISE_DEVICES", "check_int", "check_number", "check_fraction", "check_choice",
-           "split_list", "parse_eps", "parse_part", "eps_label", "parse_lam", "check_device", "check_out_dir", "check_ood_names",
+           "split_list", "parse_eps", "parse_part", "eps_label", "read_yaml_mapping", "parse_lam", "check_device", "check_out_dir", "check_ood_names",
            "check_certify_args", "check_ross_noise"]
 
 #: where sigma and eps are measured: pixel units ([0, 1], clipped) or normalised units (x std_c, unclipped)
@@ -192,3 +192,17 @@ def check_ood_names(items: list[str], taken: set[str], owner: str = "the benchma
                              "choose another name, or pass --only-extra")
         out[name] = path
     return out
+
+
+def read_yaml_mapping(path, what: str, expected: str) -> dict:
+    """A non-empty YAML mapping from ``path`` (``yaml.safe_load``); an unreadable file or another
+    shape is refused naming ``what`` and the ``expected`` form."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{what} {path}: cannot read it ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not doc:
+        raise ValueError(f"{what} {path}: expected {expected}")
+    return doc

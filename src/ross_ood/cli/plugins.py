@@ -81,14 +81,9 @@ def read_zoo(path) -> dict:
     """A zoo of one's own (``--zoo FILE.yaml``): ``NAME: {model: FILE.py:FACTORY or MODULE:FACTORY,
     checkpoint: PATH}``, read with ``yaml.safe_load``; relative paths are relative to the file.
     Returns {name: (model spec, checkpoint or None)}; a malformed entry is refused by name."""
-    import yaml
+    from ross_ood.validate import read_yaml_mapping
     p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"zoo {path}: cannot read it ({str(e).splitlines()[0]})") from None
-    if not isinstance(doc, dict) or not doc:
-        raise ValueError(f"zoo {path}: expected a mapping NAME: {{model: FILE.py:FACTORY, checkpoint: PATH}}")
+    doc = read_yaml_mapping(p, "zoo", "a mapping NAME: {model: FILE.py:FACTORY, checkpoint: PATH}")
     out = {}
     for name, entry in doc.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("model"), str) or ":" not in entry["model"]:

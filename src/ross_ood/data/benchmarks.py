@@ -29,14 +29,8 @@ TIN_OE_CLASSES = Path(__file__).resolve().parent / "tin_oe_classes.yaml"
 def tin_exclusions(path: str | os.PathLike = TIN_CIFAR_OVERLAP) -> dict:
     """A class-exclusion list: ``{class name: reason}`` from a YAML mapping of class name to
     ``[words, reason]`` (or to a reason string)."""
-    import yaml
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"class-exclusion list {path}: cannot read it ({str(e).splitlines()[0]})") from None
-    if not isinstance(doc, dict) or not doc:
-        raise ValueError(f"class-exclusion list {path}: expected a non-empty mapping of class name to reason")
+    from ross_ood.validate import read_yaml_mapping
+    doc = read_yaml_mapping(path, "class-exclusion list", "a non-empty mapping of class name to reason")
     out = {}
     for k, v in doc.items():
         reason = " - ".join(map(str, v)) if isinstance(v, list) else v
