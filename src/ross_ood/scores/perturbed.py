@@ -4,9 +4,9 @@
   x' = x - eps sign(-grad log max softmax(z / T)). Liang, Li & Srikant, "Enhancing The Reliability
   of Out-of-distribution Image Detection in Neural Networks", ICLR 2018; reference:
   github.com/facebookresearch/odin, OpenOOD ``odin_postprocessor.py``.
-- PRO-<score>: the base score after a few signed steps that lower it (its minimum over a small
-  ball: a stability test). Chen et al., "Enhancing Out-of-Distribution Detection with
-  Perturbation-Rectified scores" (PRO, CVPR 2024); the ROSS paper evaluates pro-fDBD."""
+- PRO-<score>: the minimum of the base score over a few signed steps that lower it (a stability
+  test in a small ball). Chen et al., perturbation-rectified OOD detection (PRO), CVPR 2024; the
+  ROSS paper evaluates pro-fDBD against it."""
 from __future__ import annotations
 
 import torch
