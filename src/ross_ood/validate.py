@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["SPACES", "NOISE_DEVICES", "check_int", "check_number", "check_fraction", "check_choice",
-           "split_list", "parse_eps", "parse_part", "eps_label", "read_yaml_mapping", "parse_lam", "check_device", "check_out_dir", "check_ood_names",
+           "split_list", "parse_eps", "parse_part", "eps_label", "read_yaml_mapping", "check_eps", "parse_lam", "check_device", "check_out_dir", "check_ood_names",
            "check_certify_args", "check_ross_noise"]
 
 #: where sigma and eps are measured: pixel units ([0, 1], clipped) or normalised units (x std_c, unclipped)
@@ -83,6 +83,16 @@ def split_list(value) -> list[str]:
 def eps_label(eps: float) -> str:
     """An L-inf budget in pixel units as the tables write it: ``8/255`` (at most two decimals)."""
     return f"{round(eps * 255, 2):g}/255"
+
+
+def check_eps(eps, strict: bool = False) -> float:
+    """An L-inf budget as a fraction of the pixel range (8/255 = 0.0314): finite, >= 0 (> 0 with
+    ``strict``) and at most 1."""
+    check_number("eps", eps, strict=strict)
+    if eps > 1:
+        raise ValueError(f"eps {eps:g} is beyond the pixel range: give the budget as a fraction of it "
+                         f"(8/255 = {8 / 255:.4f}), at most 1")
+    return float(eps)
 
 
 def parse_part(part: str | None) -> tuple[int, int] | None:

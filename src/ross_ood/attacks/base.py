@@ -9,7 +9,7 @@ import torch
 
 from ross_ood.model import ModelWrapper
 from ross_ood.noise import channel_scale, content_keys, draw_noise
-from ross_ood.validate import SPACES, check_choice, check_int, check_number
+from ross_ood.validate import SPACES, check_choice, check_eps, check_int, check_number
 
 __all__ = ['AttackConfig', 'StopFn', 'JudgeFn', 'ScoreFn', 'eps_tensor', 'project', 'OBJECTIVES', 'ALGORITHMS', 'SIDES', 'OBJECTIVE_NAMES', 'ATTACK_VERSION', 'CHECK_EVERY']
 
@@ -77,10 +77,7 @@ class AttackConfig:
         check_choice("objective", self.objective, OBJECTIVES)
         check_choice("eps_space", self.eps_space, SPACES)
         check_choice("attack algorithm", self.algorithm, ALGORITHMS)
-        check_number("eps", self.eps)
-        if self.eps > 1:
-            raise ValueError(f"eps {self.eps:g} is beyond the pixel range: give the budget as a fraction of it "
-                             f"(8/255 = {8 / 255:.4f}), at most 1")
+        check_eps(self.eps)
         check_int("steps", self.steps, minimum=0)
         check_int("restarts", self.restarts)
         check_int("eot", self.eot)

@@ -301,19 +301,12 @@ class TensorSet(ImageSet):
     def __init__(self, data, name: str = "images"):
         super().__init__()
         import torch
+
+        from ross_ood.detectors.base import iter_batches  # the one reader of tensors / DataLoaders / batches
         if isinstance(data, torch.Tensor):
             x = data
         else:
-            parts = []
-            for b in data:
-                if isinstance(b, dict):
-                    b = b.get("x")
-                elif isinstance(b, (tuple, list)):
-                    b = b[0] if b else None
-                if not isinstance(b, torch.Tensor):
-                    raise TypeError(f"{name}: cannot read a batch of type {type(b).__name__}; give tensors, (x, y) "
-                                    "tuples or dicts with 'x'")
-                parts.append(b.detach().cpu())
+            parts = [b.detach().cpu() for b, _ in iter_batches(data, 1)]
             if not parts:
                 raise ValueError(f"{name}: no images")
             x = torch.cat(parts)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ross_ood.attacks import ATTACK_VERSION, OBJECTIVE_NAMES
+from ross_ood.attacks import ATTACK_VERSION
 from ross_ood.data.benchmarks import Benchmark
 from ross_ood.data.sets import TensorSet
 from ross_ood.detectors import Detector
@@ -28,7 +28,7 @@ from ross_ood.engine.evaluate import compute_set, detector_scores, plan_units, s
 from ross_ood.runs.rundir import prepare_out, save_input_scores, write_results
 from ross_ood.runs.tables import render, versions
 from ross_ood.store import BlockCache, atomic_write_text
-from ross_ood.validate import check_choice, check_number, eps_label
+from ross_ood.validate import check_choice, check_eps, eps_label
 
 __all__ = ["robustness_report", "RobustnessReport", "Attack", "BUDGET_PRESETS", "budget_preset"]
 
@@ -138,12 +138,7 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
     cache_dir : path, optional
         A folder that makes the report resumable (a killed call redoes only unfinished blocks).
     """
-    eps_list = [float(e) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
-    for e in eps_list:
-        check_number("eps", e, strict=True)
-        if e > 1:
-            raise ValueError(f"eps {e:g} is beyond the pixel range: give budgets as fractions of it "
-                             f"(8/255 = {8 / 255:.4f}), at most 1")
+    eps_list = [check_eps(e, strict=True) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
     if not isinstance(detector, Detector):
         raise TypeError(f"detector must be a ross_ood Detector (fitted), got {type(detector).__name__}")
     if not isinstance(ood_sets, dict) or not ood_sets:
@@ -190,7 +185,7 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
            "set_fingerprints": {k: set_fingerprint(v) for k, v in sets.items()}, "groups": groups,
            "eps_space": "pixel", "attack_settings": asdict(budget), "attack_version": ATTACK_VERSION,
            "eps_list": eps_list, "targets": list(targets), "detectors": [{"name": name, **cfg}],
-           "objective_names": {o: OBJECTIVE_NAMES[o] for o in objectives}, "wall_time_s": res.wall_s}
+           "wall_time_s": res.wall_s}
     certified = []
     if certify_radii:
         certified = _certify(detector, name, sets, groups, [float(r) for r in certify_radii], certify_n, alpha)
@@ -231,10 +226,7 @@ class Attack:
                  budget="default", seed: int = 0, batch_size: int = 64):
         if not isinstance(detector, Detector):
             raise TypeError(f"detector must be a ross_ood Detector (fitted), got {type(detector).__name__}")
-        check_number("eps", eps, strict=True)
-        if eps > 1:
-            raise ValueError(f"eps {eps:g} is beyond the pixel range: give the budget as a fraction of it "
-                             f"(8/255 = {8 / 255:.4f}), at most 1")
+        eps = check_eps(eps, strict=True)
         check_choice("objective", objective, ("min", "max"))
         check_choice("target", target, TARGETS)
         from dataclasses import replace

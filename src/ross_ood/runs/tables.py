@@ -17,7 +17,6 @@ from ross_ood.validate import eps_label
 __all__ = ["aggregate", "versions", "markdown_table", "RENDERERS", "pct", "cell", "render",
            "attack_table", "certify_table"]
 
-from ross_ood.runs.rundir import RECORD_FIELDS, csv_text  # noqa: F401  (re-exported: the tables' columns)
 
 
 def versions() -> dict:
