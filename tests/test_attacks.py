@@ -120,7 +120,7 @@ def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     from ross_ood.cli.settings import AttackSettings
     cfg = AttackSettings(data_root=str(DATA_ROOT), out=str(tmp_path), limit=12, detectors="ross-fdbd",
                n_samples=5, eps="8", target="transfer,adaptive,worst", transfer_steps=10, adaptive_steps=10,
-               restarts=1, attack_n=4, ood=["tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip")],
+               restarts=1, attack_n=4, square_queries=20, ood=["tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip")],
                only_extra=True, block_size=12, attack_batch=12, batch_size=12, progress=False, device="cpu",
                objective="min,max", bootstrap=200)
     doc = run_attack(cfg)
@@ -360,11 +360,12 @@ def test_plan_scores_make_the_worst_case():
     with torch.no_grad():
         clean = {s: {"score": det.score(stack(ds)).double().numpy()}
                  for s, ds in [("id_test", bench.id), *bench.ood.items()]}
-    budget = AttackBudget(transfer_steps=3, adaptive_steps=3, adaptive_restarts=1, early_stop=False, eotpgd_steps=3)
+    budget = AttackBudget(transfer_steps=3, adaptive_steps=3, adaptive_restarts=1, early_stop=False, eotpgd_steps=3,
+                          square_queries=10)
     res = attack_benchmark(model, bench, {"msp": det}, {"msp": clean}, eps_list=[8 / 255], objectives=["min", "max"],
                            eps_space="normalized", budget=budget, batch_size=8, block_size=64, n_resamples=0)
     records, plans = res.records, res.plan_scores
-    assert {k[4] for k in plans} == {"transfer/msp", "adaptive/msp/base", "adaptive/msp/eotpgd-base"}
+    assert {k[4] for k in plans} == {"transfer/msp", "adaptive/msp/base", "adaptive/msp/eotpgd-base", "square/msp"}
     for obj in ("min", "max"):
         for s in bench.ood:
             def worst(set_name):
@@ -380,8 +381,8 @@ def test_plan_scores_make_the_worst_case():
 def _tiny_attack_argv(out, *extra):
     """A tiny real attack run (plain MSP, 6 ID + 6 TIN images, 6-step attacks)."""
     return ["attack", "--data-root", str(DATA_ROOT), "--out", str(out), "--limit", "6", "--detectors", "msp",
-            "--eps", "2", "--target", "transfer,adaptive,worst", "--transfer-steps", "5", "--adaptive-steps", "6",
-            "--restarts", "1", "--eotpgd-steps", "6", "--ood", "tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip"),
+            "--eps", "2", "--target", "transfer,adaptive,square,worst", "--transfer-steps", "5", "--adaptive-steps", "6",
+            "--restarts", "1", "--eotpgd-steps", "6", "--square-queries", "20", "--ood", "tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip"),
             "--only-extra", "--no-progress", "--device", "cpu", "--bootstrap", "100", *extra]
 
 
@@ -425,8 +426,9 @@ def test_diagnosis_from_stored_pieces_equals_the_one_process_diagnosis(diagnosed
     from ross_ood.engine.diagnose import diagnosis_from_runs
     base, want = diagnosed_run
     steps, copies, unb = tmp_path / "steps", tmp_path / "copies", tmp_path / "unb"
-    assert cli.main(_tiny_attack_argv(steps, "--adaptive-steps", "12", "--eotpgd-steps", "12")) == 0
-    assert cli.main(_tiny_attack_argv(copies, "--attack-n", "16", "--eotpgd-n", "32")) == 0
+    assert cli.main(_tiny_attack_argv(steps, "--adaptive-steps", "12", "--eotpgd-steps", "12",
+                                      "--square-queries", "40")) == 0
+    assert cli.main(_tiny_attack_argv(copies, "--attack-n", "16", "--eotpgd-n", "32", "--square-n", "16")) == 0
     unb_argv = _tiny_attack_argv(unb)
     unb_argv[unb_argv.index("--eps") + 1] = "255"
     assert cli.main(unb_argv + ["--eps-space", "pixel"]) == 0
@@ -439,20 +441,24 @@ def test_diagnosis_from_stored_pieces_equals_the_one_process_diagnosis(diagnosed
         for k in ("diff_2x steps", "diff_2x copies"):
             assert g[k] == pytest.approx(list(w[k]), abs=1e-9)
     assert got["unbounded"][0]["auroc"] == pytest.approx(want["unbounded"][0]["auroc"], abs=1e-9)
+    assert len(got["gradient_free"]) == len(want["gradient_free"]) == 3  # the masked-gradient check, per objective
+    for g, w in zip(got["gradient_free"], want["gradient_free"]):
+        for k in ("auroc_gradient", "auroc_square", "auroc_worst"):
+            assert g[k] == pytest.approx(w[k], abs=1e-9)
     for side in ("min", "max"):  # the targets' wins cover every input once
         rows = [r for r in got["plans"] if r["objective"] == side]
-        assert [r["plan"] for r in rows] == ["transfer", "adaptive"] and sum(r["wins"] for r in rows) == 6
+        assert [r["plan"] for r in rows] == ["transfer", "adaptive", "square"] and sum(r["wins"] for r in rows) == 6
     assert cli.main(["diagnose", str(base), "--steps", str(steps), "--copies", str(copies), "--unbounded", str(unb),
                      "--out", str(tmp_path / "dg"), "--bootstrap", "100"]) == 0
     assert json.loads((tmp_path / "dg" / "diagnosis.json").read_text())["convergence"][2]["auroc_1x"] == \
         pytest.approx(want["convergence"][2]["auroc_1x"], abs=1e-9)
     with pytest.raises(ValueError, match="2x steps.*not run with the base budget 2x steps: it differs in "
-                                         "adaptive_steps, eotpgd_steps"):
+                                         "adaptive_steps, eotpgd_steps, square_queries"):
         diagnosis_from_runs(base, base, copies, unb)
     with pytest.raises(ValueError, match="unbounded.*holds no attack at eps = 1 in pixel units"):
         diagnosis_from_runs(base, steps, copies, base)
     other = tmp_path / "other"  # the same budget on other images
-    other_argv = _tiny_attack_argv(other, "--adaptive-steps", "12", "--eotpgd-steps", "12")
+    other_argv = _tiny_attack_argv(other, "--adaptive-steps", "12", "--eotpgd-steps", "12", "--square-queries", "40")
     other_argv[other_argv.index("--limit") + 1] = "5"
     assert cli.main(other_argv) == 0
     with pytest.raises(ValueError, match="not run on the same images"):

@@ -14,7 +14,7 @@ COMMON = ["--benchmark", "cifar10-jpeg", "--model", "resnet20", "--detectors", "
           "--sigma", "0.1", "--limit", "12", "--ood-sets", "tin", "--no-progress", "--device", "cpu",
           "--data-root", str(DATA_ROOT), "--bootstrap", "200"]
 ATTACK = ["--eps", "2", "--target", "transfer,worst", "--transfer-steps", "2", "--adaptive-steps", "2",
-          "--restarts", "1", "--eotpgd-steps", "0", "--attack-n", "2"]
+          "--restarts", "1", "--eotpgd-steps", "0", "--attack-n", "2", "--square-queries", "10"]
 
 
 def _run(tmp_path, cmd, name, *extra):

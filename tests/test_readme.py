@@ -51,6 +51,7 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
 def test_ross_command_lines_parse(code, tmp_path, monkeypatch):
     from ross_ood.cli import build_parser, resolve_settings
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")  # plugin files the pages name by their repo path
     for line in code.splitlines():
         words = shlex.split(line.split("  #")[0])
         if not words or words[0] != "ross":

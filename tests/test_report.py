@@ -11,7 +11,8 @@ from ross_ood import cli
 
 from .conftest import DATA_ROOT, need_data
 
-TINY = dict(transfer_steps=3, adaptive_steps=3, adaptive_restarts=1, eotpgd_steps=2, attack_n=2, eotpgd_n=2)
+TINY = dict(transfer_steps=3, adaptive_steps=3, adaptive_restarts=1, eotpgd_steps=2, attack_n=2, eotpgd_n=2,
+            square_queries=10)
 
 
 def _net_and_data():
@@ -33,7 +34,7 @@ def test_report_equals_the_stored_attack_run_per_input(tmp_path):
     flags = ["--data-root", str(DATA_ROOT), "--model", "resnet20-noise012-e52", "--detectors", "median-energy",
              "--sigma", "0.12", "--noise-space", "pixel", "-N", "4", "--limit", "6", "--ood-sets", "near",
              "--eps", "8", "--transfer-steps", "3", "--adaptive-steps", "3", "--restarts", "1", "--eotpgd-steps", "2",
-             "--attack-n", "2", "--eotpgd-n", "2", "--bootstrap", "50", "--no-progress", "--device", "cpu",
+             "--attack-n", "2", "--eotpgd-n", "2", "--square-queries", "10", "--bootstrap", "50", "--no-progress", "--device", "cpu",
              "--out", str(out)]
     assert cli.main(["attack", *flags]) == 0
     model = load_model("resnet20-noise012-e52", DATA_ROOT)
@@ -45,7 +46,7 @@ def test_report_equals_the_stored_attack_run_per_input(tmp_path):
                                      eps=8 / 255, budget=ross_ood.AttackBudget(**TINY), n_resamples=50)
     stored = load_input_scores(out)
     shared = [k for k in rep.scores if k in stored]
-    assert len(shared) == len(rep.scores) == 3 + 3 + 6  # clean x 3 sets; 3 targets x (min: ID, max: 2 sets)
+    assert len(shared) == len(rep.scores) == 3 + 4 * 3  # clean x 3 sets; 4 targets x (min: ID, max: 2 sets)
     for k in shared:
         np.testing.assert_allclose(rep.scores[k], stored[k], rtol=0, atol=1e-6, err_msg=str(k))
     # a saved report is a run folder: ross compare pairs two of them on the same images, as two CLI runs
@@ -126,14 +127,28 @@ def test_plugin_score_runs_in_eval_and_attack_under_median_quantile_and_ross(tmp
     assert cli.main(["eval", *common, "--detectors", dets, "--out", str(tmp_path / "e")]) == 0
     assert cli.main(["attack", *common, "--detectors", "median-top2,ross-top2,quantile-top2", "--eps", "2",
                      "--transfer-steps", "2", "--adaptive-steps", "2", "--restarts", "1", "--eotpgd-steps", "0",
-                     "--target", "transfer,adaptive,worst", "--out", str(tmp_path / "a")]) == 0
+                     "--square-queries", "10", "--target", "transfer,adaptive,worst", "--out", str(tmp_path / "a")]) == 0
     import json
     doc = json.loads((tmp_path / "a" / "results.json").read_text())
     assert {r["detector"] for r in doc["means"]} == {"median-top2", "ross-top2", "quantile-top2"}
+    # certify and sweep take it too: certified AUROC does not grow with the radius; the sweep's N = 4
+    # clean row is the eval run's ross-top2 (the same noise draws)
+    assert cli.main(["certify", *common, "--detectors", "median-top2", "--sigma", "0.12", "--noise-space", "pixel",
+                     "-N", "64", "--radii", "0,0.1,0.25", "--out", str(tmp_path / "c")]) == 0
+    cert = {r["radius"]: r["auroc"] for r in json.loads((tmp_path / "c" / "results.json").read_text())["means"]
+            if r["detector"] == "median-top2" and r["radius"] != "clean"}
+    assert sorted(cert) == [0, 0.1, 0.25] and cert[0] >= cert[0.1] >= cert[0.25]
+    assert cli.main(["sweep", *common, "--detectors", "ross-top2", "--sweep", "n_samples", "--n-samples-values", "2,4",
+                     "--attack-eps", "", "--out", str(tmp_path / "s")]) == 0
+    sweep = json.loads((tmp_path / "s" / "results.json").read_text())
+    ev = json.loads((tmp_path / "e" / "results.json").read_text())
+    n4 = {r["ood_set"]: r["auroc"] for r in sweep["results"] if r["n_samples"] == 4 and r["condition"] == "clean"}
+    want = {r["ood_set"]: r["auroc"] for r in ev["results"] if r["detector"] == "ross-top2"}
+    assert n4 and n4 == pytest.approx(want, abs=1e-12)
     # without the plugin the name is unknown, refused before any work
     assert cli.main(["eval", "--data-root", str(DATA_ROOT), "--detectors", "median-top3", "--out",
                      str(tmp_path / "x")]) == 2
-    assert "unknown detector" in capsys.readouterr().err or True
+    assert "unknown detector 'median-top3'" in capsys.readouterr().err
     bad = tmp_path / "broken.py"
     bad.write_text("raise RuntimeError('boom')\n")
     assert cli.main(["eval", "--plugin", str(bad), "--out", str(tmp_path / "y")]) == 2
@@ -249,3 +264,55 @@ def test_plugin_model_from_a_file_runs_through_ross_eval(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("mine: {model: nofactory}\n")
     assert cli.main(["eval", "--zoo", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "q")]) == 2
     assert "needs model: FILE.py:FACTORY" in capsys.readouterr().err
+
+
+class Brightness:
+    """A detector that is not ross_ood's: minus the distance of an image's mean brightness to the
+    ID validation images' mean, in numpy (no gradient); ``surrogate`` is the same in torch when asked."""
+
+    name = "brightness"
+
+    def __init__(self, with_surrogate=False):
+        self.mu = None
+        if with_surrogate:
+            self.surrogate = lambda x: -(x.mean((1, 2, 3)) - self.mu).abs()
+
+    def fit(self, x):
+        self.mu = float(x.mean())
+
+    def score(self, x):
+        return -np.abs(x.detach().cpu().numpy().mean((1, 2, 3)) - self.mu)
+
+    def spec(self):
+        return {"mu": self.mu}
+
+
+def test_a_detector_object_of_ones_own_is_reported_and_attacked():
+    """Any object with ``score`` (and ``fit``, ``spec``; ``surrogate`` or none): its clean AUROC is
+    the one computed from its own scores, the gradient legs warn when it has no gradient and leave
+    it where it is, the gradient-free leg moves it; with a surrogate the gradient legs move it too."""
+    from ross_ood.detectors import as_detector
+    from ross_ood.metrics import ood_metrics
+    model, (val, x_id, x_ood) = _net_and_data()
+    x_ood = x_ood * 0.94  # a little darker (mean brightness 0.47 against 0.50): within reach of 8/255
+    obj = Brightness()
+    det = as_detector(obj, model).fit(val)
+    assert obj.mu is not None and det.threshold_ is not None
+    want = ood_metrics(obj.score(x_id), obj.score(x_ood))["auroc"]
+    with pytest.warns(RuntimeWarning, match="no gradient"):
+        rep = ross_ood.robustness_report(obj, x_id, {"dark": x_ood}, eps=8 / 255, budget="quick", model=model,
+                                         n_resamples=0, objectives=["both"])
+    assert rep.auroc("clean") == pytest.approx(want, abs=1e-12) and want > 0.9
+    grad = min(rep.auroc(8 / 255, "both", t) for t in ("transfer", "adaptive"))
+    assert grad >= want - 0.15 and rep.auroc(8 / 255, "both", "square") <= grad - 0.2
+    assert rep.doc["detectors"][0]["name"] == "brightness"
+    smooth = Brightness(with_surrogate=True)
+    smooth.fit(val)
+    adv = ross_ood.Attack(smooth, eps=8 / 255, objective="min", target="adaptive", budget="quick", model=model)(x_id)
+    assert (torch.as_tensor(smooth.score(adv)) < torch.as_tensor(smooth.score(x_id)) - 0.02).all()
+    with pytest.raises(TypeError, match="needs the classifier it guards"):
+        ross_ood.robustness_report(obj, x_id, {"dark": x_ood})
+    with pytest.raises(TypeError, match="score"):
+        ross_ood.Attack(object(), eps=0.03, model=model)
+    with pytest.raises(TypeError, match="cannot be saved"):
+        det.save("x.json")

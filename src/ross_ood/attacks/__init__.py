@@ -1,4 +1,5 @@
-"""L-infinity attacks on any differentiable scalar score: PGD and APGD, with EOT.
+"""L-infinity attacks on any scalar score: PGD, APGD and EOT-PGD (gradients, with EOT) and
+Square (gradient-free: the score's values only).
 
 Objectives: ``min`` lowers the score (applied to ID inputs: ID looks OOD), ``max`` raises it
 (applied to OOD inputs: OOD looks ID). The budget ``eps`` is in ``pixel`` units (the
@@ -15,7 +16,8 @@ attack. Given a judge, every comparison between iterates (the best iterate, APGD
 checks and step-size halving, the choice between restarts) is made on it; without one (a
 deterministic score) the attack's own value of the score is exact and is used.
 
-Algorithms: ``pgd`` (the paper's fixed step, last or best iterate), ``apgd`` (Croce & Hein 2020,
+Algorithms: ``pgd`` (the paper's fixed step, last or best iterate), ``square`` (Andriushchenko et
+al. 2020: random square windows at the ball's vertices, ``steps`` queries), ``apgd`` (Croce & Hein 2020,
 first step ``eta0`` x eps) and ``eotpgd``, a fixed-schedule EOT-PGD: sign steps of cosine-decaying
 size from ``step_size`` x eps to ``step_min`` x eps, the best iterate by the judge every
 ``judge_every`` steps. The last needs no progress signal from the noisy objective at all, which
@@ -28,7 +30,7 @@ for the separate PGD-Min / PGD-Max metrics). A stopped input keeps the iterate t
 checked; the others continue as if alone, because every draw is keyed by the input's own
 content and draw number: the result of an input never depends on which others are in its batch.
 
-One attack per module: ``pgd``, ``apgd``, ``eotpgd``; shared parts in ``base``; ``run_attack``
+One attack per module: ``pgd``, ``apgd``, ``eotpgd``, ``square``; shared parts in ``base``; ``run_attack``
 runs one configured attack with restarts and early stopping.
 """
 from ross_ood.attacks.apgd import apgd
@@ -49,6 +51,7 @@ from ross_ood.attacks.base import (
 from ross_ood.attacks.eotpgd import eotpgd
 from ross_ood.attacks.pgd import pgd
 from ross_ood.attacks.run import run_attack
+from ross_ood.attacks.square import SQUARE_CHECK_EVERY, p_selection, square
 
-__all__ = ["AttackConfig", "StopFn", "JudgeFn", "ScoreFn", "pgd", "apgd", "eotpgd", "eps_tensor", "project", "run_attack",
+__all__ = ["AttackConfig", "StopFn", "JudgeFn", "ScoreFn", "pgd", "apgd", "eotpgd", "square", "p_selection", "SQUARE_CHECK_EVERY", "eps_tensor", "project", "run_attack",
            "OBJECTIVES", "ALGORITHMS", "SIDES", "OBJECTIVE_NAMES", "ATTACK_VERSION", "CHECK_EVERY"]

@@ -28,7 +28,7 @@ OBJECTIVE_NAMES = {"min": "PGD-Min", "max": "PGD-Max", "both": "PGD-Both"}
 OBJECTIVES = ("min", "max")  # per attacked input: lower (ID) or raise (OOD) its score
 
 
-ALGORITHMS = ("pgd", "apgd", "eotpgd")
+ALGORITHMS = ("pgd", "apgd", "eotpgd", "square")
 
 
 _START_SALT = 1 << 20  # keeps start points apart from the smoothing noise streams
@@ -54,9 +54,10 @@ JudgeFn = Callable[[torch.Tensor, list], torch.Tensor]  # (x, clean inputs' keys
 class AttackConfig:
     """One attack (every field by keyword). ``eps``: the L-inf budget as a fraction of the pixel
     range (8/255 = 0.0314; in ``normalized`` space, times each channel's std), at most 1.
-    ``algorithm``: pgd, apgd or eotpgd. ``step_size``: PGD's step, or EOT-PGD's
-    first step, as a fraction of eps; ``step_min``: EOT-PGD's last step; ``eta0``: APGD's first
-    step; ``judge_every``: EOT-PGD's steps between judgements of the iterate."""
+    ``algorithm``: pgd, apgd, eotpgd or square (gradient-free; ``steps`` = queries per input).
+    ``step_size``: PGD's step, or EOT-PGD's first step, as a fraction of eps; ``step_min``:
+    EOT-PGD's last step; ``eta0``: APGD's first step; ``judge_every``: EOT-PGD's steps between
+    judgements of the iterate; ``p_init``: Square's first window, as a share of the image."""
 
     eps: float
     objective: str  # "min" or "max"
@@ -72,6 +73,7 @@ class AttackConfig:
     eta0: float = 2.0
     step_min: float = 1 / 40
     judge_every: int = 10
+    p_init: float = 0.8  # Square's first window share of the image (AutoAttack's value)
 
     def __post_init__(self):
         check_choice("objective", self.objective, OBJECTIVES)
@@ -86,9 +88,15 @@ class AttackConfig:
         check_number("eta0", self.eta0, strict=True)
         check_number("step_min", self.step_min, strict=True)
         check_int("judge_every", self.judge_every)
+        check_number("p_init", self.p_init, strict=True)
+        if self.p_init > 1:
+            raise ValueError(f"p_init is a share of the image, in (0, 1]; got {self.p_init}")
 
     def spec(self) -> dict:
-        return {"version": ATTACK_VERSION, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
+        """What determines the attack's result (a cache key). ``p_init`` enters for Square only:
+        the keys of the gradient attacks stay those of the caches written before it existed."""
+        skip = () if self.algorithm == "square" else ("p_init",)
+        return {"version": ATTACK_VERSION, **{k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}}
 
 
 def eps_tensor(model: ModelWrapper, eps: float, eps_space: str) -> torch.Tensor:
@@ -110,8 +118,21 @@ def _gain_and_grad(score_fn: ScoreFn, x: torch.Tensor, sign: float, eot: int, dr
         for k in range(eot):
             total = total + sign * score_fn(x, draw0 + k)
         gain = total / eot
-        (g,) = torch.autograd.grad(gain.sum(), x)
+        if not gain.requires_grad:  # computed without autograd (torch.no_grad, .detach(), numpy)
+            _warn_no_gradient()
+            return gain.detach(), torch.zeros_like(x)
+        (g,) = torch.autograd.grad(gain.sum(), x, allow_unused=True)
+    if g is None:
+        _warn_no_gradient()
+        return gain.detach(), torch.zeros_like(x)
     return gain.detach(), g.detach()
+
+
+def _warn_no_gradient() -> None:
+    import warnings
+    warnings.warn("the attacked score has no gradient with respect to the input (computed without autograd): "
+                  "the gradient attacks cannot move it, and only the gradient-free leg (target 'square', part of "
+                  "'worst') measures its robustness", RuntimeWarning, stacklevel=1)
 
 
 def _start(x, eps, clip, cfg: AttackConfig, restart: int):

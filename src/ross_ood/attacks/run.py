@@ -17,6 +17,7 @@ from ross_ood.attacks.base import (
 )
 from ross_ood.attacks.eotpgd import eotpgd
 from ross_ood.attacks.pgd import pgd
+from ross_ood.attacks.square import SQUARE_CHECK_EVERY, square
 from ross_ood.model import ModelWrapper
 from ross_ood.noise import content_keys
 
@@ -27,17 +28,19 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
                eval_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, stop_fn: StopFn | None = None,
                check_every: int = CHECK_EVERY, x_init: torch.Tensor | None = None,
                judge: JudgeFn | None = None, trace: list | None = None,
-               apgd_judge_every: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+               apgd_judge_every: int = 1, square_check_every: int = SQUARE_CHECK_EVERY) -> tuple[torch.Tensor, torch.Tensor]:
     """All restarts of one attack; per input, keep the restart that is worst for the defender
     (lowest score for ``min``, highest for ``max``) by ``eval_fn``, else by the ``judge`` (common
     random numbers keyed by the clean inputs ``x``), else by the attack's own value. Returns
-    (x_adv, score). With ``stop_fn`` (APGD and EOT-PGD; PGD is the paper's fixed protocol) inputs
+    (x_adv, score). With ``stop_fn`` (APGD, EOT-PGD and Square; PGD is the paper's fixed protocol) inputs
     stop early inside a run, and a restart runs only on the inputs whose result is not done.
     ``x_init`` warm-starts the first run (later restarts start at random). ``trace`` (a list, APGD
     and EOT-PGD) receives (restart, step, rows, attacker's value) of every judged iterate.
-    ``apgd_judge_every``: APGD's steps between judgements (``apgd``; EOT-PGD's is ``cfg.judge_every``)."""
+    ``apgd_judge_every``: APGD's steps between judgements (``apgd``; EOT-PGD's is ``cfg.judge_every``);
+    ``square_check_every``: Square's queries between early-stopping checks. Square reads only the
+    score's values (``judge`` when given, else ``score_fn``), never its gradient."""
     if stop_fn is not None and cfg.algorithm == "pgd":
-        raise ValueError("early stopping is implemented for APGD and EOT-PGD only (PGD is the paper's fixed protocol)")
+        raise ValueError("early stopping is implemented for APGD, EOT-PGD and Square only (PGD is the paper's fixed protocol)")
     eps = eps_tensor(model, cfg.eps, cfg.eps_space).to(x.device, x.dtype)
     clip = cfg.eps_space == "pixel"
     sign = 1.0 if cfg.objective == "max" else -1.0
@@ -49,9 +52,10 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
         if cfg.algorithm == "pgd":
             x_adv, gain = pgd(score_fn, x[todo], eps, cfg, clip, restart=r)
         else:
-            algo = partial(apgd, judge_every=apgd_judge_every) if cfg.algorithm == "apgd" else eotpgd
+            algo = {"apgd": partial(apgd, judge_every=apgd_judge_every), "eotpgd": eotpgd, "square": square}[cfg.algorithm]
+            every = square_check_every if cfg.algorithm == "square" else check_every
             x_adv, gain = algo(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn,
-                               check_every=check_every, judge=judge, keys=sub_keys, trace=trace,
+                               check_every=every, judge=judge, keys=sub_keys, trace=trace,
                                x_init=x_init[todo] if x_init is not None and r == 0 else None)
         with torch.no_grad():
             s = eval_fn(x_adv) if eval_fn is not None else sign * gain

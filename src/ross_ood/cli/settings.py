@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ross_ood.cli.config import FieldSettings, field_kind, load_config_file, opt
 from ross_ood.detectors import DEFAULT_Q
-from ross_ood.engine.adversarial import OBJECTIVES, TARGETS, AttackBudget
+from ross_ood.engine.adversarial import OBJECTIVES, AttackBudget, check_targets
 from ross_ood.precision import PRECISIONS, check_precision
 from ross_ood.validate import (
     NOISE_DEVICES,
@@ -158,7 +158,9 @@ class AttackSettings(Settings):
     eps_space: str = opt("pixel", "pixel (clipped to [0,1]) or normalized (eps*std per channel)", choices=SPACES)
     objective: list[str] = opt(["min", "max", "both"], "min (attack ID down), max (attack OOD up), both (both at "
                                "once; reuses the attacks of min and max)")
-    target: list[str] = opt(["transfer", "adaptive", "worst"], "transfer (paper), adaptive, worst")
+    target: list[str] = opt(["transfer", "adaptive", "square", "worst"], "transfer (the paper's PGD on the base "
+                            "score), adaptive (APGD and EOT-PGD on the defended score), square (gradient-free, "
+                            "on the defended score), worst (per input, over all of them)")
     transfer_steps: int = opt(_BUDGET.transfer_steps, "PGD steps of the transfer attack (the paper's 40)")
     adaptive_steps: int = opt(_BUDGET.adaptive_steps, "APGD steps of the adaptive attacks")
     restarts: int = opt(_BUDGET.adaptive_restarts, "restarts of the adaptive attacks")
@@ -183,6 +185,10 @@ class AttackSettings(Settings):
                                        "on smoothed detectors")
     eotpgd_n: int = opt(_BUDGET.eotpgd_n, "noisy copies per gradient of the EOT-PGD plan")
     eotpgd_restarts: int = opt(_BUDGET.eotpgd_restarts, "random starts of the EOT-PGD plan (the judge picks per input)")
+    square_queries: int = opt(_BUDGET.square_queries, "queries per input of the gradient-free Square attack on the "
+                              "defended score (target square, part of worst; 0: no such leg)")
+    square_n: int = opt(_BUDGET.square_n, "noisy copies of the Square attack's judge on smoothed detectors (common "
+                        "random numbers keyed by the clean input)")
     precision: str = opt(_BUDGET.precision, "precision of the attacks' gradient steps and judge: fp32, bf16 or fp16 "
                          "(CUDA); stopping checks and reported scores are float32", choices=PRECISIONS)
     attack_batch: int = opt(64, "images per attack batch")
@@ -196,8 +202,6 @@ class AttackSettings(Settings):
             raise ValueError("no eps given")
         for o in self.objective or [None]:
             check_choice("objective", o, OBJECTIVES)
-        for t in self.target or [None]:
-            check_choice("target", t, TARGETS)
         check_int("attack_batch", self.attack_batch)
         check_precision(self.precision, None if self.device == "auto" else self.device)
         self.budget = AttackBudget(
@@ -206,7 +210,9 @@ class AttackSettings(Settings):
             check_every=self.check_every, warm_start=self.warm_start, judge=self.judge, judge_n=self.judge_n,
             apgd_eta0=self.apgd_eta0, eotpgd_steps=self.eotpgd_steps, eotpgd_surrogates=tuple(self.eotpgd_surrogates),
             eotpgd_n=self.eotpgd_n, eotpgd_restarts=self.eotpgd_restarts, precision=self.precision,
-            apgd_judge_every=self.apgd_judge_every)
+            apgd_judge_every=self.apgd_judge_every, square_queries=self.square_queries,
+            square_n=self.square_n)
+        check_targets(self.target, self.budget)
 
 
 @dataclass

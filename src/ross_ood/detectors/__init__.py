@@ -4,7 +4,8 @@ Uniform interface (pytorch-ood / scikit-learn style): ``fit(id_validation)`` ret
 detector; ``score(x)`` gives (B,) scores, higher = ID; ``predict(x)`` gives a boolean
 "is OOD" per input at the threshold that accepts ``accept_rate`` of the ID validation data.
 ``fit_features`` / ``score_features`` do the same from precomputed feature arrays (what the
-command-line pipeline shares and caches). Names used on the command line:
+command-line pipeline shares and caches). A detector object of your own (``score(x)``, optionally ``fit``, ``surrogate``, ``spec``) becomes
+one with ``as_detector(obj, model)`` (``custom``). Names used on the command line:
 ``<score>`` (plain), ``median-<score>``, ``quantile-<score>``, ``ross-<score>``.
 """
 from __future__ import annotations
@@ -17,13 +18,14 @@ from ross_ood.detectors.base import (
     StaleFitError,
     iter_batches,
 )
+from ross_ood.detectors.custom import ObjectDetector, as_detector
 from ross_ood.detectors.smoothed import DEFAULT_Q, ROSS, SURROGATES, MedianSmoothing, QuantileSmoothing
 from ross_ood.model import ModelWrapper
 from ross_ood.scores import Score, get_score
 
 __all__ = ["Detector", "BaseScoreDetector", "MedianSmoothing", "QuantileSmoothing", "ROSS", "NotFittedError",
            "StaleFitError", "FeatureUnit", "iter_batches", "load_detector", "parse_detector_name", "make_detector",
-           "KINDS", "SURROGATES", "DEFAULT_Q"]
+           "KINDS", "SURROGATES", "DEFAULT_Q", "ObjectDetector", "as_detector"]
 
 #: detector name prefix -> class
 KINDS = {"base": BaseScoreDetector, "median": MedianSmoothing, "quantile": QuantileSmoothing, "ross": ROSS}

@@ -15,9 +15,13 @@ Targets, per detector (every attacked function is the detector's own ``surrogate
   afresh at every step, on the mean of them and on a soft median (smooth surrogates of the
   median: their gradients reach every sample), and, for ROSS, on the gated score S itself
   (raising S for OOD inputs means raising the median *and* lowering D: the gate attack).
-- ``worst``: per input, the worst defence score over every attack and restart run.
+- ``square``: gradient-free (``attacks.square``, Andriushchenko et al. 2020): random search on
+  the detector's own score, judged on common random numbers, ``square_queries`` per input. It
+  does not follow gradients, so a detector whose gradients are masked (flat, quantised, computed
+  without autograd) cannot hide from it; ``engine.diagnose`` sets it beside the gradient legs.
+- ``worst``: per input, the worst defence score over every attack and restart run (all legs).
 
-Early stopping (``AttackBudget.early_stop``, adaptive attacks only; the transfer attack is
+Early stopping (``AttackBudget.early_stop``, adaptive and square attacks only; the transfer attack is
 the paper's fixed protocol). Under PGD-Min the OOD side is clean: once an ID input's
 *defended* score (the detector's own score, computed exactly as the evaluation will compute
 it) lies strictly below every clean OOD score of every set, it ranks below all of them, and
@@ -39,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ross_ood.attacks import CHECK_EVERY, SIDES, AttackConfig, run_attack
+from ross_ood.attacks import CHECK_EVERY, SIDES, SQUARE_CHECK_EVERY, AttackConfig, run_attack
 from ross_ood.data.sets import SubsetView
 from ross_ood.detectors import SURROGATES, BaseScoreDetector, Detector, FeatureUnit
 from ross_ood.engine.evaluate import plan_units, set_fingerprint, unit_arrays
@@ -50,10 +54,10 @@ from ross_ood.progress import progress
 from ross_ood.store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 from ross_ood.validate import check_choice, check_int, check_number, eps_label
 
-__all__ = ["AttackBudget", "AttackPlan", "Stop", "plans_for", "compute_adv_set", "attack_benchmark", "AttackResult", "TARGETS",
+__all__ = ["AttackBudget", "AttackPlan", "check_targets", "Stop", "plans_for", "compute_adv_set", "attack_benchmark", "AttackResult", "TARGETS",
            "OBJECTIVES", "SIDES"]
 
-TARGETS = ("transfer", "adaptive", "worst")
+TARGETS = ("transfer", "adaptive", "square", "worst")
 #: the evaluation objectives (``attacks.SIDES``: the attacked sides each combines)
 OBJECTIVES = tuple(SIDES)
 
@@ -66,7 +70,8 @@ class AttackBudget:
     ``apgd_eta0`` x eps) on each of ``surrogates``, and a fixed-schedule EOT-PGD
     (``eotpgd_steps``) on each of ``eotpgd_surrogates``. On smoothed detectors both judge their
     iterates on common random numbers with ``judge_n`` copies (default: the detector's N) when
-    ``judge`` is on. ``precision`` drives the gradient steps and the judge (which only chooses
+    ``judge`` is on. The gradient-free plan (``square_queries`` queries per input, Square) compares
+    its candidates on the same common random numbers with ``square_n`` copies. ``precision`` drives the gradient steps and the judge (which only chooses
     among iterates); early-stopping checks and every reported score are float32."""
 
     transfer_steps: int = 40
@@ -88,6 +93,8 @@ class AttackBudget:
     eotpgd_restarts: int = 1  # random starts of the EOT-PGD plan (the judge picks per input)
     precision: str = "bf16"  # of the gradient steps and the judge (precision.PRECISIONS); measured no weaker, 2x faster
     apgd_judge_every: int = 1  # APGD steps between judgements (attacks.apgd; > 1: a cheaper judge, results/attacks/judge-cost.md)
+    square_queries: int = 500  # queries per input of the gradient-free Square leg (0: no such leg)
+    square_n: int = 8  # noisy copies of the Square leg's judge on smoothed detectors (its cost: queries x copies)
 
     def __post_init__(self):
         check_int("transfer_steps", self.transfer_steps, minimum=0)
@@ -109,6 +116,8 @@ class AttackBudget:
         check_int("eotpgd_restarts", self.eotpgd_restarts)
         check_precision(self.precision)
         check_int("apgd_judge_every", self.apgd_judge_every)
+        check_int("square_queries", self.square_queries, minimum=0)
+        check_int("square_n", self.square_n)
 
     def gradient_spec(self) -> dict:
         """What, beyond the attack config, determines an adaptive plan's adversarial inputs.
@@ -137,17 +146,33 @@ class AttackPlan:
         d = {"what": self.what, "base": self.det.base.spec(), "attack": self.cfg.spec()}
         if self.target == "adaptive":
             d.update(detector=self.det.config(), **budget.gradient_spec(), copies=self.copies(budget))
+        if self.target == "square":
+            d.update(detector=self.det.config(), judge=budget.judge, square_n=budget.square_n,
+                     precision=budget.precision)
         if self.what == "ross":
             d["tau"] = self.det.tau_
         return d
 
 
+def check_targets(targets, budget: AttackBudget) -> list[str]:
+    """``targets`` checked against ``TARGETS`` and the budget (``square`` needs queries)."""
+    targets = list(targets)
+    if not targets:
+        raise ValueError("no target given: name at least one of " + ", ".join(TARGETS))
+    for t in targets:
+        check_choice("target", t, TARGETS)
+    if "square" in targets and not budget.square_queries:
+        raise ValueError("target 'square' needs square_queries > 0 (the gradient-free leg's queries per input); "
+                         "drop 'square' from the targets to run without it")
+    return targets
+
+
 def plans_for(name: str, det: Detector, eps: float, objective: str, eps_space: str, targets,
               budget: AttackBudget, seed: int) -> list[AttackPlan]:
     """The attacks run against detector ``name`` for one (eps, objective, eps space)."""
-    out, want = [], set(targets)
+    out, want = [], set(check_targets(targets, budget))
     if "worst" in want:
-        want |= {"transfer", "adaptive"}
+        want |= {"transfer", "adaptive"} | ({"square"} if budget.square_queries else set())
     if "transfer" in want:
         cfg = AttackConfig(eps=eps, objective=objective, eps_space=eps_space, algorithm="pgd",
                            steps=budget.transfer_steps, step_size=budget.transfer_step_size, restarts=1,
@@ -168,6 +193,10 @@ def plans_for(name: str, det: Detector, eps: float, objective: str, eps_space: s
                                random_start=True, eot=budget.eot, keep="best", seed=seed)
             out += [AttackPlan(f"adaptive/{name}/eotpgd-{w}", "adaptive", w, det, cfg)
                     for w in whats(budget.eotpgd_surrogates)]
+    if "square" in want:  # last: the early-stopping keys of the plans before it stay those of older caches
+        cfg = AttackConfig(eps=eps, objective=objective, eps_space=eps_space, algorithm="square",
+                           steps=budget.square_queries, restarts=1, random_start=True, eot=1, keep="best", seed=seed)
+        out.append(AttackPlan(f"square/{name}", "square", "base", det, cfg))
     return out
 
 
@@ -223,7 +252,9 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
     already done are not attacked and keep it; with ``budget.warm_start`` the attack starts
     from it."""
     fn = _at_precision(plan.det.surrogate(plan.what, plan.copies(budget)), budget.precision, model)
-    judge = plan.det.judge(budget.judge_n) if budget.judge and plan.target == "adaptive" else None
+    judge = None
+    if budget.judge and plan.target in ("adaptive", "square"):
+        judge = plan.det.judge(budget.square_n if plan.target == "square" else budget.judge_n)
     if judge is not None and budget.precision != "fp32":
         judge = _at_precision(judge, budget.precision, model)
     stop_fn = _stop_fn(model, plan.det, stop) if stop is not None else None
@@ -237,7 +268,8 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
         rows = run[i:i + batch_size]
         x_adv, _ = run_attack(fn, xs[rows].to(model.device), model, plan.cfg, stop_fn=stop_fn,
                               check_every=budget.check_every, judge=judge, apgd_judge_every=budget.apgd_judge_every,
-                              x_init=None if warm is None else warm[rows].to(model.device))
+                              x_init=None if warm is None else warm[rows].to(model.device),
+                              square_check_every=SQUARE_CHECK_EVERY)
         out[rows] = x_adv.float().cpu().numpy()
     return out
 
@@ -284,7 +316,8 @@ def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPl
             st = stops.get(plan.name)
             warm = budget.warm_start and plan.target == "adaptive"
             if st is not None:  # the early-stopped result depends on the threshold and the earlier plans
-                spec["stop"] = {"threshold": st.threshold, "side": st.side, "check_every": budget.check_every}
+                every = SQUARE_CHECK_EVERY if plan.cfg.algorithm == "square" else budget.check_every
+                spec["stop"] = {"threshold": st.threshold, "side": st.side, "check_every": every}
             if st is not None or warm:
                 spec.update(warm_start=warm, after=[keys[q.name] for q in plans[:k]])
             akey = keys[plan.name] = stable_key({**base_key, "block": [start, stop], **spec})
@@ -331,7 +364,7 @@ def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, se
         owned = {n: plans_for(n, d, eps, objective, eps_space, targets, budget, seed) for n, d in dets.items()}
         plans = {p.name: p for ps in owned.values() for p in ps}
         stops = {p.name: Stop(thresholds[n], objective) for n, ps in owned.items() for p in ps
-                 if budget.early_stop and p.target == "adaptive"}
+                 if budget.early_stop and p.target in ("adaptive", "square")}
         with progress(progress_factory, f"{s} {objective} {eps_label(eps)}", len(ds)) as update:
             arrays = compute_adv_set(model, ds, s, list(plans.values()), dets, budget, cache, batch_size,
                                      block_size, update, stops)
@@ -384,6 +417,7 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
     ``cache``: a ``BlockCache`` that makes the run resumable (default: none)."""
     t0 = time.time()
     budget = AttackBudget() if budget is None else budget
+    targets = check_targets(targets, budget)
     cache = BlockCache(None) if cache is None else cache
     plan_scores: dict = {}
     attacked_scores: dict = {}
@@ -406,7 +440,7 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
                     id_s = att["min"][n]["id_test"][tgt] if "min" in SIDES[objective] else clean[n]["id_test"]
                     ood = {o: att["max"][n][o][tgt] if "max" in SIDES[objective] else clean[n][o] for o in bench.ood}
                     extra = {"detector": n, "attack": {"transfer": "pgd", "adaptive": "apgd+eotpgd" if budget.eotpgd_steps
-                                                           else "apgd"}.get(tgt, "worst-of"),
+                                                           else "apgd", "square": "square"}.get(tgt, "worst-of"),
                              "target": tgt, "eps": eps, "eps_space": eps_space, "objective": objective}
                     recs = ood_records(id_s, ood, bench.groups, {"mean": ("all", list(bench.ood))}, extra,
                                        n_resamples, seed)

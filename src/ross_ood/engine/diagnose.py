@@ -10,6 +10,12 @@ al. 2020 ("On Adaptive Attacks to Adversarial Example Defenses") and Pintor et a
   moves by at most about a point; a large negative difference says the budget is too small.
 - **unbounded budget**: PGD-Both at eps = 1 in pixel units (any image in [0, 1] is allowed).
   The AUROC must reach about 0; if it does not, the attack is failing, not the detector holding.
+- **masked gradients**: the gradient-free leg (Square, ``target square``) beside the gradient legs
+  (transfer and adaptive), per eps and objective, with the paired difference (gradient-free minus
+  the gradient legs' worst case) and its interval. A gradient-free search that beats every
+  gradient attack significantly says the gradients are masked (flat, quantised, no autograd):
+  the gradient legs' numbers are not robustness, and the worst case over all legs is the one to
+  read (Carlini et al. 2019, section 4.6; AutoAttack carries Square for this).
 - **plans**: the worst case of every attack plan alone, and how often each plan is the one that
   gives an input its worst case (the first plan on ties).
 - **silent failures**: inputs whose worst-case attacked score is worse for the attacker than
@@ -39,35 +45,44 @@ from ross_ood.metrics import auroc_by_ranks, paired_auroc_difference
 from ross_ood.runs.rundir import with_defaults
 from ross_ood.validate import eps_label
 
-__all__ = ["diagnose_attack", "diagnosis_from_runs", "render_diagnosis", "convergence_verdict", "convergence_budgets", "worst_per_input", "plot_curves"]
+__all__ = ["diagnose_attack", "diagnosis_from_runs", "render_diagnosis", "convergence_verdict", "gradient_free_verdict", "convergence_budgets", "worst_per_input", "plot_curves"]
 
 UNBOUNDED_EPS = 1.0  # pixel units: the whole image box
 UNBOUNDED_MAX_AUROC = 0.02  # what "about 0" means for the unbounded check
 
 
 def convergence_budgets(budget: AttackBudget) -> dict[str, AttackBudget]:
-    """The budget, the budget with twice the steps, and with twice the noisy copies."""
+    """The budget, the budget with twice the steps (and Square's queries), and with twice the noisy
+    copies (of every gradient and of Square's judge)."""
     return {"1x": budget,
             "2x steps": dataclasses.replace(budget, adaptive_steps=2 * budget.adaptive_steps,
-                                            eotpgd_steps=2 * budget.eotpgd_steps),
-            "2x copies": dataclasses.replace(budget, attack_n=2 * budget.attack_n, eotpgd_n=2 * budget.eotpgd_n)}
+                                            eotpgd_steps=2 * budget.eotpgd_steps,
+                                            square_queries=2 * budget.square_queries),
+            "2x copies": dataclasses.replace(budget, attack_n=2 * budget.attack_n, eotpgd_n=2 * budget.eotpgd_n,
+                                             square_n=2 * budget.square_n)}
 
 
-def worst_per_input(per_plan: dict, det: str, eps, side: str, sets: list[str]) -> dict[str, np.ndarray]:
+#: the legs that follow gradients (plan names start with the leg: ``transfer/...``, ``adaptive/...``)
+GRADIENT_LEGS = ("transfer", "adaptive")
+
+
+def worst_per_input(per_plan: dict, det: str, eps, side: str, sets: list[str], legs=None) -> dict[str, np.ndarray]:
     """Per set, the worst score per input over the plans of ``per_plan`` (``attack_benchmark``'s
-    ``plan_scores``) of one detector, eps and side (lowest for min, highest for max)."""
+    ``plan_scores``) of one detector, eps and side (lowest for min, highest for max); ``legs``:
+    only the plans of these legs (``transfer``, ``adaptive``, ``square``)."""
     out = {}
     for s in sets:
-        c = [v for k, v in per_plan.items() if k[0] == eps and k[1] == side and k[2] == s and k[3] == det]
+        c = [v for k, v in per_plan.items() if k[0] == eps and k[1] == side and k[2] == s and k[3] == det
+             and (legs is None or k[4].split("/")[0] in legs)]
         out[s] = np.min(c, 0) if side == "min" else np.max(c, 0)
     return out
 
 
-def _objective_pair(per_plan, clean, det, eps, objective, ood_sets):
-    """(id scores, {ood set: scores}) of one objective from per-input worst cases."""
-    id_s = worst_per_input(per_plan, det, eps, "min", ["id_test"])["id_test"] if "min" in SIDES[objective] \
+def _objective_pair(per_plan, clean, det, eps, objective, ood_sets, legs=None):
+    """(id scores, {ood set: scores}) of one objective from per-input worst cases (of ``legs``)."""
+    id_s = worst_per_input(per_plan, det, eps, "min", ["id_test"], legs)["id_test"] if "min" in SIDES[objective] \
         else clean[det]["id_test"]
-    ood = worst_per_input(per_plan, det, eps, "max", ood_sets) if "max" in SIDES[objective] \
+    ood = worst_per_input(per_plan, det, eps, "max", ood_sets, legs) if "max" in SIDES[objective] \
         else {s: clean[det][s] for s in ood_sets}
     return id_s, ood
 
@@ -89,9 +104,10 @@ def diagnose_attack(model, bench, dets: dict, clean_scores: dict, eps_list, eps_
                                        eps_space=eps_space, budget=b, seed=seed, cache=cache, batch_size=batch_size,
                                        block_size=block_size, progress_factory=progress_factory,
                                        n_resamples=0).plan_scores
-    conv, plans, silent = [], [], []
+    conv, plans, silent, masked = [], [], [], []
     for n in dets:
         conv += _convergence_rows(runs, clean, n, eps_list, ood_sets, n_resamples, seed)
+        masked += _gradient_free_rows(runs["1x"], clean, n, eps_list, ood_sets, n_resamples, seed)
         for eps in eps_list:
             plans += _plan_table(runs["1x"], clean, n, eps, ood_sets)
             silent += _silent(runs["1x"], clean, n, eps, ood_sets)
@@ -106,7 +122,8 @@ def diagnose_attack(model, bench, dets: dict, clean_scores: dict, eps_list, eps_
     curves = {n: _curves(model, bench, d, eps_list[0], eps_space, budget, seed, curve_inputs)
               for n, d in dets.items()}
     return {"eps_list": list(eps_list), "eps_space": eps_space, "budget": dataclasses.asdict(budget),
-            "convergence": conv, "unbounded": unbounded, "unbounded_eps": UNBOUNDED_EPS, "plans": plans,
+            "convergence": conv, "gradient_free": masked, "unbounded": unbounded, "unbounded_eps": UNBOUNDED_EPS,
+            "plans": plans,
             "silent": silent, "curves": curves, "set_sizes": {"id_test": len(bench.id),
                                                               **{s: len(bench.ood[s]) for s in ood_sets}}}
 
@@ -129,11 +146,46 @@ def _convergence_rows(runs: dict, clean: dict, det: str, eps_list, ood_sets, n_r
     return rows
 
 
+def _gradient_free_rows(per_plan: dict, clean: dict, det: str, eps_list, ood_sets, n_resamples: int,
+                        seed: int) -> list:
+    """Per eps and objective: the worst case of the gradient legs alone, of the gradient-free
+    leg alone and of all legs, and the paired differences gradient-free - gradient and
+    all - gradient. Empty when the plans hold no gradient-free leg."""
+    if not any(k[3] == det and k[4].split("/")[0] == "square" for k in per_plan):
+        return []
+    rows = []
+    for eps in eps_list:
+        for o in ("min", "max", "both"):
+            pairs = {leg: _objective_pair(per_plan, clean, det, eps, o, ood_sets, legs)
+                     for leg, legs in (("gradient", GRADIENT_LEGS), ("square", ("square",)), ("worst", None))}
+            row = {"detector": det, "eps": eps, "objective": o, "n_id": len(pairs["worst"][0]),
+                   "n_ood": int(sum(len(v) for v in pairs["worst"][1].values()))}
+            for leg, pair in pairs.items():
+                row[f"auroc_{leg}"] = _mean_auroc(pair)
+            for leg in ("square", "worst"):
+                d = paired_auroc_difference(pairs[leg], pairs["gradient"], n_resamples, seed=seed)["mean"]
+                row[f"diff_{leg}"] = (d["diff"], d["lo"], d["hi"])
+            rows.append(row)
+    return rows
+
+
+def gradient_free_verdict(row: dict) -> str:
+    """"masked" when the gradient-free leg alone beats the gradient legs' worst case with a paired
+    interval below zero (their gradients do not find what a search on the values finds), else
+    "not masked"; each with the paired difference."""
+    d = row["diff_square"]
+    text = f"{100 * d[0]:+.2f} [{100 * d[1]:+.2f}, {100 * d[2]:+.2f}]"
+    if d[2] < 0:
+        return (f"**MASKED**: gradient-free beats the gradient legs by {text}: their gradients are masked; "
+                "read the worst case")
+    return f"not masked: gradient-free does not beat the gradient legs ({text})"
+
+
 def _stored_plans(scores: dict, det: str) -> dict:
     """A stored attack run's per-input scores (``compare.load_run_scores``) of one detector as
     per-plan scores keyed like ``attack_benchmark``'s ``plan_scores``, the plans being the targets."""
     return {(k[1], k[2], k[3], det, k[4]): v for k, v in scores.items()
-            if k[0] == det and k[4] in ("transfer", "adaptive")}
+            if k[0] == det and k[4] in ("transfer", "adaptive", "square")}
 
 
 def diagnosis_from_runs(base, steps, copies, unbounded, detector: str | None = None,
@@ -190,6 +242,7 @@ def diagnosis_from_runs(base, steps, copies, unbounded, detector: str | None = N
     runs = {"1x": _stored_plans(scores["base"], detector), "2x steps": _stored_plans(scores["2x steps"], detector),
             "2x copies": _stored_plans(scores["2x copies"], detector)}
     conv = _convergence_rows(runs, clean, detector, eps_list, ood_sets, n_resamples, seed)
+    masked = _gradient_free_rows(runs["1x"], clean, detector, b["eps_list"], ood_sets, n_resamples, seed)
     plans, silent = [], []
     for eps in b["eps_list"]:
         plans += _plan_table(runs["1x"], clean, detector, eps, ood_sets)
@@ -197,7 +250,8 @@ def diagnosis_from_runs(base, steps, copies, unbounded, detector: str | None = N
     a = _mean_auroc(_objective_pair(_stored_plans(scores["unbounded"], detector), clean, detector, UNBOUNDED_EPS,
                                     "both", ood_sets))
     return {"eps_list": list(b["eps_list"]), "eps_space": b["eps_space"], "budget": b["attack_settings"],
-            "convergence": conv, "unbounded": [{"detector": detector, "auroc": a, "ok": a <= UNBOUNDED_MAX_AUROC}],
+            "convergence": conv, "gradient_free": masked,
+            "unbounded": [{"detector": detector, "auroc": a, "ok": a <= UNBOUNDED_MAX_AUROC}],
             "unbounded_eps": UNBOUNDED_EPS, "plans": plans, "silent": silent, "curves": {},
             "set_sizes": {s: b["set_sizes"][s] for s in ["id_test", *ood_sets]},
             "runs": {k: str(d) for k, d in dirs.items()}, "plan_level": "target"}
@@ -287,7 +341,9 @@ def render_diagnosis(doc: dict) -> str:
                      f"{d('2x copies')} | {convergence_verdict(r)} |")
     lines += ["", f"Verdict: converged when neither doubling lowers the worst case by more than "
               f"{100 * CONVERGENCE_TOLERANCE:g} AUROC point.",
-              "", f"## Unbounded budget (PGD-Both at eps = {doc['unbounded_eps']:g}, pixel units)\n",
+              ""]
+    lines += _render_gradient_free(doc)
+    lines += ["", f"## Unbounded budget (PGD-Both at eps = {doc['unbounded_eps']:g}, pixel units)\n",
               "| detector | AUROC | reaches ~0 (<= 2) |", "|---|---|---|"]
     lines += [f"| {r['detector']} | {100 * r['auroc']:.2f} | {'yes' if r['ok'] else '**NO: the attack fails**'} |"
               for r in doc["unbounded"]]
@@ -309,6 +365,29 @@ def render_diagnosis(doc: dict) -> str:
                   + "; ".join(f"{k}: `{v}`" for k, v in doc["runs"].items()) + ". No objective curves (a stored run "
                   "keeps none)."]
     return "\n".join(lines) + "\n"
+
+
+def _render_gradient_free(doc: dict) -> list[str]:
+    lines = ["## Masked gradients: the gradient-free leg beside the gradient legs\n"]
+    rows = doc.get("gradient_free") or []
+    if not rows:
+        return lines + ["No gradient-free leg in this attack (square_queries 0, or a stored run from before it "
+                        "existed): masked gradients are not checked."]
+    lines += ["| detector | eps | objective | gradient legs | gradient-free | all legs | gradient-free - gradient "
+              "| all - gradient | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def d(k):
+            v = r[f"diff_{k}"]
+            return f"{100 * v[0]:+.2f} [{100 * v[1]:+.2f}, {100 * v[2]:+.2f}]"
+        lines.append(f"| {r['detector']} | {eps_label(r['eps'])} | {r['objective']} | {100 * r['auroc_gradient']:.2f} | "
+                     f"{100 * r['auroc_square']:.2f} | {100 * r['auroc_worst']:.2f} | {d('square')} | {d('worst')} | "
+                     f"{gradient_free_verdict(r)} |")
+    masked = [r for r in rows if r["diff_square"][2] < 0]
+    verdict = ("the gradient-free leg beats the gradient legs in " + ", ".join(
+        f"{r['detector']} {eps_label(r['eps'])} {r['objective']}" for r in masked)
+        + ": there the gradients are masked and the worst case (all legs) is the number to read") if masked \
+        else "the gradient-free leg beats the gradient legs nowhere (no paired interval below zero)"
+    return lines + ["", "Verdict: " + verdict + "."]
 
 
 def plot_curves(doc: dict, path) -> None:

@@ -2,7 +2,8 @@
 
 ``robustness_report(detector, id_images, {"name": ood_images, ...}, eps=[2/255, 8/255])`` scores
 the ID test images and every OOD set clean, attacks them with the default attack (the paper's
-transfer PGD, adaptive APGD and EOT-PGD on the defended score, the worst case per input) for
+transfer PGD, adaptive APGD and EOT-PGD on the defended score, the gradient-free Square attack on
+the defended score, the worst case per input) for
 PGD-Min (ID pushed down), PGD-Max (OOD pushed up) and PGD-Both, and returns a
 ``RobustnessReport``: AUROC / FPR@95 per budget, objective and target with bootstrap intervals,
 the per-input scores, and (with ``certify_radii``) certified AUROC per L2 radius for smoothed
@@ -23,20 +24,22 @@ from ross_ood.attacks import ATTACK_VERSION
 from ross_ood.data.benchmarks import Benchmark
 from ross_ood.data.sets import TensorSet
 from ross_ood.detectors import Detector
-from ross_ood.engine.adversarial import TARGETS, AttackBudget, attack_benchmark
+from ross_ood.detectors.custom import as_detector
+from ross_ood.engine.adversarial import TARGETS, AttackBudget, attack_benchmark, check_targets
 from ross_ood.engine.evaluate import compute_set, detector_scores, plan_units, set_fingerprint, summarize
 from ross_ood.runs.rundir import prepare_out, save_input_scores, write_results
 from ross_ood.runs.tables import render, versions
 from ross_ood.store import BlockCache, atomic_write_text
 from ross_ood.validate import check_choice, check_eps, eps_label
 
-__all__ = ["robustness_report", "RobustnessReport", "Attack", "BUDGET_PRESETS", "budget_preset"]
+__all__ = ["robustness_report", "attack_report", "RobustnessReport", "Attack", "BUDGET_PRESETS", "budget_preset"]
 
 #: attack budgets by name: ``default`` is the attack every stored number uses (attack version 4);
-#: ``quick`` is a cheap look (a tenth of the steps, no EOT-PGD): a stronger attack can only lower it
+#: ``quick`` is a cheap look (a quarter of the steps, no EOT-PGD, 100 gradient-free queries): a
+#: stronger attack can only lower it
 BUDGET_PRESETS = {
     "default": AttackBudget(),
-    "quick": AttackBudget(transfer_steps=10, adaptive_steps=10, adaptive_restarts=1, eotpgd_steps=0),
+    "quick": AttackBudget(transfer_steps=10, adaptive_steps=10, adaptive_restarts=1, eotpgd_steps=0, square_queries=100),
 }
 
 
@@ -115,14 +118,17 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
                       budget="default", objectives=("min", "max", "both"), targets=TARGETS,
                       groups: dict | None = None, certify_radii=None, certify_n: int = 2000,
                       alpha: float = 0.001, n_resamples: int = 1000, seed: int = 0, batch_size: int = 64,
-                      cache_dir: str | os.PathLike | None = None, name: str | None = None) -> RobustnessReport:
+                      cache_dir: str | os.PathLike | None = None, name: str | None = None,
+                      model=None) -> RobustnessReport:
     """The robustness report of a fitted detector (see the module doc).
 
     Parameters
     ----------
-    detector : Detector
+    detector : Detector or an object with ``score(x)``
         Fitted (``fit`` on held-out ID images): ``BaseScoreDetector``, ``MedianSmoothing``,
-        ``QuantileSmoothing`` or ``ROSS``.
+        ``QuantileSmoothing`` or ``ROSS``; or a detector object of your own (``score``, optionally
+        ``surrogate`` and ``spec``: ``ross_ood.detectors.custom``), with ``model``, the classifier it
+        guards (``ross_ood.wrap``).
     id_images, ood_sets
         ID test images and ``{name: images}`` of OOD sets; each a (N, C, H, W) tensor in [0, 1]
         or a DataLoader / iterable of batches (tensors, (x, y) tuples, dicts with ``x``).
@@ -139,11 +145,11 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
         A folder that makes the report resumable (a killed call redoes only unfinished blocks).
     """
     eps_list = [check_eps(e, strict=True) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
-    if not isinstance(detector, Detector):
-        raise TypeError(f"detector must be a ross_ood Detector (fitted), got {type(detector).__name__}")
+    detector = as_detector(detector, model)
     if not isinstance(ood_sets, dict) or not ood_sets:
         raise ValueError("ood_sets must be a non-empty {name: images} mapping")
     budget = budget_preset(budget)
+    targets = check_targets(targets, budget)
     model = detector.model
     sets = {"id_test": TensorSet(id_images, "id_test")}
     for k, v in ood_sets.items():
@@ -168,28 +174,46 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
         arrays = compute_set(model, ds, s, units, cache, batch_size, 512, 0, None)
         clean[name][s] = detector_scores(detector, arrays)
     records, means = summarize([name], clean, groups, n_resamples=n_resamples, seed=seed)
-    res = attack_benchmark(model, bench, dets, clean, eps_list=eps_list, objectives=list(objectives),
-                           targets=list(targets), budget=budget, seed=seed, cache=cache, batch_size=batch_size,
-                           n_resamples=n_resamples)
-    scores = {(name, "clean", "clean", s, "clean"): np.asarray(v["score"], np.float64) for s, v in clean[name].items()}
-    scores.update(res.scores)
-    cfg = detector.config()
     n_samples, sigma = getattr(detector, "n_samples", 1), getattr(detector, "sigma", 0.0)
     noise_space = getattr(detector, "noise_space", "pixel")
-    doc = {"command": "attack", "benchmark": "custom", "model": getattr(model, "name", type(model.net).__name__),
-           "seed": seed, "noise_space": noise_space,
-           "config": {"n_samples": n_samples, "sigma": sigma, "noise_space": noise_space, "seed": seed, "eps": [eps_label(e) for e in eps_list],
-                      "objective": list(objectives), "target": list(targets), "bootstrap": n_resamples},
-           "versions": versions(), "id_accuracy": None, "clean": records, "clean_means": means,
-           "results": res.records, "means": res.means, "set_sizes": {k: len(v) for k, v in sets.items()},
-           "set_fingerprints": {k: set_fingerprint(v) for k, v in sets.items()}, "groups": groups,
-           "eps_space": "pixel", "attack_settings": asdict(budget), "attack_version": ATTACK_VERSION,
-           "eps_list": eps_list, "targets": list(targets), "detectors": [{"name": name, **cfg}],
-           "wall_time_s": res.wall_s}
-    certified = []
+    rep = attack_report(model, bench, dets, clean, records, means, eps_list=eps_list, objectives=objectives,
+                        targets=targets, budget=budget, seed=seed, cache=cache, batch_size=batch_size,
+                        n_resamples=n_resamples)
+    rep.doc = {"command": "attack", "benchmark": "custom", "model": getattr(model, "name", type(model.net).__name__),
+               "seed": seed, "noise_space": noise_space,
+               "config": {"n_samples": n_samples, "sigma": sigma, "noise_space": noise_space, "seed": seed,
+                          "eps": [eps_label(e) for e in eps_list], "objective": list(objectives),
+                          "target": list(targets), "bootstrap": n_resamples},
+               "versions": versions(), "id_accuracy": None, **rep.doc}
     if certify_radii:
-        certified = _certify(detector, name, sets, groups, [float(r) for r in certify_radii], certify_n, alpha)
-    return RobustnessReport(json.loads(json.dumps(doc, default=float)), scores, certified)
+        rep.certified = _certify(detector, name, sets, groups, [float(r) for r in certify_radii], certify_n, alpha)
+    return rep
+
+
+def attack_report(model, bench, dets: dict, clean_scores: dict, clean_records: list, clean_means: list, *, eps_list,
+                  objectives=("min", "max", "both"), eps_space: str = "pixel", targets=TARGETS, budget=None,
+                  seed: int = 0, cache: BlockCache | None = None, batch_size: int = 64, block_size: int = 256,
+                  progress_factory=None, n_resamples: int = 1000, stop_scores: dict | None = None) -> RobustnessReport:
+    """The attack part of a robustness report, on a built benchmark (``ross attack`` and
+    ``robustness_report`` both come here): ``attack_benchmark`` on fitted ``dets`` whose clean
+    scores (detector -> set -> {"score": ...}), records and means are given, and the results
+    document's attack fields (the caller adds its command, settings and versions)."""
+    budget = budget_preset(budget)
+    res = attack_benchmark(model, bench, dets, clean_scores, eps_list=eps_list, objectives=list(objectives),
+                           eps_space=eps_space, targets=list(targets), budget=budget, seed=seed, cache=cache,
+                           batch_size=batch_size, block_size=block_size, progress_factory=progress_factory,
+                           n_resamples=n_resamples, stop_scores=stop_scores)
+    scores = {(n, "clean", "clean", s, "clean"): np.asarray(v["score"], np.float64)
+              for n, per in clean_scores.items() for s, v in per.items() if s != "id_val"}
+    scores.update(res.scores)
+    sets = {"id_test": bench.id, **bench.ood}
+    doc = {"clean": clean_records, "clean_means": clean_means, "results": res.records, "means": res.means,
+           "set_sizes": {k: len(v) for k, v in sets.items()},
+           "set_fingerprints": {k: set_fingerprint(v) for k, v in sets.items()}, "groups": bench.groups,
+           "eps_space": eps_space, "attack_settings": asdict(budget), "attack_version": ATTACK_VERSION,
+           "eps_list": list(eps_list), "targets": list(targets),
+           "detectors": [{"name": n, **d.config()} for n, d in dets.items()], "wall_time_s": res.wall_s}
+    return RobustnessReport(json.loads(json.dumps(doc, default=float)), scores)
 
 
 def _certify(det, name, sets, groups, radii, n, alpha) -> list:
@@ -218,20 +242,20 @@ class Attack:
     of radius ``eps`` (a fraction of the pixel range) around ``x`` and in [0, 1]. ``objective``
     ``min`` lowers the detector's score (an ID image made to look OOD), ``max`` raises it (OOD made
     to look ID). ``target``: ``transfer`` (the paper's PGD on the base score), ``adaptive`` (APGD
-    and EOT-PGD on the defended score) or ``worst`` (per image, the attacked image with the worst
+    and EOT-PGD on the defended score), ``square`` (gradient-free, on the defended score) or ``worst`` (per image, the attacked image with the worst
     detector score over all of them, as the report's worst case). No early stopping: every image
-    gets the whole budget."""
+    gets the whole budget. ``detector`` may be an object of your own with ``score(x)`` (then pass
+    ``model``, the classifier it guards; ``ross_ood.detectors.custom``)."""
 
     def __init__(self, detector: Detector, *, eps: float, objective: str = "min", target: str = "worst",
-                 budget="default", seed: int = 0, batch_size: int = 64):
-        if not isinstance(detector, Detector):
-            raise TypeError(f"detector must be a ross_ood Detector (fitted), got {type(detector).__name__}")
+                 budget="default", seed: int = 0, batch_size: int = 64, model=None):
+        detector = as_detector(detector, model)
         eps = check_eps(eps, strict=True)
         check_choice("objective", objective, ("min", "max"))
-        check_choice("target", target, TARGETS)
         from dataclasses import replace
         self.detector, self.eps, self.objective, self.target = detector, float(eps), objective, target
         self.budget = replace(budget_preset(budget), early_stop=False)
+        check_targets([target], self.budget)
         self.seed, self.batch_size = int(seed), int(batch_size)
 
     def __call__(self, x):

@@ -29,7 +29,7 @@ from ross_ood.store import atomic_write_bytes, atomic_write_text, read_stored_te
 
 __all__ = ["ScoreKey", "BoundKey", "RUN_ONLY_SETTINGS", "prepare_out", "write_results", "read_results",
            "save_scores", "save_input_scores", "load_input_scores", "save_bounds", "load_bounds", "load_run_scores",
-           "with_defaults", "RECORD_FIELDS", "csv_text"]
+           "with_defaults", "BEFORE_SETTING", "RECORD_FIELDS", "csv_text"]
 
 #: settings that never change a run's numbers: parts of one run may differ in them, and a resumed
 #: training run may too (training keeps the ones that are its own hyper-parameters, e.g. batch_size)
@@ -134,11 +134,18 @@ def read_results(run_dir: str | os.PathLike) -> dict:
     return json.loads(res.read_text())
 
 
+#: settings that entered with a default that changes the numbers, and the value that reproduces
+#: what a run written before them did: ``square_queries`` (the gradient-free leg, part of ``worst``
+#: since it exists; a run without the setting had no such leg)
+BEFORE_SETTING = {"square_queries": 0}  # (square_n then does nothing: its default stands)
+
+
 def with_defaults(stored: dict, defaults: dict) -> dict:
     """A stored run's settings (``config.yaml``, ``attack_settings``) with each setting added after
-    it was written at its default. A new setting enters with a default that changes no number (its
-    old behaviour), so that default is what the run used: two runs compare equal setting by setting."""
-    return {**defaults, **stored}
+    it was written. A new setting mostly enters with a default that changes no number (its old
+    behaviour), so that default is what the run used; the others (``BEFORE_SETTING``) take the
+    value of the old behaviour: two runs compare equal setting by setting."""
+    return {**defaults, **{k: v for k, v in BEFORE_SETTING.items() if k in defaults}, **stored}
 
 
 # ------------------------------------------------------------------ arrays

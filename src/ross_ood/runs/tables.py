@@ -162,7 +162,11 @@ def render_attack(doc: dict) -> str:
                         + ("; iterates judged on common random numbers" if st.get("judge") else "")
                         + (f"; gradient steps in {st['precision']}" if st.get("precision", "fp32") != "fp32" else "")
                         + ")",
-            "worst": "worst case per input over all attacks and restarts"}
+            "square": f"square (gradient-free: Square, {st.get('square_queries', 0)} queries per input on the "
+                      "detector's own score" + (f"; smoothed: candidates judged on {st.get('square_n')} noisy copies "
+                                                 "on common random numbers" if st.get("judge") else "") + ")",
+            "worst": "worst case per input over all attacks and restarts"
+                     + (" (gradient legs and the gradient-free leg)" if st.get("square_queries") else "")}
     clean_means = [r for r in doc["clean_means"] if r["ood_set"] == "all-mean"]
     parts = [f"## {doc['benchmark']} / {doc['model']}: robustness", "", head, ""]
     for t in doc["targets"]:

@@ -1,12 +1,10 @@
-"""``ross attack``: robustness of detectors under L-inf attacks (PGD-Min / PGD-Max)."""
+"""``ross attack``: robustness of detectors under L-inf attacks (PGD-Min / PGD-Max / PGD-Both): a
+front over ``engine.report.attack_report``, the call under ``ross_ood.robustness_report``."""
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from ross_ood.attacks import ATTACK_VERSION
-from ross_ood.cli.jobs.common import base_doc, clean_run, finish, set_fingerprints
+from ross_ood.cli.jobs.common import base_doc, clean_run, finish
 from ross_ood.cli.settings import AttackSettings
-from ross_ood.engine.adversarial import attack_benchmark
+from ross_ood.engine.report import attack_report
 from ross_ood.runs.rundir import save_input_scores
 
 __all__ = ["run_attack"]
@@ -25,21 +23,17 @@ def run_attack(st: AttackSettings) -> dict | None:
         whole = open_benchmark(dataclasses.replace(st, part=None), run.model, run.root)
         stop = evaluate_benchmark(run.model, whole, run.dets, job.cache, st.batch_size, st.block_size, st.workers,
                                   job.prog, 0, st.seed).scores
-    res = attack_benchmark(run.model, run.bench, run.dets, clean.scores, eps_list=st.eps_values,
-                           objectives=st.objective, eps_space=st.eps_space, targets=st.target, budget=st.budget,
-                           seed=st.seed, cache=job.cache, batch_size=st.attack_batch, block_size=st.block_size,
-                           progress_factory=job.prog, n_resamples=st.bootstrap, stop_scores=stop)
+    rep = attack_report(run.model, run.bench, run.dets, clean.scores, clean.records, clean.means,
+                        eps_list=st.eps_values, objectives=st.objective, eps_space=st.eps_space, targets=st.target,
+                        budget=st.budget, seed=st.seed, cache=job.cache, batch_size=st.attack_batch,
+                        block_size=st.block_size, progress_factory=job.prog, n_resamples=st.bootstrap,
+                        stop_scores=stop)
     if job.rank != 0:
         return None
-    save_input_scores(job.out, clean.scores, res.scores)
-    doc = base_doc("attack", job, run.root, model=run.model_name, id_accuracy=clean.id_accuracy,
-                   clean=clean.records, clean_means=clean.means, results=res.records, means=res.means,
-                   taus=clean.taus, set_sizes=clean.sizes, set_fingerprints=set_fingerprints(run.bench),
-                   groups=run.bench.groups, notes=clean.notes,
-                   eps_space=st.eps_space, attack_settings=asdict(st.budget),
-                   attack_version=ATTACK_VERSION, eps_list=st.eps_values,
-                   targets=st.target, detectors=[{"name": n, **d.config()} for n, d in run.dets.items()],
-                   wall_time_s=clean.wall_time_s + res.wall_s)
+    save_input_scores(job.out, clean.scores, {k: v for k, v in rep.scores.items() if k[1] != "clean"})
+    fields = dict(rep.doc, set_sizes=clean.sizes, wall_time_s=clean.wall_time_s + rep.doc["wall_time_s"])
+    doc = base_doc("attack", job, run.root, model=run.model_name, id_accuracy=clean.id_accuracy, taus=clean.taus,
+                   notes=clean.notes, **fields)
     doc = finish(job, doc)
     if st.diagnose:
         _diagnose(st, run)
