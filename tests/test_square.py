@@ -231,3 +231,33 @@ def test_square_leg_from_the_command_line_equals_the_api_and_resumes(masked_plug
     doc = json.loads((full / "results.json").read_text())
     assert doc["attack_settings"]["square_queries"] == 30
     assert {r["attack"] for r in doc["means"] if r["target"] == "square"} == {"square"}
+
+
+def test_legs_run_apart_merge_to_the_run_with_every_leg(tmp_path):
+    """A stored run without the gradient-free leg and a later ``--target square`` run on the same
+    images merge (``ross combine --legs``) into the very per-input scores of one run with every leg;
+    runs on other images are refused by name."""
+    need_data("cifar10", "test.zip")
+    from ross_ood.runs.rundir import load_input_scores
+    base = ["attack", "--data-root", str(DATA_ROOT), "--limit", "6", "--detectors", "msp,energy", "--eps", "8",
+            "--transfer-steps", "3", "--adaptive-steps", "3", "--restarts", "1", "--eotpgd-steps", "3",
+            "--no-early-stop", "--no-progress", "--device", "cpu", "--bootstrap", "50",
+            "--ood", "tin=" + str(DATA_ROOT / "tinyimagenet32" / "val.zip"), "--only-extra"]
+    old, sq, whole = tmp_path / "old", tmp_path / "sq", tmp_path / "whole"
+    assert cli.main([*base, "--square-queries", "0", "--target", "transfer,adaptive,worst", "--out", str(old)]) == 0
+    assert cli.main([*base, "--square-queries", "40", "--target", "square", "--out", str(sq)]) == 0
+    assert cli.main([*base, "--square-queries", "40", "--target", "transfer,adaptive,square,worst",
+                     "--out", str(whole)]) == 0
+    assert cli.main(["combine", "--legs", str(tmp_path / "merged"), str(old), str(sq)]) == 0
+    got, want = load_input_scores(tmp_path / "merged"), load_input_scores(whole)
+    assert set(got) == set(want) and any(k[4] == "square" for k in got)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-6, err_msg=str(k))
+    doc = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert doc["attack_settings"]["square_queries"] == 40 and doc["targets"] == ["transfer", "adaptive", "square",
+                                                                                 "worst"]
+    other = tmp_path / "other"
+    assert cli.main([*base, "--limit", "5", "--target", "square", "--square-queries", "10", "--out", str(other)]) == 0
+    with pytest.raises(ValueError, match="differ in set_fingerprints"):
+        from ross_ood.runs.combine import merge_legs
+        merge_legs([old, other], tmp_path / "bad")

@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     pco.add_argument("--eps", default=None,
                      help="attack pieces: combine only these budgets (e.g. 2 or 2,8), which every piece holds; "
                           "the pieces may then have been run with other --eps lists")
+    pco.add_argument("--legs", action="store_true",
+                     help="merge attack runs on the SAME images that ran different attack legs (e.g. a later "
+                          "--target square run beside a stored run): per input the worst over them, per target and "
+                          "over all (worst)")
     pco.set_defaults(func=_cmd_combine)
     prr = sub.add_parser("reproduce", help="the paper's tables from one command (presets offline, openood)",
                          description="offline: reduced-scale tables on the data root's JPEG CIFAR-10 copy, "
@@ -200,8 +204,15 @@ def _cmd_diagnose(args) -> None:
 
 
 def _cmd_combine(args) -> None:
-    from ross_ood.runs.combine import combine_runs
+    from ross_ood.runs.combine import combine_runs, merge_legs
     from ross_ood.runs.tables import render
+    if args.legs:
+        if args.eps is not None:
+            raise ValueError("combine --legs keeps the budgets every run holds; --eps does not apply")
+        doc = merge_legs(args.runs, args.out)
+        print(render(doc))
+        print(f"wrote {args.out}/results.json, results.md, input_scores.npz ({len(args.runs)} runs, legs merged)")
+        return
     doc = combine_runs(args.runs, args.out, eps=args.eps, defaults=command_defaults())
     print(render(doc))
     print(f"wrote {args.out}/results.json, results.md, input_scores.json ({len(args.runs)} pieces)")

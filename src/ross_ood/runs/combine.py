@@ -14,6 +14,10 @@ holds (``eps=``, ``ross combine --eps 2``): each budget's attack is run on its o
 by the run's seed and that budget alone), so the cells of one budget do not depend on which other budgets
 ran beside it, and the table holds just those budgets. This lets the costly cells of a row (2/255 at 500
 images per set) grow in more pieces than the rest (8/255 at 200).
+
+``ross combine --legs`` (``merge_legs``) joins the other way: runs on the *same* images that ran
+different attack legs (a stored run and the gradient-free leg run after it) become one run whose
+worst case is per input over every leg of every run.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ from ross_ood.runs.tables import render
 from ross_ood.validate import eps_label as _label
 from ross_ood.validate import parse_part
 
-__all__ = ["combine_runs"]
+__all__ = ["combine_runs", "merge_legs"]
 
 def _check_pieces(docs: list[tuple[Path, dict]], eps: list[float] | None = None, defaults: dict | None = None) -> int:
     first_dir, first = docs[0]
@@ -251,5 +255,116 @@ def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None, ep
         if eps == "clean":
             clean.setdefault(det, {})[s] = {"score": v}
     save_input_scores(out, clean, {k: v for k, v in scores.items() if k[1] != "clean"})
+    write_results(out, doc, render(doc))
+    return doc
+
+
+#: the attack settings each leg reads (prefixes of ``AttackBudget`` fields)
+_LEG_SETTINGS = {"transfer": ("transfer_",), "adaptive": ("adaptive_", "eotpgd_", "apgd_", "attack_n", "surrogates",
+                                                          "eot", "warm_start", "judge_n"),
+                 "square": ("square_",)}
+
+
+def merge_legs(dirs: list, out: str | Path, n_resamples: int | None = None) -> dict:
+    """``ross combine --legs OUT RUN...``: attack runs on the *same* images (the same model, seed,
+    benchmark, part, attack version and detectors) that ran different legs, e.g. a stored run and
+    a later ``--target square`` run, as one run: per input, each target's worst over the runs that
+    hold it, and ``worst`` the worst over every target of every run (each is a valid attack on the
+    same image, so the worst of them is too). Budgets every run holds are kept. Clean scores must
+    agree (to 1e-6): the same detector on the same images. Returns the merged results document."""
+    if len(dirs) < 2:
+        raise ValueError("combine --legs needs at least two runs")
+    loaded = [(Path(d), *load_run_scores(d)) for d in dirs]
+    first_dir, first, _ = loaded[0]
+    for d, doc, _ in loaded:
+        if doc.get("command") != "attack":
+            raise ValueError(f"{d} holds ross {doc.get('command')} results: --legs merges attack runs")
+        for key in ("benchmark", "model", "seed", "attack_version", "eps_space", "noise_space", "set_fingerprints",
+                    "groups"):
+            if doc.get(key) != first.get(key):
+                raise ValueError(f"{d} and {first_dir} differ in {key}: --legs merges attack runs on the same "
+                                 "images, model and seed")
+    configs = [{x["name"]: {k: v for k, v in x.items() if k != "name"} for x in doc["detectors"]} for _, doc, _ in loaded]
+    dets = [n for n in configs[0] if all(n in c for c in configs)]
+    if not dets:
+        raise ValueError("the runs share no detector")
+    for (d, _, _), c in zip(loaded[1:], configs[1:]):
+        for n in dets:
+            if c[n] != configs[0][n]:
+                raise ValueError(f"{d}: detector {n} has other settings than in {first_dir}")
+    eps_list = _shared_eps([(d, doc) for d, doc, _ in loaded])
+    if not eps_list:
+        raise ValueError("the runs share no attack budget")
+    clean = {}
+    for d, _, sc in loaded:
+        for k, v in sc.items():
+            if k[1] != "clean" or k[0] not in dets:
+                continue
+            if k in clean and not np.allclose(clean[k], v, rtol=0, atol=1e-6):
+                raise ValueError(f"{d}: the clean scores of {k[0]} on {k[3]} differ from {first_dir}'s: not the same "
+                                 "detector on the same images")
+            clean.setdefault(k, v)
+    targets, per_target, legs_from = [], {}, {}
+    for d, doc, sc in loaded:
+        for (det, eps, side, s, tgt), v in sc.items():
+            if eps == "clean" or det not in dets or not _holds(eps_list, eps):
+                continue
+            if tgt not in targets:
+                targets.append(tgt)
+            legs_from.setdefault(tgt, [])
+            if str(d) not in legs_from[tgt]:
+                legs_from[tgt].append(str(d))
+            key = (det, float(eps), side, s, tgt)
+            old = per_target.get(key)
+            per_target[key] = v if old is None else (np.minimum(old, v) if side == "min" else np.maximum(old, v))
+    targets = [t for t in targets if t != "worst"] + ["worst"]
+    scores = dict(clean)
+    for (det, eps, side, s, tgt), v in per_target.items():
+        if tgt != "worst":
+            scores[(det, eps, side, s, tgt)] = v
+        w = scores.get((det, eps, side, s, "worst"))
+        scores[(det, eps, side, s, "worst")] = v if w is None else (np.minimum(w, v) if side == "min"
+                                                                     else np.maximum(w, v))
+    objectives = [o for o in dict.fromkeys(r["objective"] for r in first["means"])
+                  if all(any(r["objective"] == o for r in doc["means"]) for _, doc, _ in loaded)]
+    seed = int(first["config"].get("seed", 0))
+    n_res = int(first["config"].get("bootstrap", 1000)) if n_resamples is None else int(n_resamples)
+    groups = first["groups"]
+    sides = {"min": ("min",), "max": ("max",), "both": ("min", "max")}
+    records, means = [], []
+    for det in dets:
+        for eps in eps_list:
+            for objective in objectives:
+                for tgt in targets:
+                    def get(side, s):
+                        if side in sides[objective]:
+                            return scores[(det, float(eps), side, s, tgt)]
+                        return scores[(det, "clean", "clean", s, "clean")]
+                    extra = {"detector": det, "attack": "worst-of" if tgt == "worst" else tgt, "target": tgt,
+                             "eps": eps, "eps_space": first["eps_space"], "objective": objective}
+                    recs = ood_records(get("min", "id_test"), {s: get("max", s) for s in groups}, groups,
+                                       {"mean": ("all", list(groups))}, extra, n_res, seed)
+                    records += recs[:-1]
+                    means.append(recs[-1])
+    settings = dict(first["attack_settings"])  # each leg's settings from the first run that holds the leg
+    by_dir = {str(d): doc["attack_settings"] for d, doc, _ in loaded}
+    for tgt, prefixes in _LEG_SETTINGS.items():
+        if tgt in legs_from:
+            src = by_dir[legs_from[tgt][0]]
+            settings.update({k: v for k, v in src.items() if k.startswith(prefixes)})
+    doc = {**first, "targets": targets, "eps_list": eps_list, "results": records, "means": means,
+           "clean": [r for r in first["clean"] if r["detector"] in dets],
+           "clean_means": [r for r in first["clean_means"] if r["detector"] in dets],
+           "detectors": [x for x in first["detectors"] if x["name"] in dets], "attack_settings": settings,
+           "legs_from": legs_from, "wall_time_s": float(sum(doc["wall_time_s"] for _, doc, _ in loaded)),
+           "notes": list(first.get("notes", [])) + [
+               f"legs merged from {len(loaded)} runs on the same images ({', '.join(str(d) for d, _, _ in loaded)}) "
+               "by ross combine --legs: per input the worst over the runs of each target, worst over all"]}
+    out = Path(out)
+    prepare_out(out)
+    clean_dict: dict = {}
+    for (det, _, _, s, _), v in clean.items():
+        clean_dict.setdefault(det, {})[s] = {"score": v}
+    save_input_scores(out, clean_dict, {k: v for k, v in scores.items() if k[1] != "clean"})
     write_results(out, doc, render(doc))
     return doc
