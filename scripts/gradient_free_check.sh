@@ -30,6 +30,8 @@ out=results/attacks/gradient-free.md
     "$ross" combine --legs "$tmp/merged-$e" "$base" "$sq" > /dev/null
     echo; echo "## $e/255: merged (every leg) vs the stored default run"; echo
     "$ross" compare "$tmp/merged-$e" "$base" --a median-energy --b median-energy
+    echo; echo "## $e/255: the masked-gradient check (ross diagnose on the merged run)"; echo
+    "$ross" diagnose "$tmp/merged-$e" | sed '1,/^## Masked/d'
     echo; echo "## $e/255: the square leg alone, per objective (AUROC %, mean over the two sets)"; echo
     python3 - "$sq/results.json" "$e" <<'EOF'
 import json, sys

@@ -256,6 +256,13 @@ def test_legs_run_apart_merge_to_the_run_with_every_leg(tmp_path):
     doc = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert doc["attack_settings"]["square_queries"] == 40 and doc["targets"] == ["transfer", "adaptive", "square",
                                                                                  "worst"]
+    # ross diagnose on the one merged run: the masked-gradient check (msp and energy are not masked)
+    assert cli.main(["diagnose", str(tmp_path / "merged"), "--detector", "energy", "--out", str(tmp_path / "dg")]) == 0
+    check = json.loads((tmp_path / "dg" / "diagnosis.json").read_text())["gradient_free"]
+    assert [r["objective"] for r in check] == ["min", "max", "both"] and all(r["diff_square"][2] >= 0 for r in check)
+    with pytest.raises(ValueError, match="holds no square target"):
+        from ross_ood.engine.diagnose import masked_gradient_check
+        masked_gradient_check(old, "energy")
     other = tmp_path / "other"
     assert cli.main([*base, "--limit", "5", "--target", "square", "--square-queries", "10", "--out", str(other)]) == 0
     with pytest.raises(ValueError, match="differ in set_fingerprints"):

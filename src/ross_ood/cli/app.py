@@ -108,11 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "check, the targets' wins and silent failures, from stored runs: BASE (the "
                                      "budget), --steps, --copies (the budget doubled) and --unbounded (eps 255/255, "
                                      "pixel). What `ross attack --diagnose` computes in one process, in pieces. Runs "
-                                     "of another model, seed, attack version, budget or images are refused.")
+                                     "of another model, seed, attack version, budget or images are refused. BASE "
+                                     "alone: the masked-gradient check (the square target beside the gradient legs).")
     pdg.add_argument("base", help="the attack run with the budget itself")
-    pdg.add_argument("--steps", required=True, help="the run with twice the steps")
-    pdg.add_argument("--copies", required=True, help="the run with twice the noisy copies")
-    pdg.add_argument("--unbounded", required=True, help="the run at eps 255/255 (pixel)")
+    pdg.add_argument("--steps", default=None, help="the run with twice the steps")
+    pdg.add_argument("--copies", default=None, help="the run with twice the noisy copies")
+    pdg.add_argument("--unbounded", default=None, help="the run at eps 255/255 (pixel)")
     pdg.add_argument("--detector", default=None, help="the detector (default: the one the runs share)")
     pdg.add_argument("--out", default=None, help="folder for diagnosis.json and diagnosis.md (default: print only)")
     pdg.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -190,10 +191,23 @@ def _cmd_compare(args) -> None:
 def _cmd_diagnose(args) -> None:
     import json
 
-    from ross_ood.engine.diagnose import diagnosis_from_runs, render_diagnosis
+    from ross_ood.engine.diagnose import (
+        diagnosis_from_runs,
+        masked_gradient_check,
+        render_diagnosis,
+        render_masked_check,
+    )
     from ross_ood.store import atomic_write_text
-    doc = diagnosis_from_runs(args.base, args.steps, args.copies, args.unbounded, args.detector, args.bootstrap)
-    text = render_diagnosis(doc)
+    pieces = [args.steps, args.copies, args.unbounded]
+    if not any(pieces):
+        doc = masked_gradient_check(args.base, args.detector, args.bootstrap)
+        text = render_masked_check(doc)
+    elif not all(pieces):
+        raise ValueError("ross diagnose takes --steps, --copies and --unbounded together (the full diagnosis), or "
+                         "none of them (BASE alone: the masked-gradient check)")
+    else:
+        doc = diagnosis_from_runs(args.base, args.steps, args.copies, args.unbounded, args.detector, args.bootstrap)
+        text = render_diagnosis(doc)
     print(text)
     if args.out:
         out = Path(args.out)

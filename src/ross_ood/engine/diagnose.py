@@ -45,7 +45,7 @@ from ross_ood.metrics import auroc_by_ranks, paired_auroc_difference
 from ross_ood.runs.rundir import with_defaults
 from ross_ood.validate import eps_label
 
-__all__ = ["diagnose_attack", "diagnosis_from_runs", "render_diagnosis", "convergence_verdict", "gradient_free_verdict", "convergence_budgets", "worst_per_input", "plot_curves"]
+__all__ = ["diagnose_attack", "diagnosis_from_runs", "masked_gradient_check", "render_masked_check", "render_diagnosis", "convergence_verdict", "gradient_free_verdict", "convergence_budgets", "worst_per_input", "plot_curves"]
 
 UNBOUNDED_EPS = 1.0  # pixel units: the whole image box
 UNBOUNDED_MAX_AUROC = 0.02  # what "about 0" means for the unbounded check
@@ -255,6 +255,46 @@ def diagnosis_from_runs(base, steps, copies, unbounded, detector: str | None = N
             "unbounded_eps": UNBOUNDED_EPS, "plans": plans, "silent": silent, "curves": {},
             "set_sizes": {s: b["set_sizes"][s] for s in ["id_test", *ood_sets]},
             "runs": {k: str(d) for k, d in dirs.items()}, "plan_level": "target"}
+
+
+def masked_gradient_check(run, detector: str | None = None, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """The masked-gradient check alone, from one stored attack run that holds the ``square``
+    target beside ``transfer`` and ``adaptive`` (``ross diagnose RUN``): per eps and objective the
+    gradient legs' worst case, the gradient-free leg's and all legs', paired (``gradient_free_verdict``)."""
+    from ross_ood.runs.compare import load_run_scores
+    from ross_ood.validate import check_int
+    n_resamples = check_int("bootstrap", n_resamples)
+    doc, scores = load_run_scores(run)
+    if doc.get("command") != "attack":
+        raise ValueError(f"{run} holds ross {doc.get('command')} results: the check needs an attack run")
+    targets = {k[4] for k in scores}
+    missing = [t for t in ("transfer", "adaptive", "square") if t not in targets]
+    if missing:
+        raise ValueError(f"{run} holds no {', '.join(missing)} target: the check sets the gradient-free leg (square) "
+                         "beside the gradient legs (transfer, adaptive); run ross attack --target "
+                         "transfer,adaptive,square,worst, or merge a --target square run in with ross combine --legs")
+    dets = sorted({k[0] for k in scores})
+    if detector is None:
+        if len(dets) != 1:
+            raise ValueError(f"{run} holds detectors {dets}: name one (--detector)")
+        detector = dets[0]
+    elif detector not in dets:
+        raise ValueError(f"detector {detector!r} is not in {run} (it holds {dets})")
+    ood_sets = [s for s in doc["set_sizes"] if s not in ("id_val", "id_test")]
+    clean = {detector: {s: v for (d, e, _, s, _), v in scores.items() if d == detector and e == "clean"}}
+    rows = _gradient_free_rows(_stored_plans(scores, detector), clean, detector, doc["eps_list"], ood_sets,
+                               n_resamples, seed)
+    return {"eps_list": doc["eps_list"], "eps_space": doc["eps_space"], "gradient_free": rows, "run": str(run),
+            "set_sizes": {s: doc["set_sizes"][s] for s in ["id_test", *ood_sets]}}
+
+
+def render_masked_check(doc: dict) -> str:
+    sz = doc["set_sizes"]
+    head = (f"# Masked-gradient check\n\nRun `{doc['run']}`. Images: {sz['id_test']} ID test, "
+            + ", ".join(f"{v} {k}" for k, v in sz.items() if k != "id_test")
+            + f"; eps in {doc['eps_space']} space. AUROC in percent, mean over the OOD sets; differences paired "
+              "over the same images with 95% bootstrap intervals.\n")
+    return "\n".join([head, *_render_gradient_free(doc)]) + "\n"
 
 
 def _plan_table(per_plan, clean, det, eps, ood_sets) -> list[dict]:
