@@ -147,8 +147,7 @@ class AttackPlan:
         if self.target == "adaptive":
             d.update(detector=self.det.config(), **budget.gradient_spec(), copies=self.copies(budget))
         if self.target == "square":
-            d.update(detector=self.det.config(), judge=budget.judge, square_n=budget.square_n,
-                     precision=budget.precision)
+            d.update(detector=self.det.config(), square_n=budget.square_n, precision=budget.precision)
         if self.what == "ross":
             d["tau"] = self.det.tau_
         return d
@@ -253,8 +252,10 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
     from it."""
     fn = _at_precision(plan.det.surrogate(plan.what, plan.copies(budget)), budget.precision, model)
     judge = None
-    if budget.judge and plan.target in ("adaptive", "square"):
-        judge = plan.det.judge(budget.square_n if plan.target == "square" else budget.judge_n)
+    if plan.target == "square":  # its only signal is the score's value: on a randomised one, always judged
+        judge = plan.det.judge(budget.square_n)
+    elif budget.judge and plan.target == "adaptive":
+        judge = plan.det.judge(budget.judge_n)
     if judge is not None and budget.precision != "fp32":
         judge = _at_precision(judge, budget.precision, model)
     stop_fn = _stop_fn(model, plan.det, stop) if stop is not None else None

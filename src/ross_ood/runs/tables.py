@@ -163,8 +163,8 @@ def render_attack(doc: dict) -> str:
                         + (f"; gradient steps in {st['precision']}" if st.get("precision", "fp32") != "fp32" else "")
                         + ")",
             "square": f"square (gradient-free: Square, {st.get('square_queries', 0)} queries per input on the "
-                      "detector's own score" + (f"; smoothed: candidates judged on {st.get('square_n')} noisy copies "
-                                                 "on common random numbers" if st.get("judge") else "") + ")",
+                      "detector's own score; smoothed: candidates judged on "
+                      f"{st.get('square_n', 8)} noisy copies on common random numbers)",
             "worst": "worst case per input over all attacks and restarts"
                      + (" (gradient legs and the gradient-free leg)" if st.get("square_queries") else "")}
     clean_means = [r for r in doc["clean_means"] if r["ood_set"] == "all-mean"]
