@@ -174,7 +174,7 @@ def gradient_free_verdict(row: dict) -> str:
     interval below zero (their gradients do not find what a search on the values finds), else
     "not masked"; each with the paired difference."""
     d = row["diff_square"]
-    text = f"{100 * d[0]:+.2f} [{100 * d[1]:+.2f}, {100 * d[2]:+.2f}]"
+    text = _diff_text(d)
     if d[2] < 0:
         return (f"**MASKED**: gradient-free beats the gradient legs by {text}: their gradients are masked; "
                 "read the worst case")
@@ -362,6 +362,11 @@ def convergence_verdict(row: dict, tol: float = CONVERGENCE_TOLERANCE) -> str:
                                           f"{100 * v[2]:+.2f}]" for label, v in bad)
 
 
+def _diff_text(v) -> str:
+    """A paired difference (diff, lo, hi) as fractions, in AUROC points: ``+1.23 [+0.45, +2.01]``."""
+    return f"{100 * v[0]:+.2f} [{100 * v[1]:+.2f}, {100 * v[2]:+.2f}]"
+
+
 def render_diagnosis(doc: dict) -> str:
     sz = doc["set_sizes"]
     lines = [f"# Attack diagnosis\n\nImages: {sz['id_test']} ID test, "
@@ -374,8 +379,7 @@ def render_diagnosis(doc: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["convergence"]:
         def d(label):
-            v = r[f"diff_{label}"]
-            return f"{100 * v[0]:+.2f} [{100 * v[1]:+.2f}, {100 * v[2]:+.2f}]"
+            return _diff_text(r[f"diff_{label}"])
         lines.append(f"| {r['detector']} | {eps_label(r['eps'])} | {r['objective']} | {100 * r['auroc_1x']:.2f} | "
                      f"{100 * r['auroc_2x steps']:.2f} | {d('2x steps')} | {100 * r['auroc_2x copies']:.2f} | "
                      f"{d('2x copies')} | {convergence_verdict(r)} |")
@@ -417,8 +421,7 @@ def _render_gradient_free(doc: dict) -> list[str]:
               "| all - gradient | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def d(k):
-            v = r[f"diff_{k}"]
-            return f"{100 * v[0]:+.2f} [{100 * v[1]:+.2f}, {100 * v[2]:+.2f}]"
+            return _diff_text(r[f"diff_{k}"])
         lines.append(f"| {r['detector']} | {eps_label(r['eps'])} | {r['objective']} | {100 * r['auroc_gradient']:.2f} | "
                      f"{100 * r['auroc_square']:.2f} | {100 * r['auroc_worst']:.2f} | {d('square')} | {d('worst')} | "
                      f"{gradient_free_verdict(r)} |")
