@@ -268,3 +268,13 @@ def test_legs_run_apart_merge_to_the_run_with_every_leg(tmp_path):
     with pytest.raises(ValueError, match="differ in set_fingerprints"):
         from ross_ood.runs.combine import merge_legs
         merge_legs([old, other], tmp_path / "bad")
+
+
+def test_square_moves_images_of_one_pixel(tiny):
+    """1 x 2 images (the tiny linear model): the window is one pixel, never empty. Raising z_0 = x_0
+    (the first logit) within eps = 0.1 of x = (0.5, 0.5) ends at x_0 = 0.6 exactly."""
+    x = torch.full((3, 1, 1, 2), 0.5)
+    score = lambda xv, draw: tiny(xv)[:, 0]  # noqa: E731
+    x_adv, s = run_attack(score, x, tiny, AttackConfig(eps=0.1, objective="max", algorithm="square", steps=50))
+    np.testing.assert_allclose(x_adv[:, 0, 0, 0].numpy(), 0.6, atol=1e-6)
+    np.testing.assert_allclose(s.numpy(), 0.6, atol=1e-6)

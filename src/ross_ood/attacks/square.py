@@ -87,7 +87,7 @@ def square(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackCon
     rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
     for i in range(cfg.steps):
         p = p_selection(cfg.p_init, i, cfg.steps)
-        s = min(max(int(round(math.sqrt(p * h * w))), 1), h - 1)
+        s = max(min(int(round(math.sqrt(p * h * w))), min(h, w) - 1), 1)  # a window always fits, even 1 x 1
         ui = st["u"][:, i]
         vh = (ui[:, 0] * (h - s + 1)).floor().clamp(max=h - s)[:, None]
         vw = (ui[:, 1] * (w - s + 1)).floor().clamp(max=w - s)[:, None]
