@@ -2,7 +2,7 @@
 # The headline row checked with the gradient-free leg (issue 45): on the stored part-1 images of
 # median-Energy on resnet20-noise012-e54-adv4-tinoe (100 ID + 2 x 100 near-OOD), the Square leg
 # alone (results/robustness/lb/square-e54adv-median-energy-EPS-p1, run by
-#   ross attack --config configs/leaderboard/e54adv-median-energy.yaml --part 1/5 --target square --eps EPS
+#   ross attack --config configs/leaderboard/e54adv-median-energy.yaml --part 1/5 --target square --square-queries 500 --eps EPS
 # with the default budget) is merged with the stored default run of the same images
 # (ross combine --legs), and the merged worst case (every leg) is compared, paired, with the stored one.
 # Writes results/attacks/gradient-free.md.        scripts/gradient_free_check.sh [EPS ...]   (default: 2 8)
