@@ -177,6 +177,18 @@ def _judged(judge: JudgeFn | None, sign: float, x: torch.Tensor, keys, gain: tor
     return sign * judge(x, keys).to(x.device, torch.float64)
 
 
+def _valuer(score_fn: ScoreFn, judge: JudgeFn | None, sign: float):
+    """``value(x, keys)``: the attacker's value of iterates from the score's values alone (no
+    gradient): sign x the judge's score on common random numbers, else sign x the (deterministic)
+    score itself. EOT-PGD judges its iterates with it, Square its candidates."""
+    def value(xv: torch.Tensor, keys) -> torch.Tensor:
+        if judge is not None:
+            return _judged(judge, sign, xv, keys)
+        with torch.no_grad():
+            return sign * score_fn(xv, 0).to(torch.float64)
+    return value
+
+
 def _trace(trace: list | None, restart: int, step: int, idx: torch.Tensor, f: torch.Tensor) -> None:
     """Diagnostics: the attacker's value (judged) of the current iterate of each running input."""
     if trace is not None:

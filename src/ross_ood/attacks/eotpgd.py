@@ -17,10 +17,10 @@ from ross_ood.attacks.base import (
     ScoreFn,
     StopFn,
     _gain_and_grad,
-    _judged,
     _Running,
     _start,
     _trace,
+    _valuer,
     project,
 )
 
@@ -42,11 +42,7 @@ def eotpgd(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackCon
     draw = restart * (steps + 1) * cfg.eot
     x_adv = _start(x, eps, clip, cfg, restart) if x_init is None else project(x_init.to(x.dtype), x, eps, clip)
 
-    def value(xv, keys_now):
-        if judge is not None:
-            return _judged(judge, sign, xv, keys_now)
-        with torch.no_grad():
-            return sign * score_fn(xv, 0).to(torch.float64)
+    value = _valuer(score_fn, judge, sign)
     f_best = value(x_adv, keys)
     st = {"x": x, "x_adv": x_adv, "x_best": x_adv.clone(), "f_best": f_best}
     run = _Running(st["x_best"], f_best, keys)

@@ -27,9 +27,9 @@ from ross_ood.attacks.base import (
     JudgeFn,
     ScoreFn,
     StopFn,
-    _judged,
     _Running,
     _trace,
+    _valuer,
     project,
 )
 from ross_ood.noise import content_keys, draw_noise
@@ -66,11 +66,7 @@ def square(score_fn: ScoreFn, x: torch.Tensor, eps: torch.Tensor, cfg: AttackCon
     rng_keys = content_keys(x)
     keys = rng_keys if keys is None else keys
 
-    def value(xv, keys_now):
-        if judge is not None:
-            return _judged(judge, sign, xv, keys_now)
-        with torch.no_grad():
-            return sign * score_fn(xv, 0).to(torch.float64)
+    value = _valuer(score_fn, judge, sign)
 
     dev, dt = x.device, x.dtype
     if x_init is None:

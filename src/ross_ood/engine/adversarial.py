@@ -269,8 +269,7 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
         rows = run[i:i + batch_size]
         x_adv, _ = run_attack(fn, xs[rows].to(model.device), model, plan.cfg, stop_fn=stop_fn,
                               check_every=budget.check_every, judge=judge, apgd_judge_every=budget.apgd_judge_every,
-                              x_init=None if warm is None else warm[rows].to(model.device),
-                              square_check_every=SQUARE_CHECK_EVERY)
+                              x_init=None if warm is None else warm[rows].to(model.device))
         out[rows] = x_adv.float().cpu().numpy()
     return out
 

@@ -233,20 +233,9 @@ def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None, ep
     if first["command"] == "eval":
         doc.update(results=clean_recs, means=clean_means)
     else:
-        records, means = [], []
-        sides = {"min": ("min",), "max": ("max",), "both": ("min", "max")}
-        for r in first["means"]:
-            det, eps, objective, target = r["detector"], r["eps"], r["objective"], r["target"]
-
-            def get(side, s):
-                if side in sides[objective]:
-                    return scores[(det, float(eps), side, s, target)]
-                return scores[(det, "clean", "clean", s, "clean")]
-            extra = {k: r[k] for k in ("detector", "attack", "target", "eps", "eps_space", "objective")}
-            recs = ood_records(get("min", "id_test"), {s: get("max", s) for s in groups}, groups,
-                               {"mean": ("all", list(groups))}, extra, n_res, seed)
-            records += recs[:-1]
-            means.append(recs[-1])
+        cells = [{k: r[k] for k in ("detector", "attack", "target", "eps", "eps_space", "objective")}
+                 for r in first["means"]]
+        records, means = _attack_records(scores, cells, groups, n_res, seed)
         doc.update(clean=clean_recs, clean_means=clean_means, results=records, means=means)
     out = Path(out)
     prepare_out(out)
@@ -257,6 +246,31 @@ def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None, ep
     save_input_scores(out, clean, {k: v for k, v in scores.items() if k[1] != "clean"})
     write_results(out, doc, render(doc))
     return doc
+
+
+def _attack_records(scores: dict, cells: list[dict], groups: dict, n_res: int, seed: int) -> tuple[list, list]:
+    """Per-set records and the mean over the sets of each attacked cell (detector, attack, target,
+    eps, eps_space, objective), recomputed from per-input ``scores``: the attacked side(s) of the
+    objective from the cell's target, the other side clean."""
+    sides = {"min": ("min",), "max": ("max",), "both": ("min", "max")}
+    records, means = [], []
+    for c in cells:
+        def get(side, s):
+            if side in sides[c["objective"]]:
+                return scores[(c["detector"], float(c["eps"]), side, s, c["target"])]
+            return scores[(c["detector"], "clean", "clean", s, "clean")]
+        recs = ood_records(get("min", "id_test"), {s: get("max", s) for s in groups}, groups,
+                           {"mean": ("all", list(groups))}, dict(c), n_res, seed)
+        records += recs[:-1]
+        means.append(recs[-1])
+    return records, means
+
+
+def _worse(old: np.ndarray | None, new: np.ndarray, side: str) -> np.ndarray:
+    """Per input, the score worse for the defender (lower for ``min``, higher for ``max``)."""
+    if old is None:
+        return new
+    return np.minimum(old, new) if side == "min" else np.maximum(old, new)
 
 
 #: the attack settings each leg reads (prefixes of ``AttackBudget`` fields)
@@ -315,37 +329,21 @@ def merge_legs(dirs: list, out: str | Path, n_resamples: int | None = None) -> d
             if str(d) not in legs_from[tgt]:
                 legs_from[tgt].append(str(d))
             key = (det, float(eps), side, s, tgt)
-            old = per_target.get(key)
-            per_target[key] = v if old is None else (np.minimum(old, v) if side == "min" else np.maximum(old, v))
+            per_target[key] = _worse(per_target.get(key), v, side)
     targets = [t for t in targets if t != "worst"] + ["worst"]
     scores = dict(clean)
     for (det, eps, side, s, tgt), v in per_target.items():
         if tgt != "worst":
             scores[(det, eps, side, s, tgt)] = v
-        w = scores.get((det, eps, side, s, "worst"))
-        scores[(det, eps, side, s, "worst")] = v if w is None else (np.minimum(w, v) if side == "min"
-                                                                     else np.maximum(w, v))
+        scores[(det, eps, side, s, "worst")] = _worse(scores.get((det, eps, side, s, "worst")), v, side)
     objectives = [o for o in dict.fromkeys(r["objective"] for r in first["means"])
                   if all(any(r["objective"] == o for r in doc["means"]) for _, doc, _ in loaded)]
     seed = int(first["config"].get("seed", 0))
     n_res = int(first["config"].get("bootstrap", 1000)) if n_resamples is None else int(n_resamples)
-    groups = first["groups"]
-    sides = {"min": ("min",), "max": ("max",), "both": ("min", "max")}
-    records, means = [], []
-    for det in dets:
-        for eps in eps_list:
-            for objective in objectives:
-                for tgt in targets:
-                    def get(side, s):
-                        if side in sides[objective]:
-                            return scores[(det, float(eps), side, s, tgt)]
-                        return scores[(det, "clean", "clean", s, "clean")]
-                    extra = {"detector": det, "attack": "worst-of" if tgt == "worst" else tgt, "target": tgt,
-                             "eps": eps, "eps_space": first["eps_space"], "objective": objective}
-                    recs = ood_records(get("min", "id_test"), {s: get("max", s) for s in groups}, groups,
-                                       {"mean": ("all", list(groups))}, extra, n_res, seed)
-                    records += recs[:-1]
-                    means.append(recs[-1])
+    cells = [{"detector": det, "attack": "worst-of" if tgt == "worst" else tgt, "target": tgt, "eps": eps,
+              "eps_space": first["eps_space"], "objective": objective}
+             for det in dets for eps in eps_list for objective in objectives for tgt in targets]
+    records, means = _attack_records(scores, cells, first["groups"], n_res, seed)
     settings = dict(first["attack_settings"])  # each leg's settings from the first run that holds the leg
     by_dir = {str(d): doc["attack_settings"] for d, doc, _ in loaded}
     for tgt, prefixes in _LEG_SETTINGS.items():
