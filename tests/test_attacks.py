@@ -463,3 +463,34 @@ def test_diagnosis_from_stored_pieces_equals_the_one_process_diagnosis(diagnosed
     assert cli.main(other_argv) == 0
     with pytest.raises(ValueError, match="not run on the same images"):
         diagnosis_from_runs(base, other, copies, unb)
+
+
+def test_diagnosis_reads_a_base_run_from_before_the_gradient_free_leg_as_without_it(tmp_path):
+    """A base run stored before ``square_queries`` existed (its settings lack it) ran no gradient-free
+    leg: doubled pieces run later with ``--square-queries 0`` fit it (they were refused as differing
+    in square_queries, today's default being 500; the 2x-copies piece in square_n, which does nothing
+    without the leg), and its convergence rows are its own worst case."""
+    need_data("cifar10", "test.zip")
+    from ross_ood import cli
+    from ross_ood.engine.diagnose import diagnosis_from_runs
+
+    def argv(out, *extra):
+        a = _tiny_attack_argv(out, *extra)
+        a[a.index("--target") + 1] = "transfer,adaptive,worst"
+        a[a.index("--square-queries") + 1] = "0"
+        return a
+    base, steps, copies, unb = (tmp_path / n for n in ("base", "steps", "copies", "unb"))
+    assert cli.main(argv(base)) == 0
+    doc = json.loads((base / "results.json").read_text())
+    for k in ("square_queries", "square_n"):  # as a run written before the leg existed stored it
+        del doc["attack_settings"][k]
+    (base / "results.json").write_text(json.dumps(doc))
+    assert cli.main(argv(steps, "--adaptive-steps", "12", "--eotpgd-steps", "12")) == 0
+    assert cli.main(argv(copies, "--attack-n", "16", "--eotpgd-n", "32")) == 0  # square_n: inert without the leg
+    unb_argv = argv(unb)
+    unb_argv[unb_argv.index("--eps") + 1] = "255"
+    assert cli.main(unb_argv + ["--eps-space", "pixel"]) == 0
+    got = diagnosis_from_runs(base, steps, copies, unb, n_resamples=100)
+    worst = {m["objective"]: m["auroc"] for m in doc["means"] if m["target"] == "worst"}
+    assert {r["objective"]: r["auroc_1x"] for r in got["convergence"]} == pytest.approx(worst, abs=1e-12)
+    assert not got["gradient_free"]  # no leg in any piece: no masked-gradient rows
