@@ -157,7 +157,7 @@ def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     from ross_ood.metrics import ood_metrics
     run = clean_run(dataclasses.replace(cfg, objective=["both"]))
     clean = {n: {s: v["score"] for s, v in per.items()} for n, per in run.result.scores.items()}
-    sides = {side: _attacked(run.model, run.bench, run.dets, 8 / 255, side, "pixel", cfg.target, cfg.budget, 0,
+    sides = {side: _attacked(run.model, run.bench, run.dets, 8 / 255, side, "pixel", cfg.target, cfg.attack_budget, 0,
                              run.job.cache, 12, 12, None, _thresholds(clean, side, list(run.bench.ood)))
              for side in ("min", "max")}
     for r in both["results"]:

@@ -10,27 +10,48 @@ Public API::
     stats = ross_ood.fit_feature_stats(model, train_x, train_y)   # KNN, Mahalanobis, ViM, ReAct
     ross_ood.MedianSmoothing(model, base=ross_ood.get_score("knn", stats=stats), sigma=0.12)
     ross_ood.ood_metrics(id_scores, ood_scores)
-"""
-from ross_ood._version import __version__  # noqa: E402
-from ross_ood.detectors import (
-                        ROSS,
-                        BaseScoreDetector,
-                        Detector,
-                        MedianSmoothing,
-                        NotFittedError,
-                        QuantileSmoothing,
-                        StaleFitError,
-                        load_detector,
-)
+    ross_ood.robustness_report(det, x_id, {"ood": x_ood}, eps=[2 / 255])
 
-# the engine's user-facing calls (imported last: the engine builds on everything above)
-from ross_ood.engine.adversarial import AttackBudget  # noqa: E402
-from ross_ood.engine.report import Attack, RobustnessReport, robustness_report  # noqa: E402
-from ross_ood.metrics import accuracy, ood_metrics
-from ross_ood.model import ModelWrapper, wrap
-from ross_ood.scores import SCORE_NAMES, FeatureStats, Score, base_score, fit_feature_stats, get_score, register_score
+The names load on first use (PEP 562): ``import ross_ood`` costs no more than the modules a
+program touches, and ``ross --help`` starts without torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ross_ood._version import __version__
+
+#: public name -> the module that defines it
+_WHERE = {
+    **dict.fromkeys(["ROSS", "BaseScoreDetector", "Detector", "MedianSmoothing", "NotFittedError", "QuantileSmoothing",
+                     "StaleFitError", "load_detector"], "ross_ood.detectors"),
+    "AttackBudget": "ross_ood.engine.adversarial",
+    **dict.fromkeys(["Attack", "RobustnessReport", "robustness_report"], "ross_ood.engine.report"),
+    **dict.fromkeys(["accuracy", "ood_metrics"], "ross_ood.metrics"),
+    **dict.fromkeys(["ModelWrapper", "wrap"], "ross_ood.model"),
+    **dict.fromkeys(["SCORE_NAMES", "FeatureStats", "Score", "base_score", "fit_feature_stats", "get_score",
+                     "register_score"], "ross_ood.scores"),
+}
 
 __all__ = ["ROSS", "MedianSmoothing", "QuantileSmoothing", "BaseScoreDetector", "Detector", "NotFittedError",
            "StaleFitError", "load_detector", "ood_metrics", "accuracy", "wrap", "ModelWrapper", "base_score",
            "get_score", "SCORE_NAMES", "FeatureStats", "fit_feature_stats", "Score", "register_score",
            "robustness_report", "RobustnessReport", "Attack", "AttackBudget", "__version__"]
+
+
+def __getattr__(name: str):
+    where = _WHERE.get(name)
+    if where is None:  # a subpackage (ross_ood.precision, ...), as a plain package would hand it out once imported
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'ross_ood' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -20,7 +20,6 @@ import math
 from typing import Callable
 
 import numpy as np
-from scipy import stats
 
 from ross_ood.metrics import ood_metrics, ood_records
 
@@ -31,6 +30,7 @@ __all__ = ["shifted_percentile", "upper_index", "lower_index", "dkw_eps", "media
 
 def shifted_percentile(p: float, eps: float, sigma: float, sign: int) -> float:
     """p+ (sign = +1) or p- (sign = -1) = Phi(Phi^-1(p) + sign * eps / sigma)."""
+    from scipy import stats
     if sigma <= 0:
         raise ValueError(f"certification needs sigma > 0, got {sigma}")
     if eps < 0:
@@ -41,6 +41,7 @@ def shifted_percentile(p: float, eps: float, sigma: float, sign: int) -> float:
 def upper_index(n: int, q: float, alpha: float) -> int | None:
     """Smallest 1-based k with P(Binomial(n, q) >= k) <= alpha: then the order statistic
     s_(k) >= h_q with probability >= 1 - alpha. None (abstain) when no k <= n qualifies."""
+    from scipy import stats
     # P(Bin >= k) = sf(k - 1); sf is decreasing in k, so the first k is found by search
     k = int(stats.binom.isf(alpha, n, q)) + 1  # a candidate near the answer
     k = max(1, min(k, n + 1))
@@ -54,6 +55,7 @@ def upper_index(n: int, q: float, alpha: float) -> int | None:
 def lower_index(n: int, q: float, alpha: float) -> int | None:
     """Largest 1-based k with P(Binomial(n, q) <= k - 1) <= alpha: then s_(k) <= h_q with
     probability >= 1 - alpha. None (abstain) when no k >= 1 qualifies."""
+    from scipy import stats
     k = int(stats.binom.ppf(alpha, n, q))  # a candidate near the answer
     k = max(0, min(k, n))
     while k < n and stats.binom.cdf(k, n, q) <= alpha:

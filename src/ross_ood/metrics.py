@@ -7,8 +7,6 @@ sigmoid to scores outside [0, 1], which saturates in float32 and destroys the ra
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
-from sklearn import metrics as skm
 
 __all__ = ["group_means", "ood_metrics", "accuracy", "METRIC_NAMES", "CI_FIELDS", "ood_records",
            "bootstrap_intervals", "auroc_by_ranks", "fpr_at_recall", "paired_auroc_difference"]
@@ -54,6 +52,7 @@ def ood_metrics(id_scores, ood_scores, recall: float = 0.95) -> dict[str, float]
       the ID inputs (the older convention of Liang et al. / Liu et al.).
     - ``aupr_in``, ``aupr_out``: trapezoid ``auc(recall, precision)`` with ID / OOD positive.
     """
+    from sklearn import metrics as skm
     s_id = _as_scores(id_scores, "id_scores")
     s_ood = _as_scores(ood_scores, "ood_scores")
     conf = np.concatenate([s_id, s_ood])
@@ -88,6 +87,7 @@ def accuracy(pred, labels) -> float:
 def auroc_by_ranks(id_scores: np.ndarray, ood_scores: np.ndarray) -> np.ndarray:
     """AUROC with OOD positive on -score, along the last axis: the Mann-Whitney U of the ID
     scores over the OOD scores / (n_id n_ood), ties counting one half (= ``ood_metrics``)."""
+    from scipy import stats
     n1, n2 = id_scores.shape[-1], ood_scores.shape[-1]
     r = stats.rankdata(np.concatenate([id_scores, ood_scores], axis=-1), axis=-1)
     return (r[..., :n1].sum(-1) - n1 * (n1 + 1) / 2) / (n1 * n2)
@@ -112,6 +112,7 @@ def bootstrap_intervals(id_scores, ood: dict, means: dict, n_resamples: int = 10
     for one resample (``scipy.stats.bootstrap``, seeded): the ID set is shared, so a mean's
     interval reflects that. Returns name or label -> (auroc_lo, auroc_hi, fpr95_lo, fpr95_hi).
     """
+    from scipy import stats
     names = list(ood)
     data = [_as_scores(id_scores, "id_scores")] + [_as_scores(ood[k], f"scores of {k}") for k in names]
     mean_idx = [[names.index(k) for k in m] for m in means.values()]

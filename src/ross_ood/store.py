@@ -46,6 +46,13 @@ def _umask() -> int:
     return mask
 
 
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/ross-ood`` (default ``~/.cache/ross-ood``), joined with ``parts``: the one
+    place where ross-ood keeps what it can recompute (feature statistics, measured speeds, data
+    too large for the data root)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "ross-ood", *parts)
+
+
 def read_stored_text(path: str | os.PathLike) -> str | None:
     """The text of ``path``, or of ``path.gz`` where only the gzip'd copy exists (stored runs keep
     large per-input files gzip'd: ``scripts/store_run.sh``); None when neither exists."""

@@ -13,10 +13,6 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-import torch
-
-from ross_ood.cli.settings import COMMANDS, Settings, command_defaults, field_kind, load_config_file
-
 __all__ = ["main", "build_parser", "resolve_settings"]
 
 _DESCRIPTIONS = {
@@ -49,7 +45,8 @@ def _default_text(f) -> str:
     return "none" if d is None else str(d)
 
 
-def _add_settings(p: argparse.ArgumentParser, cls: type[Settings]) -> None:
+def _add_settings(p: argparse.ArgumentParser, cls) -> None:
+    from ross_ood.cli.settings import field_kind
     S = argparse.SUPPRESS
     p.add_argument("--config", help="YAML file of settings (keys = these flags' names with underscores)")
     for f in fields(cls):
@@ -71,13 +68,17 @@ def _add_settings(p: argparse.ArgumentParser, cls: type[Settings]) -> None:
                        metavar=f.name.upper(), **extra)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``ross`` parser. With ``command`` (one of the jobs, ``_DESCRIPTIONS``) only that job's flags
+    are built, and with ``command=""`` none: the settings (and torch, which they import) are loaded only
+    for a job that runs or shows its help, so ``ross --help`` starts in a fraction of a second."""
     p = argparse.ArgumentParser(prog="ross", description="Robust OOD detection by synergistic smoothing (ROSS).")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, cls in COMMANDS.items():
-        short, long = _DESCRIPTIONS[name]
+    for name, (short, long) in _DESCRIPTIONS.items():
         sp = sub.add_parser(name, help=short, description=long)
-        _add_settings(sp, cls)
+        if command is None or command == name:
+            from ross_ood.cli.settings import COMMANDS
+            _add_settings(sp, COMMANDS[name])
         sp.set_defaults(func=_run_job)
     prp = sub.add_parser("report", help="report.md with tables and figures from stored results (no recomputation)",
                          description="Reads DIR/results.json and DIR/*/results.json (eval, attack, sweep, certify) "
@@ -150,11 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_settings(args: argparse.Namespace) -> Settings:
+def resolve_settings(args: argparse.Namespace):
     """defaults < --config file < flags given on the command line; validated."""
+    from ross_ood.cli.settings import COMMANDS, load_config_file
     cls = COMMANDS[args.command]
     values = load_config_file(args.config, cls) if getattr(args, "config", None) else {}
     values.update({k: v for k, v in vars(args).items() if k not in ("command", "config", "func")})
+    if hasattr(cls, "with_preset"):  # ross attack --budget: the preset fills the budget settings not given
+        values = cls.with_preset(values)
     return cls(**values)
 
 
@@ -227,6 +231,7 @@ def _cmd_combine(args) -> None:
         print(render(doc))
         print(f"wrote {args.out}/results.json, results.md, input_scores.npz ({len(args.runs)} runs, legs merged)")
         return
+    from ross_ood.cli.settings import command_defaults
     doc = combine_runs(args.runs, args.out, eps=args.eps, defaults=command_defaults())
     print(render(doc))
     print(f"wrote {args.out}/results.json, results.md, input_scores.json ({len(args.runs)} pieces)")
@@ -240,14 +245,24 @@ def _cmd_reproduce(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    job = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(job if job in _DESCRIPTIONS else "").parse_args(argv)
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"ross {args.command}: warning: {message}", file=sys.stderr if file is None else file)
+    shown = warnings.showwarning
+    warnings.showwarning = one_line  # a warning is one line that names the command, as errors are
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"ross {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        warnings.showwarning = shown
+        torch = sys.modules.get("torch")  # never imported by the commands that read stored files only
+        if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return 0
 

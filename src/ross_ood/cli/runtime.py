@@ -1,15 +1,12 @@
-"""The command line's runtime: this rank's device, the torch.distributed group under torchrun,
-and progress bars (tqdm on rank 0's stderr)."""
+"""The command line's runtime: this rank's device and the torch.distributed group under torchrun
+(progress bars: ``ross_ood.progress.bars``)."""
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 
-from ross_ood.store import dist_info
-
-__all__ = ["resolve_device", "setup_runtime", "progress_factory"]
+__all__ = ["resolve_device", "setup_runtime"]
 
 
 def resolve_device(device: str, local_rank: int, cuda_available: bool) -> torch.device:
@@ -30,15 +27,3 @@ def setup_runtime(device: str) -> torch.device:
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return dev
-
-
-def progress_factory(enabled: bool):
-    """A maker of progress bars ``make(name, total)`` for ``ross_ood.progress.progress``, or None
-    when disabled or on a rank other than 0."""
-    if not enabled or dist_info()[0] != 0:
-        return None
-    from tqdm import tqdm
-
-    def make(name, total):
-        return tqdm(total=total, desc=f"{name:>14}", unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
-    return make

@@ -15,6 +15,7 @@ from pathlib import Path
 from ross_ood.cli.config import FieldSettings, field_kind, load_config_file, opt
 from ross_ood.detectors import DEFAULT_Q
 from ross_ood.engine.adversarial import OBJECTIVES, AttackBudget, check_targets
+from ross_ood.engine.report import BUDGET_PRESETS
 from ross_ood.precision import PRECISIONS, check_precision
 from ross_ood.validate import (
     NOISE_DEVICES,
@@ -189,7 +190,12 @@ class AttackSettings(Settings):
                               "defended score (target square, part of worst; 0: no such leg)")
     square_n: int = opt(_BUDGET.square_n, "noisy copies of the Square attack's judge on smoothed detectors (common "
                         "random numbers keyed by the clean input)")
-    precision: str = opt(_BUDGET.precision, "precision of the attacks' gradient steps and judge: fp32, bf16 or fp16 "
+    budget: str = opt("default", "attack budget preset, as the API's budget=: default (the attack behind every stored "
+                      "number) or quick (a quarter of the steps, one restart, no EOT-PGD, 100 gradient-free queries: a "
+                      "cheap look that a stronger attack can only lower); the budget flags given beside it (in a "
+                      "config or on the command line) override its values", choices=("default", "quick"))
+    precision: str = opt(_BUDGET.precision, "precision of the attacks' gradient steps and judge: auto (bf16 where "
+                         "it is measured faster for this network on this device, else fp32), fp32, bf16 or fp16 "
                          "(CUDA); stopping checks and reported scores are float32", choices=PRECISIONS)
     attack_batch: int = opt(64, "images per attack batch")
     diagnose: bool = opt(False, "also diagnose the attack (2x steps, 2x copies, unbounded eps, plans, silent "
@@ -204,15 +210,19 @@ class AttackSettings(Settings):
             check_choice("objective", o, OBJECTIVES)
         check_int("attack_batch", self.attack_batch)
         check_precision(self.precision, None if self.device == "auto" else self.device)
-        self.budget = AttackBudget(
-            transfer_steps=self.transfer_steps, adaptive_steps=self.adaptive_steps, adaptive_restarts=self.restarts,
-            eot=self.eot, attack_n=self.attack_n, surrogates=tuple(self.surrogates), early_stop=self.early_stop,
-            check_every=self.check_every, warm_start=self.warm_start, judge=self.judge, judge_n=self.judge_n,
-            apgd_eta0=self.apgd_eta0, eotpgd_steps=self.eotpgd_steps, eotpgd_surrogates=tuple(self.eotpgd_surrogates),
-            eotpgd_n=self.eotpgd_n, eotpgd_restarts=self.eotpgd_restarts, precision=self.precision,
-            apgd_judge_every=self.apgd_judge_every, square_queries=self.square_queries,
-            square_n=self.square_n)
-        check_targets(self.target, self.budget)
+        check_choice("budget", self.budget, tuple(BUDGET_PRESETS))
+        self.attack_budget = AttackBudget(**{b: tuple(v) if isinstance(v, list) else v
+                                            for b, v in ((b, getattr(self, k)) for k, b in budget_fields().items())})
+        check_targets(self.target, self.attack_budget)
+
+    @classmethod
+    def with_preset(cls, given: dict) -> dict:
+        """The settings ``given`` (a config file's and the command line's, before defaults) with every
+        attack-budget setting they do not name taken from the preset ``given["budget"]``."""
+        preset = given.get("budget", "default")
+        check_choice("budget", preset, tuple(BUDGET_PRESETS))
+        chosen = BUDGET_PRESETS[preset]
+        return {**{k: _setting(getattr(chosen, b)) for k, b in budget_fields().items()}, **given}
 
 
 @dataclass
@@ -275,7 +285,7 @@ class SweepSettings(Settings):
         for o in self.objective:
             check_choice("objective", o, ("min", "max"))
         check_int("attack_batch", self.attack_batch)
-        self.budget = AttackBudget(transfer_steps=self.transfer_steps)
+        self.attack_budget = AttackBudget(transfer_steps=self.transfer_steps)
 
 
 @dataclass
@@ -318,8 +328,9 @@ class TrainSettings(FieldSettings):
     limit: int | None = opt(None, "seeded class-stratified subset of the training images")
     val_limit: int = opt(1000, "images of the ID validation split for per-epoch accuracy")
     test_limit: int | None = opt(None, "images of the ID test archive for the final accuracy (default: all)")
-    precision: str = opt("fp32", "fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, with a loss scale)",
-                         choices=PRECISIONS)
+    precision: str = opt("fp32", "fp32, bf16 (autocast, CPU or CUDA; fast only where the hardware has bfloat16: "
+                         "benchmarks/bench_precision.py) or fp16 (CUDA, with a loss scale)",
+                         choices=tuple(p for p in PRECISIONS if p != "auto"))
     seed: int = opt(0, "seed of order, crops, flips, noise and initialisation")
     resume: bool = opt(False, "continue the run in --out from its last finished epoch")
     device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
@@ -389,6 +400,25 @@ class TrainSettings(FieldSettings):
         if not self.resume and any((Path(self.out) / f).exists() for f in ("state.pt", "model.pt")):
             raise ValueError(f"out {self.out!r} already holds a training run: pass --resume to continue it, "
                              "or choose another folder")
+
+
+def budget_fields() -> dict:
+    """{``ross attack`` setting: the ``AttackBudget`` field it sets}: every budget field has a flag of
+    its own name, but for ``restarts`` (``adaptive_restarts``) and the paper's fixed ``transfer_step_size``
+    (none)."""
+    from dataclasses import fields
+    names = {f.name for f in fields(AttackSettings)}
+    out = {f.name: f.name for f in fields(AttackBudget) if f.name in names}
+    out["restarts"] = "adaptive_restarts"
+    missing = sorted({f.name for f in fields(AttackBudget)} - set(out.values()) - {"transfer_step_size"})
+    if missing:  # a new budget field without its flag would silently keep its default on the command line
+        raise RuntimeError(f"AttackBudget fields without a ross attack setting: {missing}")
+    return out
+
+
+def _setting(v):
+    """A budget value as a setting holds it (lists for tuples)."""
+    return list(v) if isinstance(v, tuple) else v
 
 
 COMMANDS = {"eval": EvalSettings, "attack": AttackSettings, "certify": CertifySettings, "sweep": SweepSettings,

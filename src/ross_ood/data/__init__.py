@@ -34,5 +34,5 @@ def default_data_root(explicit: str | os.PathLike | None = None) -> Path:
     for cand in (Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[4] / "shared" / "data"):
         if cand.is_dir():
             return cand
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(cache) / "ross-ood"
+    from ross_ood.store import user_cache_dir
+    return user_cache_dir()

@@ -191,7 +191,8 @@ def extra_data_root() -> Path:
     env = os.environ.get("ROSS_EXTRA_DATA")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ross-ood"
+    from ross_ood.store import user_cache_dir
+    return user_cache_dir()
 
 
 def verify_manifest(path: Path) -> dict:

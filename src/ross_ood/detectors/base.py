@@ -212,14 +212,20 @@ class Detector:
         return feats
 
     # ---------------------------------------------------------------- inputs
-    def fit(self, data) -> "Detector":
-        """Calibrate on ID validation data (a tensor or an iterable of batches); returns self."""
+    def fit(self, data, *, progress: bool | None = None) -> "Detector":
+        """Calibrate on ID validation data (a tensor or an iterable of batches); returns self.
+        ``progress``: a bar with the time left (None: when stderr is a terminal; ``ross_ood.progress``)."""
+        from ross_ood.progress import bars, count_images
+        from ross_ood.progress import progress as bar
         self._validate()
         parts = []
-        for x, keys in iter_batches(data, int(self.batch_size)):
-            x = self.model.prepare(x, name="fit data")
-            with torch.no_grad():
-                parts.append(self._features(x, keys).detach().cpu())
+        with bar(bars(progress), f"fit {self.kind}", count_images(data)) as update:
+            for x, keys in iter_batches(data, int(self.batch_size)):
+                x = self.model.prepare(x, name="fit data")
+                with torch.no_grad():
+                    parts.append(self._features(x, keys).detach().cpu())
+                if update:
+                    update(len(x))
         if not parts:
             raise ValueError("fit got empty ID validation data")
         return self.fit_features(torch.cat(parts))

@@ -77,7 +77,7 @@ class ObjectDetector(BaseScoreDetector):
         super().__init__(model, base=_ObjectScore(obj, name or _object_name(obj)), accept_rate=accept_rate,
                          batch_size=batch_size)
 
-    def fit(self, data) -> "ObjectDetector":
+    def fit(self, data, *, progress: bool | None = None) -> "ObjectDetector":
         """``obj.fit`` (when it has one) on the ID validation images, then the predict threshold."""
         fit = getattr(self.obj, "fit", None)
         if callable(fit):
@@ -85,7 +85,7 @@ class ObjectDetector(BaseScoreDetector):
             if not xs:
                 raise ValueError("fit got empty ID validation data")
             fit(torch.cat(xs))
-        return super().fit(data)
+        return super().fit(data, progress=progress)
 
     def _surrogate(self, what: str, attack_n: int | None = None):
         if what != "base":

@@ -49,12 +49,12 @@ from ross_ood.detectors import SURROGATES, BaseScoreDetector, Detector, FeatureU
 from ross_ood.engine.evaluate import plan_units, set_fingerprint, unit_arrays
 from ross_ood.metrics import ood_records
 from ross_ood.model import ModelWrapper, model_fingerprint
-from ross_ood.precision import check_precision, network_precision
+from ross_ood.precision import PrecisionChoice, check_precision, network_precision, resolve_precision
 from ross_ood.progress import progress
 from ross_ood.store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 from ross_ood.validate import check_choice, check_int, check_number, eps_label
 
-__all__ = ["AttackBudget", "AttackPlan", "check_targets", "Stop", "plans_for", "compute_adv_set", "attack_benchmark", "AttackResult", "TARGETS",
+__all__ = ["AttackBudget", "resolve_budget", "AttackPlan", "check_targets", "Stop", "plans_for", "compute_adv_set", "attack_benchmark", "AttackResult", "TARGETS",
            "OBJECTIVES", "SIDES"]
 
 TARGETS = ("transfer", "adaptive", "square", "worst")
@@ -91,7 +91,7 @@ class AttackBudget:
     eotpgd_surrogates: tuple = ("mean",)
     eotpgd_n: int = 16  # noisy copies per gradient of the EOT-PGD plan
     eotpgd_restarts: int = 1  # random starts of the EOT-PGD plan (the judge picks per input)
-    precision: str = "bf16"  # of the gradient steps and the judge (precision.PRECISIONS); measured no weaker, 2x faster
+    precision: str = "auto"  # of the gradient steps and the judge (precision.PRECISIONS): auto is bf16 where measured faster
     apgd_judge_every: int = 1  # APGD steps between judgements (attacks.apgd; > 1: a cheaper judge, results/attacks/judge-cost.md)
     square_queries: int = 500  # queries per input of the gradient-free Square leg (0: no such leg)
     square_n: int = 8  # noisy copies of the Square leg's judge on smoothed detectors (its cost: queries x copies)
@@ -126,6 +126,15 @@ class AttackBudget:
         extra = {"apgd_judge_every": self.apgd_judge_every} if self.apgd_judge_every != 1 else {}
         return {"attack_n": self.attack_n, "judge": self.judge, "judge_n": self.judge_n, "precision": self.precision,
                 **extra}
+
+
+def resolve_budget(budget: AttackBudget, model) -> tuple[AttackBudget, PrecisionChoice]:
+    """``budget`` with its precision resolved for ``model`` (``precision.resolve_precision``: ``auto``
+    becomes bf16 or fp32 by measured speed), and the choice. What runs, what enters the cache keys
+    and what a run records is the resolved precision: bf16 and fp32 runs never share a cached attack."""
+    from dataclasses import replace
+    choice = resolve_precision(budget.precision, model)
+    return replace(budget, precision=choice.precision), choice
 
 
 @dataclass(frozen=True)
@@ -245,11 +254,11 @@ def _at_precision(fn, precision: str, model):
 
 def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: AttackBudget, batch_size: int,
                         stop: Stop | None = None, prior: np.ndarray | None = None,
-                        prior_scores: np.ndarray | None = None) -> np.ndarray:
+                        prior_scores: np.ndarray | None = None, update=None) -> np.ndarray:
     """The plan's adversarial version of ``xs``. ``prior``: the detector's worst inputs of the
     earlier plans (with their scores ``prior_scores``); with ``stop``, inputs whose prior is
     already done are not attacked and keep it; with ``budget.warm_start`` the attack starts
-    from it."""
+    from it. ``update(n)``: told of every n inputs done (a progress bar)."""
     fn = _at_precision(plan.det.surrogate(plan.what, plan.copies(budget)), budget.precision, model)
     judge = None
     if plan.target == "square":  # its only signal is the score's value: on a randomised one, always judged
@@ -264,6 +273,8 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
     if stop is not None and prior is not None:
         done = stop.done(prior_scores)
         out[done], run = prior[done], np.flatnonzero(~done)
+    if update and len(run) < len(xs):
+        update(len(xs) - len(run))
     warm = torch.from_numpy(prior) if budget.warm_start and prior is not None else None
     for i in range(0, len(run), batch_size):
         rows = run[i:i + batch_size]
@@ -271,6 +282,8 @@ def _adversarial_inputs(model, xs: torch.Tensor, plan: AttackPlan, budget: Attac
                               check_every=budget.check_every, judge=judge, apgd_judge_every=budget.apgd_judge_every,
                               x_init=None if warm is None else warm[rows].to(model.device))
         out[rows] = x_adv.float().cpu().numpy()
+        if update:
+            update(len(rows))
     return out
 
 
@@ -302,10 +315,12 @@ def _worst_before(plan: AttackPlan, earlier: list[AttackPlan], block: dict, advs
 def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPlan], dets: dict[str, Detector],
                     budget: AttackBudget, cache: BlockCache, batch_size=64, block_size=256, progress=None,
                     stops: dict[str, Stop] | None = None) -> dict:
-    """For every plan: the scoring units' arrays on the adversarial version of ``ds``.
+    """For every plan: the scoring units' arrays on the adversarial version of ``ds``. ``progress(n)``
+    is told of every n inputs done by each plan (``len(ds) * len(plans)`` in all, this rank's share).
     ``stops`` (plan name -> ``Stop``) turns on early stopping for those plans; their cache
     keys include the threshold and the earlier plans they build on."""
     rank, world = dist_info()
+    budget = resolve_budget(budget, model)[0]  # (attack_benchmark resolves it once; direct callers here)
     base_key = {"model": model_fingerprint(model), "set": set_fingerprint(ds)}
     stops = stops or {}
     mine = {}
@@ -327,8 +342,11 @@ def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPl
                     sub = SubsetView(ds, np.arange(start, stop))
                     xs = torch.stack([sub[i][0] for i in range(len(sub))])
                 prior, prior_s = _worst_before(plan, plans[:k], block, advs) if st is not None or warm else (None, None)
-                adv = {"x_adv": _adversarial_inputs(model, xs, plan, budget, batch_size, st, prior, prior_s)}
+                adv = {"x_adv": _adversarial_inputs(model, xs, plan, budget, batch_size, st, prior, prior_s,
+                                                    progress)}
                 cache.save(set_name, "adv-" + plan.name, akey, adv)
+            elif progress:
+                progress(stop - start)
             advs[plan.name] = adv["x_adv"]
             res = {}
             for u in _scoring_units(plan, dets):
@@ -340,8 +358,6 @@ def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPl
                 res[u.name] = got
             block[plan.name] = res
         mine[(start, stop)] = block
-        if progress:
-            progress(stop - start)
     blocks = gather_blocks(mine, len(ds), set_name)
     return {p.name: {u: concat_blocks([b[p.name][u] for b in blocks]) for u in blocks[0][p.name]} for p in plans}
 
@@ -365,7 +381,9 @@ def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, se
         plans = {p.name: p for ps in owned.values() for p in ps}
         stops = {p.name: Stop(thresholds[n], objective) for n, ps in owned.items() for p in ps
                  if budget.early_stop and p.target in ("adaptive", "square")}
-        with progress(progress_factory, f"{s} {objective} {eps_label(eps)}", len(ds)) as update:
+        total = sum(b - a for a, b in shard_blocks(len(ds), block_size, *dist_info()))  # this rank's images
+        with progress(progress_factory, f"{s} {objective} {eps_label(eps)} x{len(plans)} attacks",
+                      total * len(plans)) as update:
             arrays = compute_adv_set(model, ds, s, list(plans.values()), dets, budget, cache, batch_size,
                                      block_size, update, stops)
         for n, d in dets.items():
@@ -395,13 +413,16 @@ class AttackResult:
     """What ``attack_benchmark`` returns: metric ``records`` per (detector, OOD set, eps, objective,
     target) and their ``means`` over the OOD sets (with bootstrap intervals), the wall time, the
     per-input ``scores`` of every target keyed (detector, eps, side, set, target) (``runs.rundir.ScoreKey``),
-    and ``plan_scores``, each attack plan's own per-input scores (keyed as ``_attacked`` does)."""
+    ``plan_scores``, each attack plan's own per-input scores (keyed as ``_attacked`` does), the
+    ``budget`` that ran (its precision resolved) and the ``precision`` choice's record."""
 
     records: list
     means: list
     wall_s: float
     scores: dict
     plan_scores: dict
+    budget: AttackBudget | None = None
+    precision: dict | None = None
 
 
 def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clean_scores: dict, *, eps_list,
@@ -416,7 +437,7 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
     from, when they are not those of ``bench`` (a piece of a run stops where the whole run would).
     ``cache``: a ``BlockCache`` that makes the run resumable (default: none)."""
     t0 = time.time()
-    budget = AttackBudget() if budget is None else budget
+    budget, choice = resolve_budget(AttackBudget() if budget is None else budget, model)
     targets = check_targets(targets, budget)
     cache = BlockCache(None) if cache is None else cache
     plan_scores: dict = {}
@@ -446,4 +467,4 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
                                        n_resamples, seed)
                     records += recs[:-1]
                     means.append(recs[-1])
-    return AttackResult(records, means, time.time() - t0, attacked_scores, plan_scores)
+    return AttackResult(records, means, time.time() - t0, attacked_scores, plan_scores, budget, choice.record())

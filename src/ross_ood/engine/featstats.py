@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ross_ood.store import user_cache_dir
+
 __all__ = ["STATS_FORMAT", "feature_stats"]
 
 #: what the feature-statistics cache stores, and the version of its format
@@ -33,8 +35,7 @@ def feature_stats(model, train_archive: str, root: str | os.PathLike, *, limit: 
     record = {"format": STATS_FORMAT, "model": model_fingerprint(model), "train": train.describe(),
               "train_signature": train.signature(), "limit": limit, "seed": seed if limit is not None else None}
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
-    cache_dir = Path(cache_dir) if cache_dir else Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ross-ood" / "feature-stats"
+    cache_dir = Path(cache_dir) if cache_dir else user_cache_dir("feature-stats")
     path = cache_dir / f"{key}.safetensors"
     from safetensors.torch import load_file, safe_open, save_file
     if path.is_file():

@@ -27,6 +27,8 @@ from ross_ood.detectors import Detector
 from ross_ood.detectors.custom import as_detector
 from ross_ood.engine.adversarial import TARGETS, AttackBudget, attack_benchmark, check_targets
 from ross_ood.engine.evaluate import compute_set, detector_scores, plan_units, set_fingerprint, summarize
+from ross_ood.progress import bars
+from ross_ood.progress import progress as bar
 from ross_ood.runs.rundir import prepare_out, save_input_scores, write_results
 from ross_ood.runs.tables import render, versions
 from ross_ood.store import BlockCache, atomic_write_text
@@ -119,7 +121,7 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
                       groups: dict | None = None, certify_radii=None, certify_n: int = 2000,
                       alpha: float = 0.001, n_resamples: int = 1000, seed: int = 0, batch_size: int = 64,
                       cache_dir: str | os.PathLike | None = None, name: str | None = None,
-                      model=None) -> RobustnessReport:
+                      model=None, progress: bool | None = None) -> RobustnessReport:
     """The robustness report of a fitted detector (see the module doc).
 
     Parameters
@@ -143,6 +145,10 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
         ``certify_n`` noise samples per image at failure probability ``alpha``.
     cache_dir : path, optional
         A folder that makes the report resumable (a killed call redoes only unfinished blocks).
+    progress : bool, optional
+        Progress bars with the time left, on stderr (None: only when stderr is a terminal).
+        ``budget.precision`` ``auto`` (the default) runs the attack in bf16 where it is measured
+        faster on this machine, else fp32 (``ross_ood.precision``); the report records which ran.
     """
     eps_list = [check_eps(e, strict=True) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
     detector = as_detector(detector, model)
@@ -170,15 +176,17 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
     cache = BlockCache(None if cache_dir is None else Path(cache_dir))
     units = plan_units(dets)
     clean = {name: {}}
+    make = bars(progress)
     for s, ds in sets.items():
-        arrays = compute_set(model, ds, s, units, cache, batch_size, 512, 0, None)
+        with bar(make, f"{s} clean", len(ds)) as update:
+            arrays = compute_set(model, ds, s, units, cache, batch_size, 512, 0, update)
         clean[name][s] = detector_scores(detector, arrays)
     records, means = summarize([name], clean, groups, n_resamples=n_resamples, seed=seed)
     n_samples, sigma = getattr(detector, "n_samples", 1), getattr(detector, "sigma", 0.0)
     noise_space = getattr(detector, "noise_space", "pixel")
     rep = attack_report(model, bench, dets, clean, records, means, eps_list=eps_list, objectives=objectives,
                         targets=targets, budget=budget, seed=seed, cache=cache, batch_size=batch_size,
-                        n_resamples=n_resamples)
+                        n_resamples=n_resamples, progress_factory=make)
     rep.doc = {"command": "attack", "benchmark": "custom", "model": getattr(model, "name", type(model.net).__name__),
                "seed": seed, "noise_space": noise_space,
                "config": {"n_samples": n_samples, "sigma": sigma, "noise_space": noise_space, "seed": seed,
@@ -186,7 +194,8 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
                           "target": list(targets), "bootstrap": n_resamples},
                "versions": versions(), "id_accuracy": None, **rep.doc}
     if certify_radii:
-        rep.certified = _certify(detector, name, sets, groups, [float(r) for r in certify_radii], certify_n, alpha)
+        rep.certified = _certify(detector, name, sets, groups, [float(r) for r in certify_radii], certify_n, alpha,
+                                 make, batch_size)
     return rep
 
 
@@ -210,18 +219,29 @@ def attack_report(model, bench, dets: dict, clean_scores: dict, clean_records: l
     doc = {"clean": clean_records, "clean_means": clean_means, "results": res.records, "means": res.means,
            "set_sizes": {k: len(v) for k, v in sets.items()},
            "set_fingerprints": {k: set_fingerprint(v) for k, v in sets.items()}, "groups": bench.groups,
-           "eps_space": eps_space, "attack_settings": asdict(budget), "attack_version": ATTACK_VERSION,
+           "eps_space": eps_space, "attack_settings": asdict(res.budget), "precision": res.precision,
+           "attack_version": ATTACK_VERSION,
            "eps_list": list(eps_list), "targets": list(targets),
            "detectors": [{"name": n, **d.config()} for n, d in dets.items()], "wall_time_s": res.wall_s}
     return RobustnessReport(json.loads(json.dumps(doc, default=float)), scores)
 
 
-def _certify(det, name, sets, groups, radii, n, alpha) -> list:
+def _certify(det, name, sets, groups, radii, n, alpha, make=None, batch_size: int = 64) -> list:
+    import torch
+
     from ross_ood.certify import worst_case_metrics
     if not hasattr(det, "certified_bounds"):
         raise ValueError(f"{name} has no certificate: certified AUROC needs a median or quantile smoothed detector")
     cert = det.with_params(n_samples=n)
-    feats = {s: cert.features(ds.x) for s, ds in sets.items()}
+    feats = {}
+    for s, ds in sets.items():
+        with bar(make, f"{s} certify", len(ds)) as update:
+            parts = []
+            for i in range(0, len(ds.x), batch_size):
+                parts.append(cert.features(ds.x[i:i + batch_size]))  # noise keyed by content: batching changes nothing
+                if update:
+                    update(len(parts[-1]))
+            feats[s] = torch.cat(parts)
     out = []
     for r in radii:
         lo, _ = cert.certified_bounds(feats["id_test"], radius=r, alpha=alpha)
@@ -245,10 +265,12 @@ class Attack:
     and EOT-PGD on the defended score), ``square`` (gradient-free, on the defended score) or ``worst`` (per image, the attacked image with the worst
     detector score over all of them, as the report's worst case). No early stopping: every image
     gets the whole budget. ``detector`` may be an object of your own with ``score(x)`` (then pass
-    ``model``, the classifier it guards; ``ross_ood.detectors.custom``)."""
+    ``model``, the classifier it guards; ``ross_ood.detectors.custom``). ``progress``: a bar with the
+    time left (None: when stderr is a terminal). The budget's precision ``auto`` is resolved per call
+    (``ross_ood.precision``)."""
 
     def __init__(self, detector: Detector, *, eps: float, objective: str = "min", target: str = "worst",
-                 budget="default", seed: int = 0, batch_size: int = 64, model=None):
+                 budget="default", seed: int = 0, batch_size: int = 64, model=None, progress: bool | None = None):
         detector = as_detector(detector, model)
         eps = check_eps(eps, strict=True)
         check_choice("objective", objective, ("min", "max"))
@@ -256,21 +278,24 @@ class Attack:
         self.detector, self.eps, self.objective, self.target = detector, float(eps), objective, target
         self.budget = replace(budget_preset(budget), early_stop=False)
         check_targets([target], self.budget)
-        self.seed, self.batch_size = int(seed), int(batch_size)
+        self.seed, self.batch_size, self.progress = int(seed), int(batch_size), progress
 
     def __call__(self, x):
         import torch
 
-        from ross_ood.engine.adversarial import _adversarial_inputs, _score_inputs, plans_for
+        from ross_ood.engine.adversarial import _adversarial_inputs, _score_inputs, plans_for, resolve_budget
         det, model = self.detector, self.detector.model
+        budget = resolve_budget(self.budget, model)[0]
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"images must be a tensor (B, C, H, W) in [0, 1], got {type(x).__name__}")
         xs = TensorSet(x, "images").prepare(model.channels, model.input_size).x
-        plans = [p for p in plans_for(_name(det), det, self.eps, self.objective, "pixel", [self.target], self.budget,
+        plans = [p for p in plans_for(_name(det), det, self.eps, self.objective, "pixel", [self.target], budget,
                                       self.seed) if self.target == "worst" or p.target == self.target]
         best, best_s = None, None
-        for plan in plans:
-            adv = _adversarial_inputs(model, xs, plan, self.budget, self.batch_size)
+        with bar(bars(self.progress), f"attack {self.objective} x{len(plans)}", len(xs) * len(plans)) as update:
+            advs = [(plan, _adversarial_inputs(model, xs, plan, budget, self.batch_size, update=update))
+                    for plan in plans]
+        for plan, adv in advs:
             with torch.no_grad():
                 s = det.score_features(_score_inputs(model, adv, det.unit(), self.batch_size)["features"])
             s = s.double().numpy()

@@ -37,11 +37,11 @@ from ross_ood.runs.rundir import (
     with_defaults,
     write_results,
 )
-from ross_ood.runs.tables import render
+from ross_ood.runs.tables import precisions_text, render
 from ross_ood.validate import eps_label as _label
 from ross_ood.validate import parse_part
 
-__all__ = ["combine_runs", "merge_legs"]
+__all__ = ["combine_runs", "merge_legs", "part_precisions"]
 
 def _check_pieces(docs: list[tuple[Path, dict]], eps: list[float] | None = None, defaults: dict | None = None) -> int:
     first_dir, first = docs[0]
@@ -66,7 +66,8 @@ def _check_pieces(docs: list[tuple[Path, dict]], eps: list[float] | None = None,
                 raise ValueError(f"{d} holds no attack at eps {', '.join(_label(e) for e in missing)} (it holds "
                                  f"{', '.join(_label(e) for e in doc.get('eps_list', [])) or 'none'}): "
                                  "combine only budgets every piece holds")
-        skip = RUN_ONLY_SETTINGS + (("eps",) if eps is not None else ())
+        # precision: what was asked (auto, bf16) may differ; what ran is compared by part_precisions
+        skip = RUN_ONLY_SETTINGS + ("precision",) + (("eps",) if eps is not None else ())
         a = {k: v for k, v in with_defaults(doc["config"], defaults).items() if k not in skip}
         b = {k: v for k, v in with_defaults(first["config"], defaults).items() if k not in skip}
         if a != b:
@@ -230,6 +231,12 @@ def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None, ep
                                                       f", at eps {', '.join(_label(e) for e in first['eps_list'])} "
                                                       "only (ross combine --eps)")]}
     doc.pop("id_accuracy_val_and_test", None)
+    ran = part_precisions([(d, doc) for d, doc, _ in loaded])
+    if len(set(ran.values())) > 1:
+        doc["part_precisions"] = ran
+        doc["notes"].append("the parts' attacks ran at different precisions (" + precisions_text(ran) + "): their "
+                            "gradient steps differ by float rounding; each part's attack is a valid attack on its own "
+                            "images, so the combined worst case is one too")
     if first["command"] == "eval":
         doc.update(results=clean_recs, means=clean_means)
     else:
@@ -246,6 +253,14 @@ def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None, ep
     save_input_scores(out, clean, {k: v for k, v in scores.items() if k[1] != "clean"})
     write_results(out, doc, render(doc))
     return doc
+
+
+def part_precisions(docs: list[tuple[Path, dict]]) -> dict:
+    """{part "K/M": the precision its attacks ran at} of attack pieces (``attack_settings``; runs stored
+    before the setting ran in float32); {} for other commands."""
+    from ross_ood.runs.rundir import BEFORE_SETTING
+    return {doc["config"]["part"]: (doc.get("attack_settings") or {}).get("precision", BEFORE_SETTING["precision"])
+            for _, doc in docs if doc.get("command") == "attack"}
 
 
 def _attack_records(scores: dict, cells: list[dict], groups: dict, n_res: int, seed: int) -> tuple[list, list]:

@@ -137,7 +137,8 @@ def read_results(run_dir: str | os.PathLike) -> dict:
 #: settings that entered with a default that changes the numbers, and the value that reproduces
 #: what a run written before them did: ``square_queries`` (the gradient-free leg, part of ``worst``
 #: since it exists; a run without the setting had no such leg)
-BEFORE_SETTING = {"square_queries": 0}  # (square_n then does nothing: its default stands)
+BEFORE_SETTING = {"square_queries": 0,  # (square_n then does nothing: its default stands)
+                  "precision": "fp32"}  # the attacks ran in float32 before the setting existed
 
 
 def with_defaults(stored: dict, defaults: dict) -> dict:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import math
 import platform
-from pathlib import Path
 
 from ross_ood.attacks import OBJECTIVE_NAMES
 from ross_ood.metrics import CI_FIELDS
+from ross_ood.precision import cpu_info
 from ross_ood.validate import eps_label
 
 __all__ = ["aggregate", "versions", "markdown_table", "RENDERERS", "pct", "cell", "render",
@@ -27,27 +27,6 @@ def versions() -> dict:
     from ross_ood._version import __version__
     return {"ross_ood": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "scikit_learn": sklearn.__version__, "python": platform.python_version(), **cpu_info()}
-
-
-def cpu_info() -> dict:
-    """The CPU a run's numbers came from. bf16 attack steps are bit-reproducible on one machine but
-    not across CPUs (measured in docs/attacks/version4.md; other bf16 kernels are the likely cause),
-    so a stored run says which it had: torch's dispatch level, the model name and the bf16 ISA flags
-    (Linux /proc/cpuinfo; empty elsewhere)."""
-    import torch
-    name, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() == "model name" and val.strip():
-                name = val.strip()
-            elif key.strip() == "flags":
-                flags = set(val.split())
-                break
-    except OSError:
-        pass
-    return {"cpu": name, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_bf16": sorted(flags & {"amx_bf16", "avx512_bf16"})}
 
 
 def pct(v, std=None) -> str:
@@ -143,6 +122,23 @@ def attack_table(clean_means: list, means: list, target: str, eps_list: list, ti
     return "\n".join(lines)
 
 
+def precisions_text(per: dict) -> str:
+    """{part: precision} as ``bf16 (parts 1/3, 2/3), fp32 (part 3/3)``."""
+    by: dict = {}
+    for part, p in per.items():
+        by.setdefault(p, []).append(part)
+    return ", ".join(f"{p} (part{'s' if len(v) > 1 else ''} {', '.join(v)})" for p, v in sorted(by.items()))
+
+
+def _precision_note(doc: dict) -> str:
+    """``; gradient steps in bf16`` (nothing for fp32); a combined run whose parts ran at different
+    precisions names them per part."""
+    if doc.get("part_precisions"):
+        return "; gradient steps in " + precisions_text(doc["part_precisions"])
+    p = doc["attack_settings"].get("precision", "fp32")
+    return "" if p == "fp32" else f"; gradient steps in {p}"
+
+
 def render_attack(doc: dict) -> str:
     c, st = doc["config"], doc["attack_settings"]
     space = doc["eps_space"]
@@ -160,7 +156,7 @@ def render_attack(doc: dict) -> str:
                         + (f"; EOT-PGD {st['eotpgd_steps']} steps over {st.get('eotpgd_n', st['attack_n'])} copies "
                            f"on {', '.join(st['eotpgd_surrogates'])}" if st.get("eotpgd_steps") else "")
                         + ("; iterates judged on common random numbers" if st.get("judge") else "")
-                        + (f"; gradient steps in {st['precision']}" if st.get("precision", "fp32") != "fp32" else "")
+                        + _precision_note(doc)
                         + ")",
             "square": f"square (gradient-free: Square, {st.get('square_queries', 0)} queries per input on the "
                       "detector's own score; smoothed: candidates judged on "

@@ -52,9 +52,12 @@ class FeatureStats:
 
 @torch.no_grad()
 def fit_feature_stats(model: ModelWrapper, data, labels: torch.Tensor | None = None, batch_size: int = 256,
-                      source: str = "") -> FeatureStats:
+                      source: str = "", progress: bool | None = None) -> FeatureStats:
     """The ``FeatureStats`` of ``model`` on its ID training data: a tensor (N, C, H, W) with
-    ``labels``, or an iterable of (x, y) batches (a DataLoader). Clean images, eval mode."""
+    ``labels``, or an iterable of (x, y) batches (a DataLoader). Clean images, eval mode.
+    ``progress``: a bar with the time left (None: when stderr is a terminal; ``ross_ood.progress``)."""
+    from ross_ood.progress import bars, count_images
+    from ross_ood.progress import progress as bar
     if isinstance(data, torch.Tensor):
         if labels is None:
             raise ValueError("fit_feature_stats: give the labels of the training images (Mahalanobis needs classes)")
@@ -64,12 +67,15 @@ def fit_feature_stats(model: ModelWrapper, data, labels: torch.Tensor | None = N
         batches = data
     feats, ys = [], []
     model.eval()
-    for b in batches:
-        if not (isinstance(b, (tuple, list)) and len(b) >= 2):
-            raise ValueError("fit_feature_stats: each batch must be (images, labels): the class means need labels")
-        x = model.prepare(b[0], name="training images")
-        feats.append(model.outputs(x).features.float().cpu())
-        ys.append(torch.as_tensor(b[1]).long().cpu())
+    with bar(bars(progress), "feature stats", count_images(data)) as update, torch.no_grad():
+        for b in batches:
+            if not (isinstance(b, (tuple, list)) and len(b) >= 2):
+                raise ValueError("fit_feature_stats: each batch must be (images, labels): the class means need labels")
+            x = model.prepare(b[0], name="training images")
+            feats.append(model.outputs(x).features.float().cpu())
+            ys.append(torch.as_tensor(b[1]).long().cpu())
+            if update:
+                update(len(x))
     if not feats:
         raise ValueError("fit_feature_stats got no training data")
     from ross_ood.model import model_fingerprint

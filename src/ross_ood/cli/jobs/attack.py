@@ -25,7 +25,7 @@ def run_attack(st: AttackSettings) -> dict | None:
                                   job.prog, 0, st.seed).scores
     rep = attack_report(run.model, run.bench, run.dets, clean.scores, clean.records, clean.means,
                         eps_list=st.eps_values, objectives=st.objective, eps_space=st.eps_space, targets=st.target,
-                        budget=st.budget, seed=st.seed, cache=job.cache, batch_size=st.attack_batch,
+                        budget=st.attack_budget, seed=st.seed, cache=job.cache, batch_size=st.attack_batch,
                         block_size=st.block_size, progress_factory=job.prog, n_resamples=st.bootstrap,
                         stop_scores=stop)
     if job.rank != 0:
@@ -45,7 +45,7 @@ def _diagnose(st: AttackSettings, run) -> None:
 
     from ross_ood.engine.diagnose import diagnose_attack, plot_curves, render_diagnosis
     from ross_ood.store import atomic_write_text
-    d = diagnose_attack(run.model, run.bench, run.dets, run.result.scores, st.eps_values, st.eps_space, st.budget,
+    d = diagnose_attack(run.model, run.bench, run.dets, run.result.scores, st.eps_values, st.eps_space, st.attack_budget,
                         st.seed, run.job.cache, st.attack_batch, st.block_size, run.job.prog,
                         n_resamples=st.bootstrap or 1000)
     atomic_write_text(run.job.out / "diagnosis.json", json.dumps(d))

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ross_ood.cli.runtime import progress_factory, setup_runtime
+from ross_ood.cli.runtime import setup_runtime
 from ross_ood.cli.settings import Settings
 from ross_ood.detectors import Detector, make_detector
+from ross_ood.progress import bars
 from ross_ood.runs.rundir import prepare_out, write_results
 from ross_ood.store import BlockCache, atomic_write_text, dist_info
 
@@ -52,7 +53,7 @@ def start_job(st: Settings, open_inputs=None):
     if rank == 0:
         prepare_out(out)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
-    return Job(st, dev, out, rank, world, BlockCache(out / "cache"), progress_factory(st.progress)), opened
+    return Job(st, dev, out, rank, world, BlockCache(out / "cache"), bars(st.progress)), opened
 
 
 def open_model(st: Settings, dev: torch.device, name: str | None = None):

@@ -41,8 +41,8 @@ def _arrays(st, job, model, bench, dets) -> dict:
         for obj in st.objective:
             for s in (["id_test"] if obj == "min" else list(bench.ood)):
                 plans = {p.name: p for n, d in dets.items()
-                         for p in plans_for(n, d, eps, obj, st.eps_space, ["transfer"], st.budget, st.seed)}
-                adv = compute_adv_set(model, sets[s], s, list(plans.values()), dets, st.budget, job.cache,
+                         for p in plans_for(n, d, eps, obj, st.eps_space, ["transfer"], st.attack_budget, st.seed)}
+                adv = compute_adv_set(model, sets[s], s, list(plans.values()), dets, st.attack_budget, job.cache,
                                       st.attack_batch, st.block_size)
                 res[s][(eps, obj)] = {u: a for per in adv.values() for u, a in per.items()}
     return res

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from ross_ood.cli.config import command_line
-from ross_ood.cli.runtime import progress_factory, setup_runtime
+from ross_ood.cli.runtime import setup_runtime
 from ross_ood.cli.settings import TrainSettings
 from ross_ood.engine.train import (
     NAMED_OUTLIERS,
@@ -37,7 +37,7 @@ from ross_ood.engine.train import (
     train_epoch,
 )
 from ross_ood.precision import grad_scaler
-from ross_ood.progress import progress
+from ross_ood.progress import bars, progress
 from ross_ood.runs.rundir import RUN_ONLY_SETTINGS, prepare_out
 from ross_ood.store import atomic_write_bytes, atomic_write_text
 
@@ -189,7 +189,7 @@ def run_train(st: TrainSettings) -> dict:
     """Run ``ross train``; returns the model.json document."""
     from ross_ood.data import default_data_root
     from ross_ood.models import load_model
-    out, root, prog = Path(st.out), default_data_root(st.data_root), progress_factory(st.progress)
+    out, root, prog = Path(st.out), default_data_root(st.data_root), bars(st.progress)
     dev = setup_runtime(st.device)
     from ross_ood.precision import check_precision
     check_precision(st.precision, dev)  # "auto" resolved: fp16 on the CPU is refused before any work
