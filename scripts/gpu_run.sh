@@ -105,7 +105,7 @@ PY
     local t0=$SECONDS
     OMP_NUM_THREADS=2 ross attack "${common[@]}" --limit "$([ "$TINY" = 1 ] && echo 4 || echo 24)" --device "$d" \
       --eps 2 --objective both --adaptive-steps "$steps" --eotpgd-steps "$steps" --transfer-steps "$steps" \
-      --restarts "$([ "$TINY" = 1 ] && echo 1 || echo 2)" \
+      --restarts "$([ "$TINY" = 1 ] && echo 1 || echo 2)" --square-queries "$([ "$TINY" = 1 ] && echo 20 || echo 500)" \
       --detectors median-msp --out "$OUTDIR/check/attack-$d" > "$OUTDIR/check/attack-$d.log" 2>&1
     log "check: attack on $d: $((SECONDS - t0)) s"
     t0=$SECONDS

@@ -7,6 +7,10 @@ from torch import nn
 
 import ross_ood
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: one torch thread per worker (and per process it starts)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 DATA_ROOT = Path(os.environ.get("ROSS_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
@@ -78,3 +82,11 @@ def _no_extra_data(tmp_path_factory, monkeypatch):
     set in ~/.cache): the same data here as on CI. A test that needs one sets it itself."""
     if "ROSS_EXTRA_DATA" not in os.environ:
         monkeypatch.setenv("ROSS_EXTRA_DATA", str(tmp_path_factory.mktemp("no-extra-data")))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _precision_cache(tmp_path_factory):
+    """The measured speeds behind precision ``auto`` go to a cache of the test session's, not the
+    user's (``ross_ood.precision``); each worker measures each network once."""
+    if "ROSS_PRECISION_CACHE" not in os.environ:
+        os.environ["ROSS_PRECISION_CACHE"] = str(tmp_path_factory.mktemp("precision") / "precision.json")

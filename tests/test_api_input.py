@@ -119,6 +119,7 @@ def test_item5_certified_bounds_accept_the_detectors_own_features(fitted, images
     assert det.features(x).requires_grad  # ... and with gradients asked for, they flow
 
 
+@pytest.mark.slow
 def test_item5_readme_code_blocks_run(tmp_path, monkeypatch):
     """Every ```python block of the README runs as written (in one namespace, in order)."""
     need_data("cifar10-png", "test.zip")

@@ -100,6 +100,7 @@ def real_pair():
     return m, x_id, x_ood
 
 
+@pytest.mark.slow
 def test_undefended_msp_falls_with_eps(real_pair):
     m, x_id, x_ood = real_pair
     msp = get_score("msp")
@@ -114,6 +115,7 @@ def test_undefended_msp_falls_with_eps(real_pair):
     assert aurocs[3] < aurocs[0] - 0.5, aurocs  # PGD-Max at 8/255 drives MSP far below clean
 
 
+@pytest.mark.slow
 def test_adaptive_at_least_as_strong_as_transfer_on_ross(tmp_path):
     need_data("cifar10", "test.zip")
     from ross_ood.cli.jobs import run_attack
@@ -293,6 +295,7 @@ def test_early_stopping_is_exact_per_input(cnn, images, algorithm):
     assert (clean > thr).any()
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_worst_case_auroc(tmp_path):
     """On real images: the adaptive attack with early stopping reaches the same or a lower
     PGD-Min / PGD-Max AUROC than without (exactness: a stopped input already ranks past
@@ -396,6 +399,7 @@ def diagnosed_run(tmp_path_factory):
     return out, json.loads((out / "diagnosis.json").read_text())
 
 
+@pytest.mark.slow
 def test_diagnose_reports_convergence_unbounded_plans_and_curves(diagnosed_run):
     """``ross attack --diagnose`` on a tiny real run: the unbounded budget drives PGD-Both to
     ~0 (plain MSP, 6 + 6 images), every plan's AUROC alone is at least the worst case over all
@@ -418,6 +422,7 @@ def test_diagnose_reports_convergence_unbounded_plans_and_curves(diagnosed_run):
         assert c.shape[2] == 6 and np.isfinite(c[0, 0]).all()
 
 
+@pytest.mark.slow
 def test_diagnosis_from_stored_pieces_equals_the_one_process_diagnosis(diagnosed_run, tmp_path):
     """``ross diagnose`` on four separate stored runs (the budget, 2x steps, 2x copies, eps 255/255
     pixel) gives the convergence rows and the unbounded AUROC that ``--diagnose`` computed in one
@@ -465,6 +470,7 @@ def test_diagnosis_from_stored_pieces_equals_the_one_process_diagnosis(diagnosed
         diagnosis_from_runs(base, other, copies, unb)
 
 
+@pytest.mark.slow
 def test_diagnosis_reads_a_base_run_from_before_the_gradient_free_leg_as_without_it(tmp_path):
     """A base run stored before ``square_queries`` existed (its settings lack it) ran no gradient-free
     leg: doubled pieces run later with ``--square-queries 0`` fit it (they were refused as differing

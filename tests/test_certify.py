@@ -98,6 +98,7 @@ def _l2_project(delta, eps):
     return delta * (eps / n).clamp(max=1.0).view(-1, 1, 1, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("q", [0.5, 0.25])
 def test_monte_carlo_coverage_on_a_real_model(q):
     """Random and PGD-found L2 perturbations within eps never move the empirical smoothed
@@ -139,6 +140,7 @@ def test_monte_carlo_coverage_on_a_real_model(q):
     assert violations <= max(1, int(alpha * len(candidates) * len(x)))
 
 
+@pytest.mark.slow
 def test_certify_command_writes_table_and_curve(tmp_path):
     need_data("cifar10", "test.zip")
     from ross_ood.cli.jobs import run_certify

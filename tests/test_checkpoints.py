@@ -124,6 +124,7 @@ def every_fifth_test_image():
     return load_images(SubsetView(ds, np.arange(0, 10000, 5)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,sigma,want", [("resnet20-noise012-e36", 0.12, 0.8295),
                                               ("resnet20-noise012-e52", 0.12, 0.8325),
                                               ("resnet20-noise012-e52-oe", 0.12, 0.8320),
@@ -150,6 +151,7 @@ def every_fifth_cifar100_test_image():
     return load_images(SubsetView(ds, np.arange(0, 10000, 5)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,want", [("resnet20-cifar100", 0.6517), ("resnet20-cifar100-noise012", 0.4028)])
 def test_packaged_cifar100_models_load_and_classify(name, want, every_fifth_cifar100_test_image):
     """The CIFAR-100 models trained here: sha256-checked, 100 classes, and on 2,000 test images

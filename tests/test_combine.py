@@ -27,6 +27,7 @@ def _scores(d):
     return stored_arrays(d)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cmd", ["eval", "attack"])
 def test_pieces_combine_to_the_whole_run(tmp_path, cmd):
     need_data("cifar10", "test.zip")
@@ -65,6 +66,7 @@ def test_pieces_that_do_not_belong_together_are_refused(tmp_path, capsys):
     combine_runs([p1, p2], tmp_path / "ok")  # the right pieces combine
 
 
+@pytest.mark.slow
 def test_a_piece_written_before_a_setting_existed_combines_at_its_default(tmp_path):
     """A stored piece whose config lacks a setting added since (here apgd_judge_every, whose default
     1 is the old behaviour) ran at that default: it combines with a new piece at the default, and a
@@ -84,6 +86,7 @@ def test_a_piece_written_before_a_setting_existed_combines_at_its_default(tmp_pa
         combine_runs([p1, changed], tmp_path / "no", defaults=command_defaults())
 
 
+@pytest.mark.slow
 def test_attack_pieces_with_other_eps_lists_combine_at_the_budgets_they_share(tmp_path, capsys):
     """2/255 grown in more pieces than 8/255: the part run at eps 2 alone gives the very scores the
     whole run at eps 2,8 gives its images (each budget is attacked on its own), and the combined
@@ -133,6 +136,7 @@ CERTIFY = ["certify", "--benchmark", "cifar10-jpeg", "--model", "resnet20-noise0
            "--bootstrap", "200"]
 
 
+@pytest.mark.slow
 def test_certify_pieces_combine_to_the_whole_run(tmp_path):
     """Certificates in parts: the per-input bounds of the pieces are the whole run's (the same
     multiset per cell), and every certified metric recomputed from them equals the whole run's."""

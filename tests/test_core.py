@@ -17,6 +17,7 @@ def _stack(ds):
     return torch.stack([ds[i][0] for i in range(len(ds))])
 
 
+@pytest.mark.slow
 def test_api_scores_equal_ross_eval_scores(tmp_path):
     """``ROSS(...).fit(id_val).score(x)`` through the API equals what ``ross eval`` stores,
     for plain, median and ROSS detectors, on the same images (to 1e-6)."""

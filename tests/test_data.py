@@ -250,6 +250,7 @@ def test_benchmark_refuses_wrong_class_count_and_names_missing_archive(tmp_path)
         build_benchmark("cifar100", tmp_path, 3, 32)
 
 
+@pytest.mark.slow
 def test_extra_ood_sharing_an_id_image_is_refused_and_openood_names_join_far(tmp_path):
     need_data("cifar10-png", "test.zip")
     from ross_ood.data import ZipImageSet as Z

@@ -38,6 +38,7 @@ def _eval_cmd(out, launcher):
                        "--batch-size", "8", "--no-progress", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     need_data("cifar10", "test.zip")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_api_reference_builds_without_warnings(tmp_path):
     if shutil.which("pdoc", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("pdoc is not installed (pip install -e .[docs])")

@@ -28,6 +28,7 @@ def first_run(tmp_path_factory):
     return out, run_eval(_cfg(out))
 
 
+@pytest.mark.slow
 def test_results_schema(first_run):
     out, doc = first_run
     on_disk = json.loads((out / "results.json").read_text())
@@ -77,6 +78,7 @@ def test_rerun_is_cached_and_identical(first_run, monkeypatch):
     assert again["results"] == doc["results"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_results(first_run, tmp_path, monkeypatch):
     _, doc = first_run
     real = evaluate.unit_arrays
@@ -107,6 +109,7 @@ def test_cli_errors_are_clear(capsys, tmp_path):
     assert "unknown detector 'foo'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_cli_pairs_two_detectors_and_refuses_other_images(tmp_path, capsys):
     """``ross compare`` on an eval run: A - B equals the difference of the two rows' mean AUROCs
     in results.json, its interval contains it; a run on other images is refused by name."""

@@ -188,3 +188,19 @@ def test_paired_difference_group_means_are_the_means_of_their_sets():
     assert (d["far"]["lo"], d["far"]["hi"]) == pytest.approx((d["r"]["lo"], d["r"]["hi"]), abs=1e-12)
     assert d["near"]["n_ood"] == 80 and d["mean"]["n_ood"] == 120
     assert d["mean"] == paired_auroc_difference(a, b, 300, seed=1)["mean"]  # groups do not move the mean
+
+
+@pytest.mark.parametrize("n_id, n_ood, ties", [(500, 900, False), (60, 40, True), (3, 2, True), (1, 1, False)])
+def test_resampled_auroc_from_counts_equals_the_rank_formula_bit_for_bit(n_id, n_ood, ties):
+    """The paired bootstrap computes each resample's AUROC from draw counts over the once-sorted ID
+    scores; it must equal ``auroc_by_ranks`` on the resampled arrays exactly (ties count one half)."""
+    from ross_ood.metrics import _counts, _ResampledAuroc, auroc_by_ranks
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=n_id), rng.normal(size=n_ood) + 0.3
+    if ties:
+        a, b = np.round(a, 1), np.round(b, 1)
+        b[: min(2, n_ood)] = a[0]
+    ii, jj = rng.integers(0, n_id, (50, n_id)), rng.integers(0, n_ood, (50, n_ood))
+    got = _ResampledAuroc(a, b)(_counts(ii, n_id), _counts(jj, n_ood))
+    np.testing.assert_array_equal(got, auroc_by_ranks(a[ii], b[jj]))
+    assert _counts(np.array([[2, 2, 0]]), 3).tolist() == [[1, 0, 2]]

@@ -31,7 +31,11 @@ def test_the_readme_quickstart_is_within_its_first_80_lines():
         assert call in quick
 
 
-@pytest.mark.parametrize("page", PAGES)
+#: pages whose Python blocks run real attacks or a real benchmark (seconds to a minute): the slow tier
+SLOW_PAGES = ("docs/guide/evaluate.md", "docs/guide/attack.md")
+
+
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PAGES else p for p in PAGES])
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     """A page's Python blocks run in order in one namespace (a later block may use an earlier one's names)."""
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)

@@ -23,6 +23,7 @@ def _net_and_data():
     return model, [torch.rand(12, 3, 32, 32, generator=g) for _ in range(3)]
 
 
+@pytest.mark.slow
 def test_report_equals_the_stored_attack_run_per_input(tmp_path):
     """A zoo model through the new call gives the very per-input scores of ``ross attack`` on the
     same images and settings (clean and attacked, every target), to 1e-6."""
@@ -117,6 +118,7 @@ PLUGIN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_plugin_score_runs_in_eval_and_attack_under_median_quantile_and_ross(tmp_path, capsys):
     need_data("cifar10-png", "test.zip")
     plugin = tmp_path / "top2_plugin.py"
@@ -173,6 +175,7 @@ def test_register_score_refuses_what_it_cannot_serve():
         register_score("named", Named)
 
 
+@pytest.mark.slow
 def test_the_example_runs_and_reports(tmp_path, monkeypatch, capsys):
     """examples/your_model.py at a smaller size: a table with the attacked and certified rows."""
     need_data("cifar10", "train.zip")

@@ -76,6 +76,7 @@ def small_runs(tmp_path_factory):
     return root, ev, sw
 
 
+@pytest.mark.slow
 def test_sweep_grid_and_slicing_invariant(small_runs):
     root, ev, sw = small_runs
     means = sw["means"]
@@ -96,6 +97,7 @@ def test_sweep_grid_and_slicing_invariant(small_runs):
     assert len(a) == 3 and max(a) - min(a) < 1e-12
 
 
+@pytest.mark.slow
 def test_report_reproduces_tables_byte_for_byte(small_runs):
     root, _, _ = small_runs
     path = write_report(root)

@@ -24,6 +24,7 @@ def test_every_stored_run_table_renders_from_its_results_json():
     assert not bad, bad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["leaderboard", "leaderboard-jpeg", "leaderboard-v3"])
 def test_leaderboard_pages_regenerate(spec):
     import yaml

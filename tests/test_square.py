@@ -114,6 +114,7 @@ def masked_run(masked_plugin):
     return bench, clean, res
 
 
+@pytest.mark.slow
 def test_gradient_free_leg_sees_through_masked_gradients(masked_run):
     """The gradient legs leave masked Energy near its clean AUROC; the gradient-free leg takes it
     far below (the issue's target: >= 30 points below at 8/255); plain Energy is broken by the
@@ -181,6 +182,7 @@ def _argv(out, plugin, *extra):
             "cpu", "--bootstrap", "50", "--block-size", "3", "--no-early-stop", *extra]
 
 
+@pytest.mark.slow
 def test_square_leg_from_the_command_line_equals_the_api_and_resumes(masked_plugin, tmp_path, monkeypatch):
     """``ross attack --target square,worst`` on a smoothed plugin detector: the same per-input
     scores as ``robustness_report``; a run killed inside the gradient-free leg resumes from its
@@ -233,6 +235,7 @@ def test_square_leg_from_the_command_line_equals_the_api_and_resumes(masked_plug
     assert {r["attack"] for r in doc["means"] if r["target"] == "square"} == {"square"}
 
 
+@pytest.mark.slow
 def test_legs_run_apart_merge_to_the_run_with_every_leg(tmp_path):
     """A stored run without the gradient-free leg and a later ``--target square`` run on the same
     images merge (``ross combine --legs``) into the very per-input scores of one run with every leg;

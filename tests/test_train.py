@@ -21,6 +21,7 @@ def _st(out, **kw):
     return TrainSettings(**args)
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     need_data("cifar10", "train.zip")
     whole = run_train(_st(tmp_path / "a"))
@@ -144,6 +145,7 @@ def test_fp16_refused_on_cpu(tmp_path):
         _st(tmp_path, precision="fp16")
 
 
+@pytest.mark.slow
 def test_bf16_training_runs_and_records_test_accuracy(tmp_path):
     need_data("cifar10", "train.zip")
     doc = run_train(_st(tmp_path, epochs=1, precision="bf16", test_limit=30))
@@ -222,6 +224,7 @@ def test_outlier_source_refused_when_missing_empty_or_overlapping(tmp_path, caps
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))  # refused before anything is written
 
 
+@pytest.mark.slow
 def test_outlier_exposure_from_files_trains_and_is_recorded(tmp_path):
     need_data("cifar10", "train.zip")
     rng = np.random.default_rng(1)
@@ -359,6 +362,7 @@ def test_training_attack_settings_are_checked(tmp_path, capsys, flags, message):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_other_adversarial_settings_is_refused(tmp_path):
     need_data("cifar10", "train.zip")
     need_data("cifar10-png", "test.zip")
@@ -368,6 +372,7 @@ def test_resume_with_other_adversarial_settings_is_refused(tmp_path):
         run_train(_st(tmp_path / "a", epochs=2, limit=32, adv_eps="4", adv_steps=1, resume=True))
 
 
+@pytest.mark.slow
 def test_tin_outliers_must_be_the_held_out_half(tmp_path, capsys):
     """A Tiny ImageNet folder holding a class the benchmark evaluates on is refused by class (even
     re-encoded, where a hash would not match); the held-out half, tin-oe, is accepted."""

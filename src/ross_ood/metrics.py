@@ -93,6 +93,35 @@ def auroc_by_ranks(id_scores: np.ndarray, ood_scores: np.ndarray) -> np.ndarray:
     return (r[..., :n1].sum(-1) - n1 * (n1 + 1) / 2) / (n1 * n2)
 
 
+class _ResampledAuroc:
+    """``auroc_by_ranks`` of bootstrap resamples of fixed ID and OOD score arrays, each resample
+    given by how often it draws every image (counts): U = sum over OOD j of count_j x (the counted
+    ID images above t_j + half those equal to it). The ID scores are sorted once, so a resample
+    costs a cumulative sum, not a sort; every term is a multiple of one half, so the result equals
+    the rank formula's to the last bit (tests/test_metrics.py)."""
+
+    def __init__(self, id_scores: np.ndarray, ood_scores: np.ndarray):
+        self.order = np.argsort(id_scores, kind="stable")
+        s = id_scores[self.order]
+        self.lo = np.searchsorted(s, ood_scores, "left")  # ID images below t_j: sorted positions < lo
+        self.hi = np.searchsorted(s, ood_scores, "right")  # at or below t_j: positions < hi
+        self.n1, self.n2 = id_scores.size, ood_scores.size
+
+    def __call__(self, c_id: np.ndarray, c_ood: np.ndarray) -> np.ndarray:
+        """AUROC (m,) of m resamples: ``c_id`` (m, n_id) and ``c_ood`` (m, n_ood) draw counts."""
+        cs = np.zeros((c_id.shape[0], self.n1 + 1), np.int64)
+        np.cumsum(c_id[:, self.order], axis=1, out=cs[:, 1:])
+        at_or_below, below = cs[:, self.hi], cs[:, self.lo]
+        u = ((cs[:, -1:] - at_or_below) + 0.5 * (at_or_below - below)) * c_ood
+        return u.sum(1) / (self.n1 * self.n2)
+
+
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """(m, n) how often each of n items is drawn by each row of the index draws ``idx`` (m, k)."""
+    m = idx.shape[0]
+    return np.bincount((idx + n * np.arange(m)[:, None]).ravel(), minlength=m * n).reshape(m, n)
+
+
 def fpr_at_recall(id_scores: np.ndarray, ood_scores: np.ndarray, recall: float = 0.95) -> np.ndarray:
     """FPR@95 (OpenOOD) along the last axis: the share of ID scores at or below the k-th
     smallest OOD score, k the least count with k / n_ood >= recall (the first ROC point
@@ -179,12 +208,14 @@ def paired_auroc_difference(a: tuple, b: tuple, n_resamples: int = 1000, confide
         raise ValueError(f"n_resamples must be an integer >= 1, got {n_resamples!r}")
     rng = np.random.default_rng(seed)
     diffs = {k: [] for k in names}
+    fa = {k: _ResampledAuroc(ia, oa[k]) for k in names}
+    fb = {k: _ResampledAuroc(ib, ob[k]) for k in names}
     for start in range(0, n_resamples, 100):
         m = min(100, n_resamples - start)
-        i_id = rng.integers(0, ia.size, (m, ia.size))
+        c_id = _counts(rng.integers(0, ia.size, (m, ia.size)), ia.size)
         for k in names:
-            i_o = rng.integers(0, oa[k].size, (m, oa[k].size))
-            diffs[k].append(auroc_by_ranks(ia[i_id], oa[k][i_o]) - auroc_by_ranks(ib[i_id], ob[k][i_o]))
+            c_o = _counts(rng.integers(0, oa[k].size, (m, oa[k].size)), oa[k].size)
+            diffs[k].append(fa[k](c_id, c_o) - fb[k](c_id, c_o))
     q = [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
     out = {}
     for k in names:
