@@ -4,7 +4,8 @@
 
 1. trains a small CNN of its own on 5,000 CIFAR-10 training images with Gaussian noise
    augmentation (so that smoothing at sigma 0.12 does not destroy its accuracy);
-2. wraps it (its own normalisation), builds median-Energy (median smoothing of the Energy score)
+2. wraps it (its own normalisation; its forward returns a dict, so ``output="logits"`` names the
+   logits, with no adapter module), builds median-Energy (median smoothing of the Energy score)
    and calibrates it on held-out CIFAR-10 test images;
 3. runs the robustness report: clean and attacked (PGD-Min / -Max / -Both at 2/255 and 8/255,
    the worst case over the transfer and adaptive attacks) near-OOD AUROC against CIFAR-100, and
@@ -24,6 +25,7 @@ from torch import nn
 
 import ross_ood
 from ross_ood.data import ZipImageSet, default_data_root, stratified_subset
+from ross_ood.engine.report import BUDGET_PRESETS
 
 
 def images(archive, count: int, seed: int, skip: int = 0) -> torch.Tensor:
@@ -45,7 +47,8 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(128, classes)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        h = self.features(x)
+        return {"logits": self.head(h), "embedding": h}
 
 
 def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, epochs: int, sigma: float, seed: int) -> None:
@@ -57,7 +60,7 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, epochs: i
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=gen).split(128):
             xb = (x[idx] + sigma * torch.randn(x[idx].shape, generator=gen)).clamp(0, 1)
-            loss = nn.functional.cross_entropy(net((xb - m) / s), y[idx])
+            loss = nn.functional.cross_entropy(net((xb - m) / s)["logits"], y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -69,7 +72,7 @@ def main(argv=None) -> ross_ood.RobustnessReport:
     ap.add_argument("--images", type=int, default=50, help="images per set in the report")
     ap.add_argument("--train-images", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--budget", default="quick", choices=sorted(ross_ood.engine.report.BUDGET_PRESETS))
+    ap.add_argument("--budget", default="quick", choices=sorted(BUDGET_PRESETS))
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     root, t0 = default_data_root(), time.time()
@@ -81,7 +84,7 @@ def main(argv=None) -> ross_ood.RobustnessReport:
     train(net, x_train, y_train, mean, std, a.epochs, sigma=0.12, seed=a.seed)
 
     # 2. wrap it and build the detector, calibrated on held-out ID images (never training images)
-    model = ross_ood.wrap(net, mean=mean, std=std, input_size=32)
+    model = ross_ood.wrap(net, mean=mean, std=std, input_size=32, output="logits")  # its forward returns a dict
     x_val, _ = images(root / "cifar10-png" / "test.zip", 200, a.seed)
     x_id, y_id = images(root / "cifar10-png" / "test.zip", a.images, a.seed, skip=200)
     x_ood, _ = images(root / "cifar100" / "test.zip", a.images, a.seed)

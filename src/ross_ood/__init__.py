@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 
+from ross_ood._lazy import submodules
 from ross_ood._version import __version__
 
 #: public name -> the module that defines it
@@ -30,24 +31,24 @@ _WHERE = {
     **dict.fromkeys(["accuracy", "ood_metrics"], "ross_ood.metrics"),
     **dict.fromkeys(["ModelWrapper", "wrap"], "ross_ood.model"),
     **dict.fromkeys(["SCORE_NAMES", "FeatureStats", "Score", "base_score", "fit_feature_stats", "get_score",
-                     "register_score"], "ross_ood.scores"),
+                     "register_score", "score_names"], "ross_ood.scores"),
+    "as_detector": "ross_ood.detectors.custom",
 }
 
 __all__ = ["ROSS", "MedianSmoothing", "QuantileSmoothing", "BaseScoreDetector", "Detector", "NotFittedError",
            "StaleFitError", "load_detector", "ood_metrics", "accuracy", "wrap", "ModelWrapper", "base_score",
-           "get_score", "SCORE_NAMES", "FeatureStats", "fit_feature_stats", "Score", "register_score",
+           "get_score", "SCORE_NAMES", "score_names", "FeatureStats", "fit_feature_stats", "Score", "register_score",
+           "as_detector",
            "robustness_report", "RobustnessReport", "Attack", "AttackBudget", "__version__"]
+
+
+_submodule = submodules(__name__)
 
 
 def __getattr__(name: str):
     where = _WHERE.get(name)
-    if where is None:  # a subpackage (ross_ood.precision, ...), as a plain package would hand it out once imported
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module 'ross_ood' has no attribute {name!r}") from None
+    if where is None:  # a subpackage or module: ross_ood.precision, ross_ood.engine.report, ...
+        return _submodule(name)
     value = getattr(importlib.import_module(where), name)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["group_means", "ood_metrics", "accuracy", "METRIC_NAMES", "CI_FIELDS", "ood_records",
+__all__ = ["group_means", "check_bootstrap_size", "ood_metrics", "accuracy", "METRIC_NAMES", "CI_FIELDS", "ood_records",
            "bootstrap_intervals", "auroc_by_ranks", "fpr_at_recall", "paired_auroc_difference"]
 
 METRIC_NAMES = ("auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out")
 #: the bootstrap interval of AUROC and FPR@95 that every record carries
 CI_FIELDS = ("auroc_lo", "auroc_hi", "fpr95_lo", "fpr95_hi")
+
+
+def check_bootstrap_size(name: str, n: int, n_resamples: int) -> None:
+    """A bootstrap interval resamples a set's images: one image has no spread to resample."""
+    if n_resamples and n < 2:
+        raise ValueError(f"{name} has {n} image{'s' if n != 1 else ''}: the bootstrap intervals need at least 2 per "
+                         "set (give more images, or no intervals: n_resamples=0, --bootstrap 0)")
 
 
 def _as_scores(v, name: str) -> np.ndarray:
@@ -144,6 +151,8 @@ def bootstrap_intervals(id_scores, ood: dict, means: dict, n_resamples: int = 10
     from scipy import stats
     names = list(ood)
     data = [_as_scores(id_scores, "id_scores")] + [_as_scores(ood[k], f"scores of {k}") for k in names]
+    for name, d in zip(["the ID set", *(f"OOD set {k!r}" for k in names)], data):
+        check_bootstrap_size(name, d.size, n_resamples)
     mean_idx = [[names.index(k) for k in m] for m in means.values()]
 
     def statistic(x, *ys, axis=-1):

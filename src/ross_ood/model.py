@@ -61,9 +61,11 @@ def check_images(x: torch.Tensor, channels: int | None = None, name: str = "x", 
 def _logits(out) -> torch.Tensor:
     """The network's output, refused by name unless it is a logits tensor (B, K)."""
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"the network's forward returned a {type(out).__name__}, not a logits tensor: ross_ood.wrap "
-                        "needs a module whose forward returns the logits (B, K); wrap the network in a module that "
-                        "selects them (its forward returning net(x)[0], or net(x)['logits'])")
+        hint = ("; name the logits with ross_ood.wrap(net, mean, std, output=KEY), KEY one of "
+                + ", ".join(repr(k) for k in out) if isinstance(out, dict) else
+                "; name the logits with ross_ood.wrap(net, mean, std, output=INDEX), e.g. output=0"
+                if isinstance(out, (tuple, list)) else "")
+        raise TypeError(f"the network's forward returned a {type(out).__name__}, not a logits tensor (B, K){hint}")
     if out.dim() != 2:
         raise ValueError(f"the network returned a tensor of shape {tuple(out.shape)}; ross_ood.wrap needs logits "
                          "of shape (B, K)")
@@ -84,7 +86,7 @@ class ModelWrapper(nn.Module):
     """
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float],
-                 linear: str | None = None, input_size: int | None = None):
+                 linear: str | None = None, input_size: int | None = None, output: str | int | None = None):
         super().__init__()
         dtypes = sorted({str(p.dtype) for p in net.parameters() if p.is_floating_point()})
         if len(dtypes) > 1 or (dtypes and dtypes[0] not in ("torch.float32", "torch.float64")):
@@ -113,6 +115,10 @@ class ModelWrapper(nn.Module):
         self.register_buffer("std", std_t.view(1, -1, 1, 1))
         self.channels = int(mean_t.numel())
         self.input_size = input_size
+        if output is not None and (isinstance(output, bool) or not isinstance(output, (str, int))):
+            raise TypeError(f"output names the logits in the network's output: a dict key (str) or a tuple index "
+                            f"(int), got {output!r}")
+        self.output = output
         self._linear_name = linear
         self._linear: nn.Linear | None = None
         if linear is not None:
@@ -147,10 +153,27 @@ class ModelWrapper(nn.Module):
         if self.channels_last and z.dim() == 4 and z.device.type == "cpu":
             z = z.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
-            return _logits(self.net(z))
+            return _logits(self._select(self.net(z)))
         from ross_ood.precision import autocast
         with autocast(self.precision, z.device):
-            return _logits(self.net(z)).float()
+            return _logits(self._select(self.net(z))).float()
+
+    def _select(self, out):
+        """The logits of the network's raw output: itself, or ``out[self.output]`` of a dict or tuple."""
+        if self.output is None:
+            return out
+        if isinstance(out, dict):
+            if self.output not in out:
+                raise ValueError(f"output {self.output!r}: the network returned a dict with keys "
+                                 f"{', '.join(repr(k) for k in out)}")
+            return out[self.output]
+        if isinstance(out, (tuple, list)):
+            if not isinstance(self.output, int) or not -len(out) <= self.output < len(out):
+                raise ValueError(f"output {self.output!r}: the network returned a {type(out).__name__} of {len(out)}; "
+                                 f"give an index in [0, {len(out)})")
+            return out[self.output]
+        raise ValueError(f"output {self.output!r} selects from a dict or tuple, but the network returned a "
+                         f"{type(out).__name__}")
 
     def check(self, x: torch.Tensor, name: str = "x") -> None:
         check_images(x, self.channels, name=name, size=self.input_size)
@@ -171,7 +194,7 @@ class ModelWrapper(nn.Module):
                     lambda m, i, o, name=name: found.append((name, m, o))))
         try:
             with torch.no_grad():
-                out = _logits(self.net(self.normalize(x[:1])))
+                out = _logits(self._select(self.net(self.normalize(x[:1]))))
         finally:
             for h in hooks:
                 h.remove()
@@ -217,7 +240,7 @@ class ModelWrapper(nn.Module):
 
 
 def wrap(net: nn.Module, mean: Sequence[float], std: Sequence[float], *, linear: str | None = None,
-         input_size: int | None = None) -> ModelWrapper:
+         input_size: int | None = None, output: str | int | None = None) -> ModelWrapper:
     """Wrap ``net`` (expecting normalised input) so that it takes pixel-space images in [0, 1].
 
     Parameters
@@ -232,7 +255,12 @@ def wrap(net: nn.Module, mean: Sequence[float], std: Sequence[float], *, linear:
         Name of the last linear layer (its input are the penultimate features fDBD needs);
         by default the ``nn.Linear`` whose output is the network's output.
     input_size : int, optional
-        Side length of the input images (used to find the linear layer; default 32).
+        Side length of the (square) input images: images of another size are refused by name.
+        Without it, the first images a call sees set the size for that call (and 32 is used to
+        find the linear layer).
+    output : str or int, optional
+        Where the logits are in the network's output when its forward returns a dict
+        (``output="logits"``) or a tuple (``output=0``); by default the output is the logits.
 
     Returns
     -------
@@ -244,7 +272,12 @@ def wrap(net: nn.Module, mean: Sequence[float], std: Sequence[float], *, linear:
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}: wrap a function in an nn.Module "
                         "whose forward calls it (its parameters are needed for the device and the last linear layer)")
-    w = ModelWrapper(net, mean, std, linear=linear, input_size=input_size)
+    meta = next((t for t in [*net.parameters(), *net.buffers()] if t.device.type == "meta"), None)
+    if meta is not None:
+        raise ValueError("the network's weights are on the meta device (shapes without data, e.g. built under "
+                         "torch.device('meta') or an empty-weights context): load its weights first "
+                         "(net.load_state_dict(state, assign=True) or net.to_empty(device='cpu') and a load), then wrap")
+    w = ModelWrapper(net, mean, std, linear=linear, input_size=input_size, output=output)
     try:
         dev = next(net.parameters()).device
         w = w.to(dev)

@@ -20,6 +20,7 @@ import torch
 from ross_ood.model import ModelWrapper
 from ross_ood.noise import channel_scale, content_keys, draw_noise
 from ross_ood.scores import Score
+from ross_ood.scores.base import score_outputs, score_values
 from ross_ood.validate import NOISE_DEVICES, SPACES, check_choice, check_int, check_number
 
 __all__ = ["Smoothing", "noisy_scores", "median_stats", "quantile_index", "lower_quantile", "soft_median", "ross_gate",
@@ -44,6 +45,11 @@ class Smoothing:
         object.__setattr__(self, "chunk_size", check_int("chunk_size", self.chunk_size))
         object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0))
         check_choice("noise_space", self.noise_space, SPACES)
+        if self.sigma > 1:
+            unit = "the [0, 1] pixel range" if self.noise_space == "pixel" else "each channel's std"
+            raise ValueError(f"sigma {self.sigma:g} is in units of {unit} (0.12 is 30.6/255 in pixel space), so "
+                             f"{self.sigma:g} would drown the image: give at most 1 (a 0-255 value divided by 255: "
+                             f"{self.sigma / 255:.4g})")
         check_choice("noise_device", self.noise_device, NOISE_DEVICES)
 
     def key(self) -> dict:
@@ -98,9 +104,9 @@ def noisy_scores(model: ModelWrapper, x: torch.Tensor, scores: Sequence[Score], 
         if shared:
             out = model.outputs(xn, features=need_feats)
             for s in shared:
-                parts[s.name].append(s.from_outputs(out, model))
+                parts[s.name].append(score_outputs(s, out, model))
         for s in own:
-            parts[s.name].append(s(model, xn))
+            parts[s.name].append(score_values(s, model, xn))
     return {k: torch.cat(v).view(b, n) for k, v in parts.items()}
 
 

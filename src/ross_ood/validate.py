@@ -12,9 +12,15 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["SPACES", "NOISE_DEVICES", "check_int", "check_number", "check_fraction", "check_choice",
+__all__ = ["ContractError", "SPACES", "NOISE_DEVICES", "check_int", "check_number", "check_fraction", "check_choice",
            "split_list", "parse_eps", "parse_part", "eps_label", "read_yaml_mapping", "check_eps", "parse_lam", "check_device", "check_out_dir", "check_ood_names",
            "check_certify_args", "check_ross_noise"]
+
+
+class ContractError(TypeError):
+    """Code of the user's (a score, a detector object, a model factory) broke the contract that
+    ross-ood documents for it: the message names the object and what it must do. A TypeError, so
+    that the API raises what Python would; the command line answers it in one line (exit 2)."""
 
 #: where sigma and eps are measured: pixel units ([0, 1], clipped) or normalised units (x std_c, unclipped)
 SPACES = ("pixel", "normalized")
@@ -109,8 +115,11 @@ def parse_part(part: str | None) -> tuple[int, int] | None:
     return k_i, m_i
 
 
-def parse_eps(values) -> list[float]:
-    """['2', '8/255', '0.03/1'] -> fractions of the pixel range; bare numbers are in 1/255."""
+def parse_eps(values, strict: bool = False) -> list[float]:
+    """['2', '8/255', '0.03/1'] -> fractions of the pixel range; bare numbers are in 1/255. With
+    ``strict`` (attack budgets) every budget is > 0, and a bare number below 1 (0.03: a fraction,
+    as the API takes, given where 1/255 units are read) gets a warning that says how it was read."""
+    import warnings
     out = []
     for part in split_list(values):
         num, _, den = part.partition("/")
@@ -119,6 +128,11 @@ def parse_eps(values) -> list[float]:
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"eps {part!r} is not a number (give e.g. 8 or 8/255)") from None
         check_number("eps", val)
+        if strict and val == 0:
+            raise ValueError(f"eps {part!r} is 0: an attack needs a budget > 0 (e.g. 2 or 8, in 1/255 units)")
+        if strict and not den and 0 < float(num) < 1:
+            warnings.warn(f"eps {part} is read in 1/255 units ({part}/255 = {val:.3g} of the pixel range); for "
+                          f"{part} of the pixel range give {float(num) * 255:g} or {part}/1", stacklevel=2)
         if val > 1.0:
             raise ValueError(f"eps {part!r} is {val * 255:g}/255, beyond the pixel range: an L-inf budget is at most "
                              "255/255 (bare numbers are in 1/255 units)")

@@ -38,6 +38,7 @@ from ross_ood.attacks.base import (
                                    ALGORITHMS,
                                    ATTACK_VERSION,
                                    CHECK_EVERY,
+                                   DIRECTIONS,
                                    OBJECTIVE_NAMES,
                                    OBJECTIVES,
                                    SIDES,
@@ -54,4 +55,4 @@ from ross_ood.attacks.run import run_attack
 from ross_ood.attacks.square import SQUARE_CHECK_EVERY, p_selection, square
 
 __all__ = ["AttackConfig", "StopFn", "JudgeFn", "ScoreFn", "pgd", "apgd", "eotpgd", "square", "p_selection", "SQUARE_CHECK_EVERY", "eps_tensor", "project", "run_attack",
-           "OBJECTIVES", "ALGORITHMS", "SIDES", "OBJECTIVE_NAMES", "ATTACK_VERSION", "CHECK_EVERY"]
+           "OBJECTIVES", "DIRECTIONS", "ALGORITHMS", "SIDES", "OBJECTIVE_NAMES", "ATTACK_VERSION", "CHECK_EVERY"]

@@ -11,7 +11,7 @@ from ross_ood.model import ModelWrapper
 from ross_ood.noise import channel_scale, content_keys, draw_noise
 from ross_ood.validate import SPACES, check_choice, check_eps, check_int, check_number
 
-__all__ = ['AttackConfig', 'StopFn', 'JudgeFn', 'ScoreFn', 'eps_tensor', 'project', 'OBJECTIVES', 'ALGORITHMS', 'SIDES', 'OBJECTIVE_NAMES', 'ATTACK_VERSION', 'CHECK_EVERY']
+__all__ = ['AttackConfig', 'StopFn', 'JudgeFn', 'ScoreFn', 'eps_tensor', 'project', 'OBJECTIVES', 'DIRECTIONS', 'ALGORITHMS', 'SIDES', 'OBJECTIVE_NAMES', 'ATTACK_VERSION', 'CHECK_EVERY', 'new_attack_run']
 
 
 #: evaluation objectives and the attacked sides they combine: PGD-Min (ID attacked down), PGD-Max
@@ -25,7 +25,10 @@ SIDES = {"min": ("min",), "max": ("max",), "both": ("min", "max")}
 OBJECTIVE_NAMES = {"min": "PGD-Min", "max": "PGD-Max", "both": "PGD-Both"}
 
 
-OBJECTIVES = ("min", "max")  # per attacked input: lower (ID) or raise (OOD) its score
+#: the evaluation objectives (one name for them: ``engine.adversarial`` re-exports it)
+OBJECTIVES = tuple(SIDES)
+#: what one attack does to each input's score: lower it (ID, ``min``) or raise it (OOD, ``max``)
+DIRECTIONS = ("min", "max")
 
 
 ALGORITHMS = ("pgd", "apgd", "eotpgd", "square")
@@ -76,7 +79,7 @@ class AttackConfig:
     p_init: float = 0.8  # Square's first window share of the image (AutoAttack's value)
 
     def __post_init__(self):
-        check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("objective (an attack's direction)", self.objective, DIRECTIONS)
         check_choice("eps_space", self.eps_space, SPACES)
         check_choice("attack algorithm", self.algorithm, ALGORITHMS)
         check_eps(self.eps)
@@ -128,7 +131,21 @@ def _gain_and_grad(score_fn: ScoreFn, x: torch.Tensor, sign: float, eot: int, dr
     return gain.detach(), g.detach()
 
 
+#: whether this attack (one report, one ``Attack`` call) has said that its score has no gradient
+_NO_GRADIENT_SAID = [False]
+
+
+def new_attack_run() -> None:
+    """A new report or ``Attack`` call: its first gradient-less score is said again (once)."""
+    _NO_GRADIENT_SAID[0] = False
+
+
 def _warn_no_gradient() -> None:
+    """Once per attack run (``new_attack_run``), not once per batch: Python's own once-per-place
+    registry is cleared whenever a warnings filter changes, which image decoding does."""
+    if _NO_GRADIENT_SAID[0]:
+        return
+    _NO_GRADIENT_SAID[0] = True
     import warnings
     warnings.warn("the attacked score has no gradient with respect to the input (computed without autograd): "
                   "the gradient attacks cannot move it, and only the gradient-free leg (target 'square', part of "

@@ -250,13 +250,15 @@ def main(argv=None) -> int:
     args = build_parser(job if job in _DESCRIPTIONS else "").parse_args(argv)
     import warnings
 
+    from ross_ood.validate import ContractError
+
     def one_line(message, category, filename, lineno, file=None, line=None):
         print(f"ross {args.command}: warning: {message}", file=sys.stderr if file is None else file)
     shown = warnings.showwarning
     warnings.showwarning = one_line  # a warning is one line that names the command, as errors are
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, FileNotFoundError, ImportError, ContractError) as e:
         print(f"ross {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -108,6 +108,9 @@ class Settings(FieldSettings):
         self.lam_value = parse_lam(self.lam, {b for k, b in self.kinds.values() if k == "ross"})
         if self.limit is not None:
             check_int("limit", self.limit)
+            if self.limit < 2 and self.bootstrap:
+                raise ValueError("limit 1 leaves one image per set, and the bootstrap intervals need at least 2: give "
+                                 "--limit 2 or more, or --bootstrap 0")
         if self.stats_limit is not None:
             check_int("stats_limit", self.stats_limit, minimum=2)
         from ross_ood.validate import parse_part
@@ -203,7 +206,7 @@ class AttackSettings(Settings):
 
     def validate(self) -> None:
         super().validate()
-        self.eps_values = parse_eps(self.eps)
+        self.eps_values = parse_eps(self.eps, strict=True)
         if not self.eps_values:
             raise ValueError("no eps given")
         for o in self.objective or [None]:
@@ -281,7 +284,7 @@ class SweepSettings(Settings):
             Smoothing(n, self.sigma)
         for s in self.sigma_values:
             Smoothing(self.n_samples, s, self.noise_space)
-        self.eps_values = parse_eps(self.attack_eps)
+        self.eps_values = parse_eps(self.attack_eps, strict=True)
         for o in self.objective:
             check_choice("objective", o, ("min", "max"))
         check_int("attack_batch", self.attack_batch)

@@ -24,6 +24,7 @@ import torch
 
 from ross_ood.model import ModelWrapper, model_fingerprint
 from ross_ood.scores import Score, get_score, score_from_spec
+from ross_ood.scores.base import score_values
 from ross_ood.smoothing import Smoothing, calibrate_tau
 from ross_ood.store import atomic_write_text
 from ross_ood.validate import check_fraction, check_int
@@ -134,6 +135,9 @@ class Detector:
             if self.needs_fit or for_predict:
                 raise NotFittedError(f"{type(self).__name__} is not fitted: call .fit(id_validation_data) first")
             return
+        if getattr(self, "_fitted_on", self.model) is not self.model:
+            raise StaleFitError(f"{type(self).__name__}.model was replaced since fit: its threshold (and any tau) "
+                                "belong to the old network; call .fit(id_validation_data) again")
         if now != self._fit_config:
             changed = sorted(k for k in set(now) | set(self._fit_config) if now.get(k) != self._fit_config.get(k))
             raise StaleFitError(f"{type(self).__name__} parameters changed since fit ({', '.join(changed)}): "
@@ -168,7 +172,7 @@ class Detector:
 
     def _features(self, x: torch.Tensor, keys: Sequence[int] | None = None) -> torch.Tensor:
         """``features`` of a checked batch on the model's device."""
-        return self.base(self.model, x)
+        return score_values(self.base, self.model, x)
 
     def check_features(self, feats, name: str = "features") -> torch.Tensor:
         """``feats`` as a tensor, refused by name when it is not a feature array of this
@@ -195,9 +199,18 @@ class Detector:
         """Calibrate from the feature array of the ID validation data; returns self."""
         self._validate()
         feats = self.check_features(feats, "fit features")
+        if feats.shape[0] < 2:
+            raise ValueError(f"fit needs at least 2 ID validation images, got {feats.shape[0]}: the threshold (and "
+                             "ROSS's tau) are quantiles of their scores; give a few hundred")
         self._fit_config = None
         self._fit(feats)
-        self._fit_config = self.config()
+        self._fit_config, self._fitted_on = self.config(), self.model
+        scores = self._score(feats)
+        if bool((scores == scores[0]).all()):
+            import warnings
+            warnings.warn(f"{type(self).__name__}.fit: all {len(scores)} ID validation scores are equal "
+                          f"({float(scores[0]):.6g}; identical images?): the threshold cannot tell them from any "
+                          "other input; fit on varied held-out ID images", stacklevel=2)
         return self
 
     def _fit(self, feats: torch.Tensor) -> None:
@@ -263,7 +276,7 @@ class Detector:
     def _surrogate(self, what: str, attack_n: int | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
         if what != "base":
             raise ValueError(f"{type(self).__name__} has no attack surrogate {what!r}; it has 'base'")
-        return lambda x, draw: self.base(self.model, x)
+        return lambda x, draw: score_values(self.base, self.model, x)
 
     def judge(self, judge_n: int | None = None):
         """The attack's judge ``f(x, keys) -> (B,)`` that compares iterates: None for a
@@ -293,6 +306,9 @@ class Detector:
             raise ValueError(f"{path} holds an unknown detector class {doc['class']!r}")
         if cls is not Detector and klass is not cls:
             raise ValueError(f"{path} holds a {doc['class']}, not a {cls.__name__}")
+        if not isinstance(model, ModelWrapper):
+            raise TypeError(f"model must be the wrapped classifier the detector was fitted on (ross_ood.wrap(net, "
+                            f"mean, std), as at fit), got a plain {type(model).__name__}: wrap it first")
         have = model_fingerprint(model)
         if doc.get("model") != have:
             raise ValueError(f"{path} was fitted on model {doc.get('model')!r}, not on this one ({have!r}): "
@@ -304,7 +320,7 @@ class Detector:
         det = klass.from_config(model, base if base is not None else score_from_spec(cfg["base"]), cfg)
         for k, v in doc["state"].items():
             setattr(det, k, v)
-        det._fit_config = det.config()
+        det._fit_config, det._fitted_on = det.config(), model
         if det._fit_config != doc["config"]:
             raise ValueError(f"{path}: the rebuilt detector's configuration differs from the saved one")
         return det

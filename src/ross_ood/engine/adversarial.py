@@ -43,7 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ross_ood.attacks import CHECK_EVERY, SIDES, SQUARE_CHECK_EVERY, AttackConfig, run_attack
+from ross_ood.attacks import CHECK_EVERY, OBJECTIVES, SIDES, SQUARE_CHECK_EVERY, AttackConfig, run_attack
+from ross_ood.attacks.base import new_attack_run
 from ross_ood.data.sets import SubsetView
 from ross_ood.detectors import SURROGATES, BaseScoreDetector, Detector, FeatureUnit
 from ross_ood.engine.evaluate import plan_units, set_fingerprint, unit_arrays
@@ -58,8 +59,6 @@ __all__ = ["AttackBudget", "resolve_budget", "AttackPlan", "check_targets", "Sto
            "OBJECTIVES", "SIDES"]
 
 TARGETS = ("transfer", "adaptive", "square", "worst")
-#: the evaluation objectives (``attacks.SIDES``: the attacked sides each combines)
-OBJECTIVES = tuple(SIDES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -437,6 +436,7 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
     from, when they are not those of ``bench`` (a piece of a run stops where the whole run would).
     ``cache``: a ``BlockCache`` that makes the run resumable (default: none)."""
     t0 = time.time()
+    new_attack_run()
     budget, choice = resolve_budget(AttackBudget() if budget is None else budget, model)
     targets = check_targets(targets, budget)
     cache = BlockCache(None) if cache is None else cache

@@ -23,6 +23,7 @@ from ross_ood.detectors import Detector, FeatureUnit
 from ross_ood.metrics import accuracy, group_means, ood_records
 from ross_ood.model import ModelWrapper, model_fingerprint
 from ross_ood.progress import progress
+from ross_ood.scores.base import score_outputs, score_values
 from ross_ood.smoothing import median_stats, noisy_scores
 from ross_ood.store import BlockCache, concat_blocks, dist_info, gather_blocks, shard_blocks, stable_key
 
@@ -61,11 +62,11 @@ def unit_arrays(model: ModelWrapper, x: torch.Tensor, units: list[FeatureUnit],
             if y is not None:
                 out[PRED] = {"pred": o.logits.argmax(1).cpu().numpy(), "label": y.numpy()}
             for u in shared:
-                out[u.name] = {"features": u.score.from_outputs(o, model).double().cpu().numpy()}
+                out[u.name] = {"features": score_outputs(u.score, o, model).double().cpu().numpy()}
     for u in clean:
         if not u.score.pass_level:
             with torch.no_grad():
-                out[u.name] = {"features": u.score(model, x).double().cpu().numpy()}
+                out[u.name] = {"features": score_values(u.score, model, x).double().cpu().numpy()}
     groups: dict = {}
     for u in units:
         if u.smoothing is not None:

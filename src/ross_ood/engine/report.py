@@ -27,12 +27,13 @@ from ross_ood.detectors import Detector
 from ross_ood.detectors.custom import as_detector
 from ross_ood.engine.adversarial import TARGETS, AttackBudget, attack_benchmark, check_targets
 from ross_ood.engine.evaluate import compute_set, detector_scores, plan_units, set_fingerprint, summarize
+from ross_ood.metrics import check_bootstrap_size
 from ross_ood.progress import bars
 from ross_ood.progress import progress as bar
 from ross_ood.runs.rundir import prepare_out, save_input_scores, write_results
 from ross_ood.runs.tables import render, versions
 from ross_ood.store import BlockCache, atomic_write_text
-from ross_ood.validate import check_choice, check_eps, eps_label
+from ross_ood.validate import check_certify_args, check_choice, check_eps, check_int, eps_label
 
 __all__ = ["robustness_report", "attack_report", "RobustnessReport", "Attack", "BUDGET_PRESETS", "budget_preset"]
 
@@ -151,7 +152,16 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
         faster on this machine, else fp32 (``ross_ood.precision``); the report records which ran.
     """
     eps_list = [check_eps(e, strict=True) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
+    seed, batch_size, n_resamples = check_int("seed", seed, 0), check_int("batch_size", batch_size), \
+        check_int("n_resamples", n_resamples, 0)
+    if certify_radii:  # checked before the attack runs: a bad certificate argument loses no attack
+        certify_n = check_int("certify_n", certify_n)
+        for r in certify_radii:
+            check_certify_args(r, alpha, 1)
     detector = as_detector(detector, model)
+    if certify_radii and not hasattr(detector, "certified_bounds"):
+        raise ValueError(f"{name or _name(detector)} has no certificate: certified AUROC (certify_radii) needs a median "
+                         "or quantile smoothed detector")
     if not isinstance(ood_sets, dict) or not ood_sets:
         raise ValueError("ood_sets must be a non-empty {name: images} mapping")
     budget = budget_preset(budget)
@@ -164,6 +174,8 @@ def robustness_report(detector: Detector, id_images, ood_sets: dict, *, eps=(2 /
         sets[k] = TensorSet(v, k)
     for ds in sets.values():  # the model's size, else the ID images' (no set is resized silently)
         ds.prepare(model.channels, model.input_size or sets["id_test"].x.shape[-1])
+    for k, ds in sets.items():  # before any work: one image has no interval
+        check_bootstrap_size("the ID set" if k == "id_test" else f"OOD set {k!r}", len(ds), n_resamples)
     groups = dict(groups) if groups is not None else {k: "near" for k in ood_sets}
     unknown = sorted(set(groups) ^ set(ood_sets))
     if unknown:
@@ -278,14 +290,17 @@ class Attack:
         self.detector, self.eps, self.objective, self.target = detector, float(eps), objective, target
         self.budget = replace(budget_preset(budget), early_stop=False)
         check_targets([target], self.budget)
-        self.seed, self.batch_size, self.progress = int(seed), int(batch_size), progress
+        self.seed, self.batch_size, self.progress = check_int("seed", seed, 0), check_int("batch_size", batch_size), \
+            progress
 
     def __call__(self, x):
         import torch
 
+        from ross_ood.attacks.base import new_attack_run
         from ross_ood.engine.adversarial import _adversarial_inputs, _score_inputs, plans_for, resolve_budget
         det, model = self.detector, self.detector.model
         budget = resolve_budget(self.budget, model)[0]
+        new_attack_run()
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"images must be a tensor (B, C, H, W) in [0, 1], got {type(x).__name__}")
         xs = TensorSet(x, "images").prepare(model.channels, model.input_size).x

@@ -261,7 +261,11 @@ def load_model(name: str, data_root: str | os.PathLike | None = None, checkpoint
     if name.startswith("tv:"):
         return _load_torchvision(name, checkpoint, device)
     if name not in ZOO:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(ZOO)}")
+        if name.endswith(".py") or "/" in name or os.sep in name:
+            raise ValueError(f"model {name!r} is a file: a network of your own is FILE.py:FACTORY, the function in it "
+                             f"that returns (net, mean, std), e.g. --model {name}:make_model")
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(ZOO)} (or your own: FILE.py:FACTORY, "
+                         "MODULE:FACTORY)")
     spec = ZOO[name]
     net = ARCHS[spec.arch](num_classes=spec.num_classes)
     if not pretrained and checkpoint is None:

@@ -19,7 +19,7 @@ import torch
 
 from ross_ood.model import ModelWrapper
 from ross_ood.scores.activation import ASH, SCALE
-from ross_ood.scores.base import Score
+from ross_ood.scores.base import Score, check_score_class, score_values
 from ross_ood.scores.fdbd import FDBD, feature_mean
 from ross_ood.scores.logits import GEN, MSP, Energy, MaxLogit
 from ross_ood.scores.perturbed import ODIN, PRO
@@ -38,6 +38,7 @@ _REGISTRY: dict[str, type[Score]] = {
 STATS_SCORES = ("knn", "mahalanobis", "vim", "react")
 
 
+#: the built-in score names, a snapshot taken at import: score_names() is the live list (with registered scores)
 SCORE_NAMES = tuple(_REGISTRY) + tuple(f"pro-{n}" for n in _REGISTRY if n != "odin")
 _BUILTIN = frozenset(_REGISTRY)
 
@@ -68,6 +69,7 @@ def register_score(name: str, cls: type) -> None:
         raise ValueError(f"score name must be lowercase letters, digits and _ (not starting with 'pro'), got {name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Score)):
         raise TypeError(f"register_score({name!r}, ...) needs a subclass of ross_ood.scores.Score, got {cls!r}")
+    check_score_class(cls)
     if name in _BUILTIN:
         raise ValueError(f"score name {name!r} is built in; choose another")
     if _REGISTRY.get(name, cls) is not cls:
@@ -92,6 +94,7 @@ def get_score(name: str | Score, **params) -> Score:
     if isinstance(name, Score):
         if params:
             raise ValueError("parameters cannot be given with a Score object")
+        check_score_class(type(name))
         return name
     if not isinstance(name, str):
         raise TypeError(f"score name must be a string, got {type(name).__name__}")
@@ -155,4 +158,4 @@ def base_score(name: str | Score, model: ModelWrapper, x: torch.Tensor, *, check
         raise TypeError("model must be a ross_ood ModelWrapper: use ross_ood.wrap(net, mean, std)")
     if check:
         model.check(x)
-    return score(model, x.to(model.device, model.mean.dtype))
+    return score_values(score, model, x.to(model.device, model.mean.dtype))
