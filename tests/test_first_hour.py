@@ -295,3 +295,12 @@ def test_the_no_gradient_warning_comes_once_per_report(cnn, images):
                                        batch_size=2, n_resamples=0, progress=False)
         said = [w for w in rec if "has no gradient" in str(w.message)]
         assert len(said) == 1
+
+
+def test_images_of_two_sizes_in_one_fit_are_refused(cnn, images):
+    sizes = [images[:6], torch.nn.functional.interpolate(images[6:], size=16)]
+    with pytest.raises(ValueError, match="a batch of 3x16x16 images after batches of 3x8x8: give images of one size"):
+        ross_ood.BaseScoreDetector(cnn, base="energy").fit(sizes)
+    sized = ross_ood.wrap(cnn.net, [0.5, 0.4, 0.3], [0.25, 0.2, 0.3], input_size=8)
+    with pytest.raises(ValueError, match="16"):
+        ross_ood.BaseScoreDetector(sized, base="energy").fit(sizes)

@@ -27,6 +27,7 @@ _WHERE = {
     **dict.fromkeys(["ROSS", "BaseScoreDetector", "Detector", "MedianSmoothing", "NotFittedError", "QuantileSmoothing",
                      "StaleFitError", "load_detector"], "ross_ood.detectors"),
     "AttackBudget": "ross_ood.engine.adversarial",
+    "register_attack": "ross_ood.attacks.registry",
     **dict.fromkeys(["Attack", "RobustnessReport", "robustness_report"], "ross_ood.engine.report"),
     **dict.fromkeys(["accuracy", "ood_metrics"], "ross_ood.metrics"),
     **dict.fromkeys(["ModelWrapper", "wrap"], "ross_ood.model"),
@@ -38,7 +39,7 @@ _WHERE = {
 __all__ = ["ROSS", "MedianSmoothing", "QuantileSmoothing", "BaseScoreDetector", "Detector", "NotFittedError",
            "StaleFitError", "load_detector", "ood_metrics", "accuracy", "wrap", "ModelWrapper", "base_score",
            "get_score", "SCORE_NAMES", "score_names", "FeatureStats", "fit_feature_stats", "Score", "register_score",
-           "as_detector",
+           "as_detector", "register_attack",
            "robustness_report", "RobustnessReport", "Attack", "AttackBudget", "__version__"]
 
 

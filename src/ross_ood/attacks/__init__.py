@@ -39,8 +39,10 @@ from ross_ood.attacks.base import (
                                    ATTACK_VERSION,
                                    CHECK_EVERY,
                                    DIRECTIONS,
+                                   LEG_SETTINGS,
                                    OBJECTIVE_NAMES,
                                    OBJECTIVES,
+                                   SHARED_SETTINGS,
                                    SIDES,
                                    AttackConfig,
                                    JudgeFn,
@@ -51,8 +53,10 @@ from ross_ood.attacks.base import (
 )
 from ross_ood.attacks.eotpgd import eotpgd
 from ross_ood.attacks.pgd import pgd
+from ross_ood.attacks.registry import attack_names, register_attack
 from ross_ood.attacks.run import run_attack
 from ross_ood.attacks.square import SQUARE_CHECK_EVERY, p_selection, square
 
 __all__ = ["AttackConfig", "StopFn", "JudgeFn", "ScoreFn", "pgd", "apgd", "eotpgd", "square", "p_selection", "SQUARE_CHECK_EVERY", "eps_tensor", "project", "run_attack",
-           "OBJECTIVES", "DIRECTIONS", "ALGORITHMS", "SIDES", "OBJECTIVE_NAMES", "ATTACK_VERSION", "CHECK_EVERY"]
+           "OBJECTIVES", "DIRECTIONS", "ALGORITHMS", "SIDES", "OBJECTIVE_NAMES", "ATTACK_VERSION", "CHECK_EVERY",
+           "LEG_SETTINGS", "SHARED_SETTINGS", "register_attack", "attack_names"]

@@ -7,11 +7,12 @@ from typing import Callable
 
 import torch
 
+from ross_ood.attacks.registry import BUILTIN_ALGORITHMS, attack_names, registered_attack
 from ross_ood.model import ModelWrapper
 from ross_ood.noise import channel_scale, content_keys, draw_noise
 from ross_ood.validate import SPACES, check_choice, check_eps, check_int, check_number
 
-__all__ = ['AttackConfig', 'StopFn', 'JudgeFn', 'ScoreFn', 'eps_tensor', 'project', 'OBJECTIVES', 'DIRECTIONS', 'ALGORITHMS', 'SIDES', 'OBJECTIVE_NAMES', 'ATTACK_VERSION', 'CHECK_EVERY', 'new_attack_run']
+__all__ = ['AttackConfig', 'StopFn', 'JudgeFn', 'ScoreFn', 'eps_tensor', 'project', 'OBJECTIVES', 'DIRECTIONS', 'ALGORITHMS', 'SIDES', 'OBJECTIVE_NAMES', 'ATTACK_VERSION', 'CHECK_EVERY', 'new_attack_run', 'LEG_SETTINGS', 'SHARED_SETTINGS']
 
 
 #: evaluation objectives and the attacked sides they combine: PGD-Min (ID attacked down), PGD-Max
@@ -31,10 +32,21 @@ OBJECTIVES = tuple(SIDES)
 DIRECTIONS = ("min", "max")
 
 
-ALGORITHMS = ("pgd", "apgd", "eotpgd", "square")
+ALGORITHMS = BUILTIN_ALGORITHMS  # and those of attacks.registry.register_attack: attack_names()
 
 
 _START_SALT = 1 << 20  # keeps start points apart from the smoothing noise streams
+
+
+#: which ``engine.AttackBudget`` settings each leg of the attack reads (the rest, ``SHARED_SETTINGS``,
+#: every leg): the one list that ``ross combine --legs`` takes each leg's settings by, checked
+#: against the budget's fields by tests/test_attack_registry.py
+LEG_SETTINGS = {"transfer": ("transfer_steps", "transfer_step_size"),
+                "adaptive": ("adaptive_steps", "adaptive_restarts", "eot", "attack_n", "surrogates", "warm_start",
+                             "judge_n", "apgd_eta0", "apgd_judge_every", "eotpgd_steps", "eotpgd_surrogates",
+                             "eotpgd_n", "eotpgd_restarts", "extra_attacks"),
+                "square": ("square_queries", "square_n")}
+SHARED_SETTINGS = ("early_stop", "check_every", "judge", "precision")
 
 
 #: bumped whenever the attack code changes what it computes: part of every cache key
@@ -77,11 +89,12 @@ class AttackConfig:
     step_min: float = 1 / 40
     judge_every: int = 10
     p_init: float = 0.8  # Square's first window share of the image (AutoAttack's value)
+    params: tuple = ()  # a registered attack's own settings, sorted (name, value) pairs (attacks.registry)
 
     def __post_init__(self):
         check_choice("objective (an attack's direction)", self.objective, DIRECTIONS)
         check_choice("eps_space", self.eps_space, SPACES)
-        check_choice("attack algorithm", self.algorithm, ALGORITHMS)
+        check_choice("attack algorithm", self.algorithm, attack_names())
         check_eps(self.eps)
         check_int("steps", self.steps, minimum=0)
         check_int("restarts", self.restarts)
@@ -98,8 +111,11 @@ class AttackConfig:
     def spec(self) -> dict:
         """What determines the attack's result (a cache key). ``p_init`` enters for Square only:
         the keys of the gradient attacks stay those of the caches written before it existed."""
-        skip = () if self.algorithm == "square" else ("p_init",)
-        return {"version": ATTACK_VERSION, **{k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}}
+        skip = (() if self.algorithm == "square" else ("p_init",)) + (() if self.params else ("params",))
+        out = {"version": ATTACK_VERSION, **{k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}}
+        if self.algorithm not in BUILTIN_ALGORITHMS:
+            out.update(params=dict(self.params), **registered_attack(self.algorithm).key())
+        return out
 
 
 def eps_tensor(model: ModelWrapper, eps: float, eps_space: str) -> torch.Tensor:

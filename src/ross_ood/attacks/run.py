@@ -14,9 +14,11 @@ from ross_ood.attacks.base import (
     ScoreFn,
     StopFn,
     eps_tensor,
+    project,
 )
 from ross_ood.attacks.eotpgd import eotpgd
 from ross_ood.attacks.pgd import pgd
+from ross_ood.attacks.registry import BUILTIN_ALGORITHMS, registered_attack
 from ross_ood.attacks.square import SQUARE_CHECK_EVERY, square
 from ross_ood.model import ModelWrapper
 from ross_ood.noise import content_keys
@@ -39,8 +41,10 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
     ``apgd_judge_every``: APGD's steps between judgements (``apgd``; EOT-PGD's is ``cfg.judge_every``);
     ``square_check_every``: Square's queries between early-stopping checks. Square reads only the
     score's values (``judge`` when given, else ``score_fn``), never its gradient."""
-    if stop_fn is not None and cfg.algorithm == "pgd":
-        raise ValueError("early stopping is implemented for APGD, EOT-PGD and Square only (PGD is the paper's fixed protocol)")
+    own = None if cfg.algorithm in BUILTIN_ALGORITHMS else registered_attack(cfg.algorithm)
+    if stop_fn is not None and (cfg.algorithm == "pgd" or (own is not None and not own.early_stop)):
+        raise ValueError(f"early stopping is not implemented for {cfg.algorithm} (PGD is the paper's fixed protocol; "
+                         "a registered attack says so with early_stop=False)")
     eps = eps_tensor(model, cfg.eps, cfg.eps_space).to(x.device, x.dtype)
     clip = cfg.eps_space == "pixel"
     sign = 1.0 if cfg.objective == "max" else -1.0
@@ -51,6 +55,11 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
         sub_keys = None if keys is None else [keys[i] for i in todo.tolist()]
         if cfg.algorithm == "pgd":
             x_adv, gain = pgd(score_fn, x[todo], eps, cfg, clip, restart=r)
+        elif own is not None:  # an attack of one's own (attacks.registry): the keywords of the built-in ones
+            x_adv, gain = own.fn(score_fn, x[todo], eps, cfg, clip, restart=r, stop_fn=stop_fn, check_every=check_every,
+                                 judge=judge, keys=sub_keys, trace=trace,
+                                 x_init=x_init[todo] if x_init is not None and r == 0 else None)
+            x_adv = project(x_adv.detach().to(x.dtype), x[todo], eps, clip)  # within the budget, whatever it did
         else:
             algo = {"apgd": partial(apgd, judge_every=apgd_judge_every), "eotpgd": eotpgd, "square": square}[cfg.algorithm]
             every = square_check_every if cfg.algorithm == "square" else check_every

@@ -193,6 +193,8 @@ class AttackSettings(Settings):
                               "defended score (target square, part of worst; 0: no such leg)")
     square_n: int = opt(_BUDGET.square_n, "noisy copies of the Square attack's judge on smoothed detectors (common "
                         "random numbers keyed by the clean input)")
+    extra_attacks: list[str] = opt([], "attacks of your own to run in the adaptive target (and worst): names "
+                                   "registered with ross_ood.register_attack by a --plugin file")
     budget: str = opt("default", "attack budget preset, as the API's budget=: default (the attack behind every stored "
                       "number) or quick (a quarter of the steps, one restart, no EOT-PGD, 100 gradient-free queries: a "
                       "cheap look that a stronger attack can only lower); the budget flags given beside it (in a "

@@ -232,9 +232,16 @@ class Detector:
         from ross_ood.progress import progress as bar
         self._validate()
         parts = []
+        shape = None
         with bar(bars(progress), f"fit {self.kind}", count_images(data)) as update:
             for x, keys in iter_batches(data, int(self.batch_size)):
                 x = self.model.prepare(x, name="fit data")
+                if shape is None:
+                    shape = tuple(x.shape[1:])
+                elif tuple(x.shape[1:]) != shape:  # one call, one image size (input_size= fixes it for every call)
+                    raise ValueError(f"fit data: a batch of {'x'.join(map(str, x.shape[1:]))} images after batches of "
+                                     f"{'x'.join(map(str, shape))}: give images of one size (resize them, or wrap the "
+                                     "network with input_size=)")
                 with torch.no_grad():
                     parts.append(self._features(x, keys).detach().cpu())
                 if update:

@@ -45,6 +45,7 @@ import torch
 
 from ross_ood.attacks import CHECK_EVERY, OBJECTIVES, SIDES, SQUARE_CHECK_EVERY, AttackConfig, run_attack
 from ross_ood.attacks.base import new_attack_run
+from ross_ood.attacks.registry import BUILTIN_ALGORITHMS, registered_attack
 from ross_ood.data.sets import SubsetView
 from ross_ood.detectors import SURROGATES, BaseScoreDetector, Detector, FeatureUnit
 from ross_ood.engine.evaluate import plan_units, set_fingerprint, unit_arrays
@@ -94,6 +95,7 @@ class AttackBudget:
     apgd_judge_every: int = 1  # APGD steps between judgements (attacks.apgd; > 1: a cheaper judge, results/attacks/judge-cost.md)
     square_queries: int = 500  # queries per input of the gradient-free Square leg (0: no such leg)
     square_n: int = 8  # noisy copies of the Square leg's judge on smoothed detectors (its cost: queries x copies)
+    extra_attacks: tuple = ()  # attacks of one's own (attacks.registry.register_attack) run in the adaptive target
 
     def __post_init__(self):
         check_int("transfer_steps", self.transfer_steps, minimum=0)
@@ -117,6 +119,11 @@ class AttackBudget:
         check_int("apgd_judge_every", self.apgd_judge_every)
         check_int("square_queries", self.square_queries, minimum=0)
         check_int("square_n", self.square_n)
+        object.__setattr__(self, "extra_attacks", tuple(self.extra_attacks))
+        for a in self.extra_attacks:
+            registered_attack(a)  # a built-in or unknown name is refused by name
+        if len(set(self.extra_attacks)) != len(self.extra_attacks):
+            raise ValueError(f"extra_attacks names an attack twice: {list(self.extra_attacks)}")
 
     def gradient_spec(self) -> dict:
         """What, beyond the attack config, determines an adaptive plan's adversarial inputs.
@@ -200,11 +207,24 @@ def plans_for(name: str, det: Detector, eps: float, objective: str, eps_space: s
                                random_start=True, eot=budget.eot, keep="best", seed=seed)
             out += [AttackPlan(f"adaptive/{name}/eotpgd-{w}", "adaptive", w, det, cfg)
                     for w in whats(budget.eotpgd_surrogates)]
+        for a in budget.extra_attacks:  # attacks of one's own: their registered steps, restarts and params
+            reg = registered_attack(a)
+            cfg = AttackConfig(eps=eps, objective=objective, eps_space=eps_space, algorithm=a, steps=reg.steps,
+                               restarts=reg.restarts, random_start=True, eot=budget.eot, keep="best", seed=seed,
+                               params=tuple(sorted(reg.params.items())))
+            out += [AttackPlan(f"adaptive/{name}/{a}-{w}", "adaptive", w, det, cfg) for w in whats(reg.surrogates)]
     if "square" in want:  # last: the early-stopping keys of the plans before it stay those of older caches
         cfg = AttackConfig(eps=eps, objective=objective, eps_space=eps_space, algorithm="square",
                            steps=budget.square_queries, restarts=1, random_start=True, eot=1, keep="best", seed=seed)
         out.append(AttackPlan(f"square/{name}", "square", "base", det, cfg))
     return out
+
+
+def _stops_early(algorithm: str) -> bool:
+    """Whether the algorithm honours early stopping (PGD does not; an attack of one's own says so)."""
+    if algorithm == "pgd":
+        return False
+    return algorithm in BUILTIN_ALGORITHMS or registered_attack(algorithm).early_stop
 
 
 def _scoring_units(plan: AttackPlan, dets: dict[str, Detector]) -> list[FeatureUnit]:
@@ -379,7 +399,7 @@ def _attacked(model, bench, dets, eps, objective, eps_space, targets, budget, se
         owned = {n: plans_for(n, d, eps, objective, eps_space, targets, budget, seed) for n, d in dets.items()}
         plans = {p.name: p for ps in owned.values() for p in ps}
         stops = {p.name: Stop(thresholds[n], objective) for n, ps in owned.items() for p in ps
-                 if budget.early_stop and p.target in ("adaptive", "square")}
+                 if budget.early_stop and p.target in ("adaptive", "square") and _stops_early(p.cfg.algorithm)}
         total = sum(b - a for a, b in shard_blocks(len(ds), block_size, *dist_info()))  # this rank's images
         with progress(progress_factory, f"{s} {objective} {eps_label(eps)} x{len(plans)} attacks",
                       total * len(plans)) as update:
@@ -460,8 +480,9 @@ def attack_benchmark(model: ModelWrapper, bench, dets: dict[str, Detector], clea
                 for tgt in targets:
                     id_s = att["min"][n]["id_test"][tgt] if "min" in SIDES[objective] else clean[n]["id_test"]
                     ood = {o: att["max"][n][o][tgt] if "max" in SIDES[objective] else clean[n][o] for o in bench.ood}
-                    extra = {"detector": n, "attack": {"transfer": "pgd", "adaptive": "apgd+eotpgd" if budget.eotpgd_steps
-                                                           else "apgd", "square": "square"}.get(tgt, "worst-of"),
+                    adaptive = "+".join(["apgd", *(["eotpgd"] if budget.eotpgd_steps else []), *budget.extra_attacks])
+                    extra = {"detector": n, "attack": {"transfer": "pgd", "adaptive": adaptive,
+                                                       "square": "square"}.get(tgt, "worst-of"),
                              "target": tgt, "eps": eps, "eps_space": eps_space, "objective": objective}
                     recs = ood_records(id_s, ood, bench.groups, {"mean": ("all", list(bench.ood))}, extra,
                                        n_resamples, seed)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ross_ood.attacks import LEG_SETTINGS
 from ross_ood.metrics import group_means, ood_records
 from ross_ood.runs.rundir import (
     RUN_ONLY_SETTINGS,
@@ -288,12 +289,6 @@ def _worse(old: np.ndarray | None, new: np.ndarray, side: str) -> np.ndarray:
     return np.minimum(old, new) if side == "min" else np.maximum(old, new)
 
 
-#: the attack settings each leg reads (prefixes of ``AttackBudget`` fields)
-_LEG_SETTINGS = {"transfer": ("transfer_",), "adaptive": ("adaptive_", "eotpgd_", "apgd_", "attack_n", "surrogates",
-                                                          "eot", "warm_start", "judge_n"),
-                 "square": ("square_",)}
-
-
 def merge_legs(dirs: list, out: str | Path, n_resamples: int | None = None) -> dict:
     """``ross combine --legs OUT RUN...``: attack runs on the *same* images (the same model, seed,
     benchmark, part, attack version and detectors) that ran different legs, e.g. a stored run and
@@ -361,10 +356,10 @@ def merge_legs(dirs: list, out: str | Path, n_resamples: int | None = None) -> d
     records, means = _attack_records(scores, cells, first["groups"], n_res, seed)
     settings = dict(first["attack_settings"])  # each leg's settings from the first run that holds the leg
     by_dir = {str(d): doc["attack_settings"] for d, doc, _ in loaded}
-    for tgt, prefixes in _LEG_SETTINGS.items():
+    for tgt, names in LEG_SETTINGS.items():
         if tgt in legs_from:
             src = by_dir[legs_from[tgt][0]]
-            settings.update({k: v for k, v in src.items() if k.startswith(prefixes)})
+            settings.update({k: v for k, v in src.items() if k in names})
     doc = {**first, "targets": targets, "eps_list": eps_list, "results": records, "means": means,
            "clean": [r for r in first["clean"] if r["detector"] in dets],
            "clean_means": [r for r in first["clean_means"] if r["detector"] in dets],
