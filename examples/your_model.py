@@ -1,4 +1,4 @@
-"""Your own network, a robust OOD detector on it, and its robustness report: about two minutes on 2 CPU cores.
+"""Your own network, a robust OOD detector on it, and its robustness report: 1.5-2 minutes on 2 CPU cores.
 
     python examples/your_model.py            # data from $ROSS_DATA, else ../shared/data
 
@@ -8,7 +8,7 @@
    logits, with no adapter module), builds median-Energy (median smoothing of the Energy score)
    and calibrates it on held-out CIFAR-10 test images;
 3. runs the robustness report: clean and attacked (PGD-Min / -Max / -Both at 2/255 and 8/255,
-   the worst case over the transfer and adaptive attacks) near-OOD AUROC against CIFAR-100, and
+   the worst case over the transfer, adaptive and gradient-free attacks) near-OOD AUROC against CIFAR-100, and
    the certified AUROC at L2 0.12; prints the table.
 
 The sizes are small so that it runs in minutes (``--images`` per set, the ``quick`` attack
