@@ -90,3 +90,23 @@ def _precision_cache(tmp_path_factory):
     user's (``ross_ood.precision``); each worker measures each network once."""
     if "ROSS_PRECISION_CACHE" not in os.environ:
         os.environ["ROSS_PRECISION_CACHE"] = str(tmp_path_factory.mktemp("precision") / "precision.json")
+
+
+def readme_images(root):
+    """The files the README's own-images lines read: a folder of 8 PNGs in two classes (40 x 48 px)
+    and a ZIP of 4 JPEGs (64 x 64), under ``root`` (``my_images``)."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        d = root / "val" / ("cat" if k % 2 else "dog")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(d / f"{k}.png")
+    with zipfile.ZipFile(root / "other.zip", "w") as z:
+        for k in range(4):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+            z.writestr(f"img{k}.jpg", buf.getvalue())

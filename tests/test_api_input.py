@@ -14,7 +14,7 @@ from torch import nn
 import ross_ood
 from ross_ood import cli
 
-from .conftest import DATA_ROOT, SmallCNN, need_data
+from .conftest import DATA_ROOT, SmallCNN, need_data, readme_images
 
 
 @pytest.fixture
@@ -129,6 +129,7 @@ def test_item5_readme_code_blocks_run(tmp_path, monkeypatch):
     assert blocks, "the README has no python code block"
     monkeypatch.setenv("ROSS_DATA", str(DATA_ROOT))
     monkeypatch.chdir(tmp_path)
+    readme_images(tmp_path / "my_images")
     ns: dict = {}
     for code in blocks:
         exec(compile(code, "README.md", "exec"), ns)  # noqa: S102 - the README's own code, as a user runs it

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DATA_ROOT
+from .conftest import DATA_ROOT, readme_images
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs" / "guide").glob("*.md"))]
@@ -35,25 +35,6 @@ def test_the_readme_quickstart_is_within_its_first_80_lines():
 SLOW_PAGES = ("docs/guide/evaluate.md", "docs/guide/attack.md")
 
 
-def _own_images(root):
-    """A folder of 8 PNGs in two classes (40 x 48 px) and a ZIP of 4 JPEGs (64 x 64)."""
-    import io
-    import zipfile
-
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for k in range(8):
-        d = root / "val" / ("cat" if k % 2 else "dog")
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(d / f"{k}.png")
-    with zipfile.ZipFile(root / "other.zip", "w") as z:
-        for k in range(4):
-            buf = io.BytesIO()
-            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
-            z.writestr(f"img{k}.jpg", buf.getvalue())
-
-
 @pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PAGES else p for p in PAGES])
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     """A page's Python blocks run in order in one namespace (a later block may use an earlier one's names)."""
@@ -65,7 +46,7 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
             pytest.skip("needs the data root")
         monkeypatch.setenv("ROSS_DATA", str(DATA_ROOT))
     monkeypatch.chdir(tmp_path)
-    _own_images(tmp_path / "my_images")  # what the README's own-data lines read
+    readme_images(tmp_path / "my_images")  # what the README's own-data lines read
     namespace = {"__name__": "__block__"}
     for code in blocks:
         exec(compile(code, f"<{page}>", "exec"), namespace)

@@ -69,7 +69,6 @@ def register_score(name: str, cls: type) -> None:
         raise ValueError(f"score name must be lowercase letters, digits and _ (not starting with 'pro'), got {name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Score)):
         raise TypeError(f"register_score({name!r}, ...) needs a subclass of ross_ood.scores.Score, got {cls!r}")
-    check_score_class(cls)
     if name in _BUILTIN:
         raise ValueError(f"score name {name!r} is built in; choose another")
     if _REGISTRY.get(name, cls) is not cls:
@@ -80,6 +79,7 @@ def register_score(name: str, cls: type) -> None:
         raise TypeError(f"score {name!r}: {cls.__name__}() must build it with default parameters ({e})") from None
     if made.name != name:
         raise ValueError(f"score {cls.__name__} has name {made.name!r}; register it under that name")
+    check_score_class(cls)
     _REGISTRY[name] = cls
 
 
