@@ -20,6 +20,7 @@ per machine and network (``$XDG_CACHE_HOME/ross-ood/precision.json``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -88,10 +89,12 @@ def network_precision(model, precision: str):
 
 
 # ---------------------------------------------------------------- the measured choice
+@functools.lru_cache(maxsize=1)
 def cpu_info() -> dict:
     """The CPU this process runs on: torch's dispatch level, the model name and the bf16 ISA flags
     (Linux /proc/cpuinfo; empty elsewhere). Stored runs record it (bf16 attack steps are
-    bit-reproducible on one machine, not across CPUs), and it keys the speed cache."""
+    bit-reproducible on one machine, not across CPUs), and it keys the speed cache. Read once per
+    process (callers copy it)."""
     name, flags = platform.processor(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

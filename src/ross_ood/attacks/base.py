@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from ross_ood.attacks.registry import BUILTIN_ALGORITHMS, attack_names, registered_attack
+from ross_ood.attacks.registry import ALGORITHMS, attack_names, registered_attack
 from ross_ood.model import ModelWrapper
 from ross_ood.noise import channel_scale, content_keys, draw_noise
 from ross_ood.validate import SPACES, check_choice, check_eps, check_int, check_number
@@ -32,7 +32,6 @@ OBJECTIVES = tuple(SIDES)
 DIRECTIONS = ("min", "max")
 
 
-ALGORITHMS = BUILTIN_ALGORITHMS  # and those of attacks.registry.register_attack: attack_names()
 
 
 _START_SALT = 1 << 20  # keeps start points apart from the smoothing noise streams
@@ -113,7 +112,7 @@ class AttackConfig:
         the keys of the gradient attacks stay those of the caches written before it existed."""
         skip = (() if self.algorithm == "square" else ("p_init",)) + (() if self.params else ("params",))
         out = {"version": ATTACK_VERSION, **{k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}}
-        if self.algorithm not in BUILTIN_ALGORITHMS:
+        if self.algorithm not in ALGORITHMS:
             out.update(params=dict(self.params), **registered_attack(self.algorithm).key())
         return out
 

@@ -26,10 +26,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["RegisteredAttack", "register_attack", "registered_attack", "attack_names", "BUILTIN_ALGORITHMS"]
+__all__ = ["RegisteredAttack", "register_attack", "registered_attack", "attack_names", "ALGORITHMS"]
 
-#: the algorithms of ross-ood itself (``attacks.run.run_attack`` runs them)
-BUILTIN_ALGORITHMS = ("pgd", "apgd", "eotpgd", "square")
+#: the algorithms of ross-ood itself (``attacks.run.run_attack`` runs them); ``attack_names()`` adds
+#: the registered ones
+ALGORITHMS = ("pgd", "apgd", "eotpgd", "square")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def register_attack(name: str, fn: Callable, *, steps: int = 40, restarts: int =
     from ross_ood.validate import check_choice, check_int
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ValueError(f"attack name must be lowercase letters, digits and _, got {name!r}")
-    if name in BUILTIN_ALGORITHMS:
+    if name in ALGORITHMS:
         raise ValueError(f"attack name {name!r} is built in; choose another")
     if not callable(fn):
         raise TypeError(f"register_attack({name!r}, ...) needs a function, got {type(fn).__name__}")
@@ -94,4 +95,4 @@ def registered_attack(name: str) -> RegisteredAttack:
 
 def attack_names() -> tuple:
     """Every algorithm known now: the built-in ones and those registered."""
-    return BUILTIN_ALGORITHMS + tuple(_ATTACKS)
+    return ALGORITHMS + tuple(_ATTACKS)

@@ -18,7 +18,7 @@ from ross_ood.attacks.base import (
 )
 from ross_ood.attacks.eotpgd import eotpgd
 from ross_ood.attacks.pgd import pgd
-from ross_ood.attacks.registry import BUILTIN_ALGORITHMS, registered_attack
+from ross_ood.attacks.registry import ALGORITHMS, registered_attack
 from ross_ood.attacks.square import SQUARE_CHECK_EVERY, square
 from ross_ood.model import ModelWrapper
 from ross_ood.noise import content_keys
@@ -41,7 +41,7 @@ def run_attack(score_fn: ScoreFn, x: torch.Tensor, model: ModelWrapper, cfg: Att
     ``apgd_judge_every``: APGD's steps between judgements (``apgd``; EOT-PGD's is ``cfg.judge_every``);
     ``square_check_every``: Square's queries between early-stopping checks. Square reads only the
     score's values (``judge`` when given, else ``score_fn``), never its gradient."""
-    own = None if cfg.algorithm in BUILTIN_ALGORITHMS else registered_attack(cfg.algorithm)
+    own = None if cfg.algorithm in ALGORITHMS else registered_attack(cfg.algorithm)
     if stop_fn is not None and (cfg.algorithm == "pgd" or (own is not None and not own.early_stop)):
         raise ValueError(f"early stopping is not implemented for {cfg.algorithm} (PGD is the paper's fixed protocol; "
                          "a registered attack says so with early_stop=False)")

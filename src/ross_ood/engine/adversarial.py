@@ -45,7 +45,7 @@ import torch
 
 from ross_ood.attacks import CHECK_EVERY, OBJECTIVES, SIDES, SQUARE_CHECK_EVERY, AttackConfig, run_attack
 from ross_ood.attacks.base import new_attack_run
-from ross_ood.attacks.registry import BUILTIN_ALGORITHMS, registered_attack
+from ross_ood.attacks.registry import ALGORITHMS, registered_attack
 from ross_ood.data.sets import SubsetView
 from ross_ood.detectors import SURROGATES, BaseScoreDetector, Detector, FeatureUnit
 from ross_ood.engine.evaluate import plan_units, set_fingerprint, unit_arrays
@@ -224,7 +224,7 @@ def _stops_early(algorithm: str) -> bool:
     """Whether the algorithm honours early stopping (PGD does not; an attack of one's own says so)."""
     if algorithm == "pgd":
         return False
-    return algorithm in BUILTIN_ALGORITHMS or registered_attack(algorithm).early_stop
+    return algorithm in ALGORITHMS or registered_attack(algorithm).early_stop
 
 
 def _scoring_units(plan: AttackPlan, dets: dict[str, Detector]) -> list[FeatureUnit]:
@@ -339,7 +339,8 @@ def compute_adv_set(model: ModelWrapper, ds, set_name: str, plans: list[AttackPl
     ``stops`` (plan name -> ``Stop``) turns on early stopping for those plans; their cache
     keys include the threshold and the earlier plans they build on."""
     rank, world = dist_info()
-    budget = resolve_budget(budget, model)[0]  # (attack_benchmark resolves it once; direct callers here)
+    if budget.precision == "auto":  # attack_benchmark resolved it already; a direct caller here
+        budget = resolve_budget(budget, model)[0]
     base_key = {"model": model_fingerprint(model), "set": set_fingerprint(ds)}
     stops = stops or {}
     mine = {}

@@ -29,6 +29,7 @@ import numpy as np
 from ross_ood.attacks import LEG_SETTINGS
 from ross_ood.metrics import group_means, ood_records
 from ross_ood.runs.rundir import (
+    BEFORE_SETTING,
     RUN_ONLY_SETTINGS,
     load_bounds,
     load_run_scores,
@@ -259,7 +260,6 @@ def combine_runs(dirs: list, out: str | Path, n_resamples: int | None = None, ep
 def part_precisions(docs: list[tuple[Path, dict]]) -> dict:
     """{part "K/M": the precision its attacks ran at} of attack pieces (``attack_settings``; runs stored
     before the setting ran in float32); {} for other commands."""
-    from ross_ood.runs.rundir import BEFORE_SETTING
     return {doc["config"]["part"]: (doc.get("attack_settings") or {}).get("precision", BEFORE_SETTING["precision"])
             for _, doc in docs if doc.get("command") == "attack"}
 
