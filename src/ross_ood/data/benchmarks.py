@@ -8,7 +8,7 @@ test set). The OpenOOD v1.5 definitions read its ``benchmark_imglist`` layout.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +17,34 @@ from ross_ood.data.sets import ImageSet, SubsetView, open_set, stratified_subset
 
 __all__ = ["BenchmarkDef", "Benchmark", "BENCHMARKS", "build_benchmark", "resolve_spec", "TIN_CIFAR_OVERLAP",
            "TIN_OE_CLASSES", "tin_exclusions", "exclude_classes", "tin_oe_set", "LOSSLESS_TRAIN", "extra_data_root",
-           "training_archive", "verify_manifest"]
+           "training_archive", "verify_manifest", "IMAGENET_CLASSES", "FLOWERS_IMAGENET_OVERLAP", "read_class_list",
+           "packed_archive", "stats_set"]
 
 #: the Tiny ImageNet classes that are CIFAR-10 / CIFAR-100 classes, each with its reason
 TIN_CIFAR_OVERLAP = Path(__file__).resolve().parent / "tin_cifar_overlap.yaml"
 #: half of the other Tiny ImageNet classes, kept for outlier-exposure training (``ross train
 #: --outliers tin-oe``): the real benchmarks evaluate Tiny ImageNet on the remaining half only
 TIN_OE_CLASSES = Path(__file__).resolve().parent / "tin_oe_classes.yaml"
+#: ImageNet-1K's 1,000 WordNet ids with their words, in label order (sorted ids: the order of
+#: torchvision's and Caffe's class indices), one ``WNID words`` per line
+IMAGENET_CLASSES = Path(__file__).resolve().parent / "imagenet_classes.txt"
+#: the Oxford-102 Flowers classes that are ImageNet classes, left out of the imagenet benchmark's flowers set
+FLOWERS_IMAGENET_OVERLAP = Path(__file__).resolve().parent / "flowers_imagenet_overlap.yaml"
+
+
+def read_class_list(path: str | os.PathLike, expected: int | None = None) -> list[str]:
+    """The class ids of a class list (first word of each non-empty line), in label order; a list
+    that is not ``expected`` long, or repeats an id, is refused by name."""
+    try:
+        ids = [line.split()[0] for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as e:
+        raise ValueError(f"class list {path} cannot be read ({e})") from None
+    if expected is not None and len(ids) != expected:
+        raise ValueError(f"class list {path} has {len(ids)} classes, expected {expected}")
+    if len(set(ids)) != len(ids):
+        dup = next(c for c in ids if ids.count(c) > 1)
+        raise ValueError(f"class list {path} lists class {dup!r} twice")
+    return ids
 
 
 def tin_exclusions(path: str | os.PathLike = TIN_CIFAR_OVERLAP) -> dict:
@@ -79,6 +100,9 @@ class BenchmarkDef:
     train: str | None = None  # the ID training set, for ``ross train``
     num_classes: int | None = None  # classes of the ID set (a classifier with another count is refused)
     exclude: dict = field(default_factory=dict)  # OOD set name -> class-exclusion lists (``tin_exclusions``)
+    classes: str | None = None  # a class list (``read_class_list``) giving the ID set's label order
+    packed: str | None = None  # archives a packer makes (not in the data root): the command that packs them
+    stats: str | None = None  # the ID images for feature statistics (KNN, Mahalanobis, ...); default ``train``
 
 
 def _oo(imglist: str, root: str = "images_classic") -> str:
@@ -142,6 +166,17 @@ BENCHMARKS: dict[str, BenchmarkDef] = {
              "textures": _oo("imagenet/test_textures.txt", "images_classic"),
              "openimage_o": _oo("imagenet/test_openimage_o.txt", "images_largescale")},
         model="openood-resnet18-imagenet200", pre_size=256, note="OpenOOD v1.5 ImageNet-200 (224 px)"),
+    "imagenet": BenchmarkDef(
+        "imagenet", id="imagenet/val.zip", near={},
+        far={"textures": "imagenet-ood/textures.zip", "flowers": "imagenet-ood/flowers.zip"},
+        model="mobilenet-v2-imagenet", num_classes=1000, val_size=300, pre_size=256, classes=str(IMAGENET_CLASSES),
+        exclude={"flowers": (FLOWERS_IMAGENET_OVERLAP,)}, stats="imagenet/samples.zip",
+        packed="python scripts/pack_imagenet.py MIRRORS (docs/imagenet.md says how to get MIRRORS)",
+        note="ImageNet-1K at 224 px (resize 256, centre-crop 224), FAR-OOD ONLY (no near-OOD set of OpenOOD's "
+             "ImageNet benchmarks is available offline): ID 1,300 ILSVRC2012 validation images (227 px source; "
+             "300-image class-stratified validation split carved out); far-OOD Textures (DTD, 10 of 47 classes) "
+             "and Oxford-102 Flowers test without its ImageNet classes (standing in for iNaturalist); feature "
+             "statistics from 1,000 ImageNet images, one per class"),
 }
 
 
@@ -205,19 +240,20 @@ def verify_manifest(path: Path) -> dict:
     try:
         doc = json.loads(man.read_text())
     except (OSError, ValueError) as e:
-        raise ValueError(f"training archive {path}: its manifest {man.name} cannot be read ({e})") from None
+        raise ValueError(f"archive {path}: its manifest {man.name} cannot be read ({e})") from None
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     sha = h.hexdigest()
     if doc.get("sha256") != sha:
-        raise ValueError(f"training archive {path}: sha256 {sha[:12]}... does not match its manifest "
-                         f"({str(doc.get('sha256'))[:12]}...); re-pack it (scripts/pack_cifar10_train.py)")
+        raise ValueError(f"archive {path}: sha256 {sha[:12]}... does not match its manifest "
+                         f"({str(doc.get('sha256'))[:12]}...); re-pack it (scripts/pack_cifar10_train.py, "
+                         "scripts/pack_imagenet.py)")
     with zipfile.ZipFile(path) as z:
         count = sum(1 for n in z.namelist() if not n.endswith("/"))
     if doc.get("count") != count:
-        raise ValueError(f"training archive {path}: holds {count} images, its manifest says {doc.get('count')}")
+        raise ValueError(f"archive {path}: holds {count} images, its manifest says {doc.get('count')}")
     return doc
 
 
@@ -236,6 +272,55 @@ def training_archive(benchmark: str, root: Path) -> tuple[Path, dict | None, str
                 f"lossless training set absent (looked for {Path(root) / rel} and {extra_data_root() / rel}; "
                 f"pack it with scripts/pack_cifar10_train.py): using {spec.train}")
     return Path(root) / spec.train, None, f"training set {spec.train}"
+
+
+_VERIFIED: dict = {}
+
+
+def packed_archive(rel: str, root: str | os.PathLike, command: str) -> tuple[Path, dict]:
+    """A packed archive (``rel``, e.g. ``imagenet/val.zip``) in the data root or ``extra_data_root()``,
+    verified against its manifest (once per process and file state). Returns (path, manifest);
+    a missing one raises FileNotFoundError naming where it looked and ``command``."""
+    for base in (Path(root), extra_data_root()):
+        path = base / rel
+        if path.is_file():
+            st = path.stat()
+            key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            if key not in _VERIFIED:
+                _VERIFIED[key] = verify_manifest(path)
+            return path, _VERIFIED[key]
+    raise FileNotFoundError(f"archive {rel} is missing (looked in {Path(root)} and {extra_data_root()}): pack it "
+                            f"with {command}")
+
+
+def _refuse_shared_content(id_manifest: dict, ood_manifest: dict, id_path: Path, ood_path: Path) -> None:
+    """Refuse an OOD archive that holds an image of the ID archive (the manifests' sha256 of the
+    decoded pixels, column ``content_sha256``)."""
+    def content(doc):
+        cols = doc.get("members_columns") or []
+        if "content_sha256" not in cols:
+            return {}
+        k, m = cols.index("content_sha256"), cols.index("member")
+        return {row[k]: row[m] for row in doc.get("members", [])}
+    mine = content(id_manifest)
+    for h, member in content(ood_manifest).items():
+        if h in mine:
+            raise ValueError(f"OOD archive {ood_path}: its image {member} is the ID image {mine[h]} of {id_path} "
+                             "(same decoded pixels); an OOD set must not share images with the ID set")
+
+
+def stats_set(name: str, data_root: str | os.PathLike) -> ImageSet:
+    """The ID images benchmark ``name`` fits feature statistics on (its ``stats``, else its
+    training set), labelled in the benchmark's class order (prepare it with the benchmark's
+    ``pre_size``)."""
+    from ross_ood.data.sets import ZipImageSet
+    d = BENCHMARKS[name]
+    rel = d.stats or d.train
+    if rel is None:
+        raise ValueError(f"benchmark {name!r} has no images for feature statistics")
+    path = packed_archive(rel, data_root, d.packed)[0] if d.packed else Path(data_root) / rel
+    classes = read_class_list(d.classes, d.num_classes) if d.classes else None
+    return ZipImageSet(path, name="train", classes=classes)
 
 
 def resolve_spec(spec: str, root: Path) -> str:
@@ -297,6 +382,21 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
     d = BENCHMARKS[name]
     near, far = select_sets(d, ood_sets)
     root = Path(data_root)
+    if d.packed:  # archives of a packer: located (data root, then the extra data root) and verified
+        found, absent = {}, []
+        for spec in dict.fromkeys([d.id, *near.values(), *far.values()]):
+            try:
+                found[spec] = packed_archive(spec, root, d.packed)
+            except FileNotFoundError:
+                absent.append(spec)
+        if absent:
+            raise FileNotFoundError(f"benchmark {name!r} needs archive(s) {', '.join(absent)}, missing from {root} "
+                                    f"and {extra_data_root()}: pack them with {d.packed}")
+        for spec in [*near.values(), *far.values()]:
+            _refuse_shared_content(found[d.id][1], found[spec][1], found[d.id][0], found[spec][0])
+        d = replace(d, id=str(found[d.id][0]), near={k: str(found[v][0]) for k, v in d.near.items() if v in found},
+                    far={k: str(found[v][0]) for k, v in d.far.items() if v in found})
+        near, far = select_sets(d, ood_sets)
     missing = []
     for spec in [d.id, d.val or d.id, *near.values(), *far.values()]:
         target = resolve_spec(spec, root)
@@ -308,7 +408,11 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
                                 + ", ".join(sorted(set(missing))[:6]) + (" ..." if len(set(missing)) > 6 else ""))
     notes = [d.note] + ([f"OOD sets: only {', '.join([*near, *far])} (ood_sets {', '.join(ood_sets)})"]
                         if ood_sets else [])
-    full_id = _open(resolve_spec(d.id, root), name, "id", 0)
+    if d.classes:
+        from ross_ood.data.sets import ZipImageSet
+        full_id = ZipImageSet(resolve_spec(d.id, root), name="id", classes=read_class_list(d.classes, d.num_classes))
+    else:
+        full_id = _open(resolve_spec(d.id, root), name, "id", 0)
     if d.val is None:
         val_idx = stratified_subset(len(full_id), d.val_size, full_id.labels, split_seed)
         rest = np.setdiff1d(np.arange(len(full_id)), val_idx)
@@ -327,8 +431,9 @@ def build_benchmark(name: str, data_root: str | os.PathLike, channels: int, size
                     for lst, listed in lists:
                         ood[k] = exclude_classes(ood[k], listed, f"class-exclusion list {lst}")
                     counts = " and ".join(f"the {len(listed)} of {Path(lst).name}" for lst, listed in lists)
-                    notes.append(f"{k}: {len(ood[k])} of {len(full)} images, without the classes of the ID data "
-                                 f"sets and those kept for outlier exposure ({counts})")
+                    why = ("the classes of the ID data sets and those kept for outlier exposure"
+                           if k == "tin" else "its classes that are ID classes")
+                    notes.append(f"{k}: {len(ood[k])} of {len(full)} images, without {why} ({counts})")
     for k, spec in (extra_ood or {}).items():
         if k in ("id_val", "id_test"):
             raise ValueError(f"--ood name {k!r} is reserved")

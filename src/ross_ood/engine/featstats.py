@@ -14,10 +14,11 @@ __all__ = ["STATS_FORMAT", "feature_stats"]
 STATS_FORMAT = "ross-ood-feature-stats/1"
 
 
-def feature_stats(model, train_archive: str, root: str | os.PathLike, *, limit: int | None = None, seed: int = 0,
-                  cache_dir: str | os.PathLike | None = None):
-    """The ``FeatureStats`` of ``model`` on the training archive ``train_archive`` (relative to the
-    data root ``root``; a seeded class-stratified subset of ``limit`` images), from the cache in
+def feature_stats(model, train_archive, root: str | os.PathLike, *, limit: int | None = None, seed: int = 0,
+                  cache_dir: str | os.PathLike | None = None, pre_size: int | None = None):
+    """The ``FeatureStats`` of ``model`` on the training archive ``train_archive`` (a path relative to
+    the data root ``root``, or an ``ImageSet``; a seeded class-stratified subset of ``limit`` images;
+    images resized to ``pre_size`` then centre-cropped, as the benchmark's are), from the cache in
     ``cache_dir`` (default ``~/.cache/ross-ood/feature-stats``) when there, else computed and cached. The cache file is named by a hash of (model fingerprint, training set signature, limit,
     seed) and records them: a file whose record differs is stale and refused by name."""
     import hashlib
@@ -27,13 +28,15 @@ def feature_stats(model, train_archive: str, root: str | os.PathLike, *, limit: 
     from ross_ood.data.image import SubsetView, stratified_subset
     from ross_ood.model import model_fingerprint
     from ross_ood.scores import FeatureStats, fit_feature_stats
-    train = ZipImageSet(Path(root) / train_archive)
+    train = train_archive if hasattr(train_archive, "prepare") else ZipImageSet(Path(root) / train_archive)
     limit = limit if limit is not None and limit < len(train) else None
     if limit is not None:
         train = SubsetView(train, stratified_subset(len(train), limit, train.labels, seed), "train")
-    train.prepare(model.channels, model.input_size)
+    train.prepare(model.channels, model.input_size, pre_size)
     record = {"format": STATS_FORMAT, "model": model_fingerprint(model), "train": train.describe(),
               "train_signature": train.signature(), "limit": limit, "seed": seed if limit is not None else None}
+    if pre_size is not None:  # absent otherwise: the caches made before it existed stay valid
+        record["pre_size"] = pre_size
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
     cache_dir = Path(cache_dir) if cache_dir else user_cache_dir("feature-stats")
     path = cache_dir / f"{key}.safetensors"

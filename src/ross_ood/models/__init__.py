@@ -18,11 +18,12 @@ from torch import nn
 
 from ross_ood.model import ModelWrapper, wrap
 from ross_ood.models.lenet import MnistConvNet
+from ross_ood.models.mobilenet_v2 import mobilenet_v2
 from ross_ood.models.resnet18 import ResNet18_32x32, ResNet18_224x224
 from ross_ood.models.resnet_cifar import resnet20, resnet32, resnet44, resnet56
 
 __all__ = ["ZOO", "ARCHS", "ModelSpec", "load_model", "load_checkpoint", "load_state", "sha256_file",
-           "CheckpointError"]
+           "CheckpointError", "dequantize_state"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -36,6 +37,7 @@ class CheckpointError(ValueError):
 ARCHS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": resnet20, "resnet32": resnet32, "resnet44": resnet44, "resnet56": resnet56,
     "mnist-cnn": MnistConvNet, "resnet18-32x32": ResNet18_32x32, "resnet18-224x224": ResNet18_224x224,
+    "mobilenet-v2": mobilenet_v2,
 }
 
 
@@ -134,6 +136,11 @@ ZOO: dict[str, ModelSpec] = {
                                           note="OpenOOD v1.5 checkpoint (give --checkpoint)"),
     "openood-resnet18-cifar100": ModelSpec("resnet18-32x32", None, None, CIFAR100_MEAN, CIFAR100_STD, 32, 100,
                                            note="OpenOOD v1.5 checkpoint (give --checkpoint)"),
+    "mobilenet-v2-imagenet": ModelSpec(
+        "mobilenet-v2", "mobilenet_v2_imagenet_int8.safetensors",
+        "0043d3ea500b7489cbe4c998cb692b94790e65624e9a78db994db9c23970e5ab", IMAGENET_MEAN, IMAGENET_STD, 224, 1000, packaged=True,
+        note="torchvision's quantized MobileNetV2 (ImageNet-1K), rebuilt as a float network with its int8 weights "
+             "dequantized (scripts/convert_mobilenet_v2.py); ReLU, batch norm folded"),
     "openood-resnet18-imagenet200": ModelSpec("resnet18-224x224", None, None, IMAGENET_MEAN, IMAGENET_STD, 224,
                                               200, note="OpenOOD v1.5 checkpoint (give --checkpoint)"),
 }
@@ -229,6 +236,29 @@ def load_checkpoint(path: str | os.PathLike, sha256: str | None = None) -> dict[
     return obj
 
 
+def dequantize_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights stored as int8 with a per-tensor ``NAME.scale`` and ``NAME.zero_point`` (the format
+    ``scripts/convert_mobilenet_v2.py`` writes) made float32: ``(q - zero_point) * scale``, exactly
+    the quantized model's weights. Other entries pass unchanged; a scale without its int8 tensor
+    (or the reverse) is refused."""
+    out, done = {}, set()
+    for k, v in state.items():
+        if k.endswith((".scale", ".zero_point")):
+            continue
+        if v.dtype == torch.int8:
+            scale, zp = state.get(f"{k}.scale"), state.get(f"{k}.zero_point")
+            if scale is None or zp is None or scale.numel() != 1 or zp.numel() != 1:
+                raise CheckpointError(f"int8 tensor {k!r} has no per-tensor {k}.scale and {k}.zero_point beside it")
+            out[k] = (v.float() - float(zp)) * float(scale)
+            done.update((f"{k}.scale", f"{k}.zero_point"))
+        else:
+            out[k] = v
+    orphans = [k for k in state if k.endswith((".scale", ".zero_point")) and k not in done]
+    if orphans:
+        raise CheckpointError(f"{orphans[0]!r} has no int8 tensor {orphans[0].rsplit('.', 1)[0]!r} to dequantize")
+    return out
+
+
 def load_state(net: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
     """Load ``state`` into ``net``; a clear error on missing/unexpected keys or shape mismatch.
     BatchNorm's ``num_batches_tracked`` counters may be absent (older checkpoints)."""
@@ -281,7 +311,7 @@ def load_model(name: str, data_root: str | os.PathLike | None = None, checkpoint
         path, sha = default_data_root(data_root) / "weights" / spec.file, spec.sha256
     else:
         raise ValueError(f"model {name!r} has no bundled weights: pass checkpoint=PATH ({spec.note})")
-    load_state(net, load_checkpoint(path, sha), source=str(path))
+    load_state(net, dequantize_state(load_checkpoint(path, sha)), source=str(path))
     model = wrap(net.to(device), spec.mean, spec.std, input_size=spec.input_size)
     model.name, model.num_classes = name, spec.num_classes
     model.fingerprint = f"{name}:{(sha or sha256_file(path))[:16]}"

@@ -119,9 +119,11 @@ def build_detectors(st: Settings, model, sigma: float | None = None, n_samples: 
         if plain in STATS_SCORES and base not in scores:
             if stats is None:
                 from ross_ood.data import BENCHMARKS, default_data_root
+                from ross_ood.data.benchmarks import stats_set
                 from ross_ood.engine.featstats import feature_stats
-                stats = feature_stats(model, BENCHMARKS[st.benchmark].train, root or default_data_root(st.data_root),
-                                      limit=st.stats_limit, seed=st.seed, cache_dir=st.stats_cache)
+                data = root or default_data_root(st.data_root)
+                stats = feature_stats(model, stats_set(st.benchmark, data), data, limit=st.stats_limit, seed=st.seed,
+                                      cache_dir=st.stats_cache, pre_size=BENCHMARKS[st.benchmark].pre_size)
             scores[base] = get_score(base, stats=stats, **({"model": model} if plain == "vim" else {}))
     return {name: make_detector(name, model, base=scores.get(base), lam=st.lam_for(base), tau_quantile=st.tau_quantile,
                                 accept_rate=st.accept_rate, q=st.quantile, **smoothing)
