@@ -117,8 +117,8 @@ class Settings(FieldSettings):
         self.part_value = parse_part(self.part)
         from ross_ood.scores import STATS_SCORES
         needs = sorted({b.removeprefix("pro-") for _, b in self.kinds.values()} & set(STATS_SCORES))
-        if needs and not BENCHMARKS[self.benchmark].train:
-            raise ValueError(f"{', '.join(needs)} fit on the ID training set, and benchmark {self.benchmark!r} has none")
+        if needs and not (BENCHMARKS[self.benchmark].stats or BENCHMARKS[self.benchmark].train):
+            raise ValueError(f"{', '.join(needs)} fit on ID training images, and benchmark {self.benchmark!r} has none")
         for name in ("seed", "split_seed", "workers", "bootstrap"):
             check_int(name, getattr(self, name), minimum=0)
         for name in ("batch_size", "block_size"):
