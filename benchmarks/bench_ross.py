@@ -1,6 +1,7 @@
-"""ROSS cost on a real CIFAR ResNet: time per image vs N plain forwards, and peak memory vs N.
+"""ROSS cost on a real network: time per image vs N plain forwards, and peak memory vs N.
 
     python benchmarks/bench_ross.py [--model resnet20] [--images 256] [--device cpu]
+    python benchmarks/bench_ross.py --model mobilenet-v2-imagenet --images 16 --batch 4 --chunk 50   # 224 px
 
 Prints a table. Targets (issue 2): ROSS time / (N x one plain forward) <= 1.10, and peak
 memory at N = 100 <= 1.1 x peak at N = 25 (the noisy batch is evaluated in chunks).
@@ -25,7 +26,8 @@ def _setup(args):
     from ross_ood.models import load_model
     model = load_model(args.model, default_data_root(args.data_root), device=args.device)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.images, 3, 32, 32, generator=g).to(args.device)
+    size = model.input_size or 32  # random images of the network's own size (224 for the ImageNet model)
+    x = torch.rand(args.images, model.channels, size, size, generator=g).to(args.device)
     return model, x
 
 

@@ -155,3 +155,18 @@ def test_wrapper_normalises(cnn, images):
     out = cnn.outputs(images)
     assert out.features.shape == (12, 32)
     assert torch.allclose(out.features @ cnn.net.fc.weight.T + cnn.net.fc.bias, out.logits, atol=1e-5)
+
+
+def test_fdbd_class_distances_equal_the_direct_differences_and_follow_the_weights():
+    """fDBD gathers ||W_c - W_j|| from a per-weight (K, K) table (no (B, K, D) tensor at 1,000 classes):
+    the same values as the direct differences, bit for bit, and recomputed when W changes in place."""
+    from ross_ood.scores.fdbd import class_distances
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(1000, 64, generator=g, requires_grad=True)
+    c = torch.randint(0, 1000, (7,), generator=g)
+    direct = (w[c][:, None, :] - w[None, :, :]).norm(dim=2).detach()
+    assert torch.equal(class_distances(w)[c], direct)
+    assert float(class_distances(w).diagonal().abs().max()) == 0.0
+    with torch.no_grad():
+        w.mul_(3)
+    assert torch.allclose(class_distances(w)[c], 3 * direct, rtol=1e-6)

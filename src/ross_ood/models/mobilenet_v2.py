@@ -29,7 +29,7 @@ def _divisible(v: float, divisor: int = 8) -> int:
 
 def _conv_relu(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
     """Conv (+ folded BN bias) then ReLU, as ``Sequential(conv, ReLU)`` so the conv is ``.0``."""
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=True), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=True), nn.ReLU(inplace=True))
 
 
 class _InvertedResidual(nn.Module):
