@@ -13,6 +13,9 @@
 #           at LIMIT images per set (default 500, their own) on the GPU (OUT/attack/NAME/).
 #   certify the leaderboard's certificates (CERTIFY_CONFIGS, default configs/leaderboard/certify/*.yaml)
 #           at LIMIT images per set, n = 2,000 (OUT/certify/NAME/).
+#   imagenet the ImageNet attacks (configs/imagenet/adaptive-*.yaml, paper-transfer.yaml) at LIMIT images per set
+#           (default 500) and its certificate at CERT_LIMIT (default 500), with the DEFAULT attack budget
+#           (OUT/imagenet/NAME/). Needs the packed archives (scripts/pack_imagenet.py) in $ROSS_EXTRA_DATA.
 # Data: scripts/data_root.sh ($ROSS_DATA, else ../shared/data, else the pack in .gpu/data unpacked into OUT/data).
 # --tiny: a few images and one epoch, so that the whole script runs on a CPU as a test.
 # At the end everything but caches and data is packed into OUT/gpu-results.tar.gz.
@@ -27,7 +30,7 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [--tiny] [--out DIR] train|check|attack|certify ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [--tiny] [--out DIR] train|check|attack|certify|imagenet ..." >&2; exit 2; }
 mkdir -p "$OUTDIR"
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 PY="${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
@@ -148,6 +151,26 @@ stage_certify() {
   done
 }
 
+stage_imagenet() {
+  local limit=${LIMIT:-$([ "$TINY" = 1 ] && echo 2 || echo 500)}
+  local climit=${CERT_LIMIT:-$([ "$TINY" = 1 ] && echo 2 || echo 500)}
+  local extra=() cextra=()
+  [ "$TINY" = 1 ] && extra=(--adaptive-steps 2 --eotpgd-steps 2 --transfer-steps 2 --restarts 1 -N 3 --bootstrap 50
+                            --square-queries 4) && cextra=(-N 20 --bootstrap 50)
+  mkdir -p "$OUTDIR/imagenet"
+  for c in configs/imagenet/paper-transfer.yaml configs/imagenet/adaptive-plain.yaml configs/imagenet/adaptive-smoothed.yaml; do
+    local name; name="$(basename "$c" .yaml)"
+    local t0=$SECONDS
+    OMP_NUM_THREADS=4 ross attack --config "$c" --data-root "$ROSS_DATA" --limit "$limit" --device "$DEV" --budget default \
+      --no-progress --out "$OUTDIR/imagenet/$name" "${extra[@]}" > "$OUTDIR/imagenet/$name.log" 2>&1 \
+      && log "imagenet $name: $limit images per set, $((SECONDS - t0)) s" || { log "imagenet $name FAILED"; return 1; }
+  done
+  local t0=$SECONDS
+  OMP_NUM_THREADS=4 ross certify --config configs/imagenet/certify.yaml --data-root "$ROSS_DATA" --limit "$climit" \
+    --device "$DEV" --no-progress --out "$OUTDIR/imagenet/certify" "${cextra[@]}" > "$OUTDIR/imagenet/certify.log" 2>&1 \
+    && log "imagenet certify: $climit images per set, $((SECONDS - t0)) s" || { log "imagenet certify FAILED"; return 1; }
+}
+
 status=0
 for stage in "$@"; do
   case "$stage" in
@@ -155,6 +178,7 @@ for stage in "$@"; do
     check) stage_check || status=1 ;;
     attack) stage_attack || status=1 ;;
     certify) stage_certify || status=1 ;;
+    imagenet) stage_imagenet || status=1 ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

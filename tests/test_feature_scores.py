@@ -172,3 +172,13 @@ def test_cli_fits_caches_and_refuses_a_stale_cache(tmp_path):
     save_file(t, str(files[0]), metadata={"record": json.dumps(rec)})
     assert cli.main([*base, "--detectors", "knn", "--out", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "c").exists()
+
+
+def test_mahalanobis_refuses_statistics_with_one_image_per_class():
+    """One image per class (the imagenet benchmark's sample images): the shared covariance would be
+    zero and every score equal (AUROC 50.00 exactly): refused by name instead."""
+    from ross_ood.scores import FeatureStats, get_score
+    f = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="Mahalanobis needs classes with at least 2 training images.*5 image"):
+        get_score("mahalanobis", stats=FeatureStats(f, torch.arange(5)))
+    get_score("mahalanobis", stats=FeatureStats(torch.cat([f, f + 0.1]), torch.arange(5).repeat(2)))  # 2 per class: fine

@@ -58,3 +58,23 @@ def test_gpu_queue_keeps_finished_parts_and_stops_a_broken_setup(tmp_path):
     assert "part: 3/5" in cfg and "noise_device: cpu" in cfg and "- '2'" in cfg
     bad = _queue(tmp_path, tmp_path / "no-data", "300", "-j", "1", "std-ross-msp:3/5@2", "e52-median-energy:3/5@2")
     assert "packed 0 finished parts" in bad.stdout and "not found" in bad.stdout
+
+
+def test_gpu_run_imagenet_stage_tiny_on_cpu(tmp_path):
+    """The ImageNet stage on tiny generated archives (the zoo's MobileNetV2 at 224 px): every
+    attack config and the certificate run and are packed."""
+    from .test_imagenet import pack_tiny
+    pack_tiny(tmp_path / "extra", n_id=304)
+    env = {**os.environ, "ROSS_DATA": str(tmp_path / "empty"), "ROSS_EXTRA_DATA": str(tmp_path / "extra"),
+           "PY": sys.executable, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "gpu"
+    r = subprocess.run([str(ROOT / "scripts" / "gpu_run.sh"), "--tiny", "--out", str(out), "imagenet"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = (out / "gpu_run.log").read_text()
+    for name in ("paper-transfer", "adaptive-plain", "adaptive-smoothed"):
+        assert f"imagenet {name}: 2 images per set" in log
+    assert "imagenet certify: 2 images per set" in log
+    with tarfile.open(out / "gpu-results.tar.gz") as t:
+        names = t.getnames()
+    assert "./imagenet/adaptive-smoothed/results.json" in names and "./imagenet/certify/results.json" in names

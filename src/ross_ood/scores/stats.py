@@ -163,6 +163,11 @@ class Mahalanobis(_StatsScore):
         classes = torch.unique(y)
         self.means = torch.stack([f[y == c].mean(0) for c in classes])  # (K, D), classes in label order
         centred = f - self.means[torch.searchsorted(classes, y)]
+        if len(classes) == len(f) or not bool(centred.abs().max() > 0):
+            raise ValueError(f"Mahalanobis needs classes with at least 2 training images to estimate its shared "
+                             f"covariance; the statistics ({self.stats.source or 'given'}) have {len(f)} image(s) "
+                             f"in {len(classes)} class(es), every one alone in its class, so the covariance would be "
+                             "zero and every score equal")
         cov = centred.T @ centred / len(f)
         self.precision = torch.linalg.pinv(cov, hermitian=True).float()
         self.means = self.means.float()
