@@ -111,6 +111,7 @@ def main():
     p.add_argument("--n", type=int, nargs="+", default=[25, 100])
     p.add_argument("--repeats", type=int, default=3, help="alternating plain / ROSS timings, best of each")
     p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--memory-only", action="store_true", help="only the peak-memory table")
     args = p.parse_args()
     if args.memory_child is not None:
         print(json.dumps(peak_memory(args, args.memory_child)))
@@ -119,17 +120,18 @@ def main():
           f"{args.images} images, "
           f"batch {args.batch}, chunk {args.chunk}, torch threads {torch.get_num_threads()}")
     print()
-    print("| N | plain forward ms/img | ROSS ms/img | ROSS / (N x plain) |")
-    print("|---|---|---|---|")
-    for n, plain, ross, ratio in time_ratio(args):
-        print(f"| {n} | {plain:.3f} | {ross:.2f} | {ratio:.3f} |")
-    print()
+    if not args.memory_only:
+        print("| N | plain forward ms/img | ROSS ms/img | ROSS / (N x plain) |")
+        print("|---|---|---|---|")
+        for n, plain, ross, ratio in time_ratio(args):
+            print(f"| {n} | {plain:.3f} | {ross:.2f} | {ratio:.3f} |")
+        print()
     print("| N | peak memory while scoring MiB (process RSS, or CUDA allocated) | above the RSS before scoring MiB |")
     print("|---|---|---|")
     peaks = {}
     for n in args.n:
         cmd = [sys.executable, __file__, "--memory-child", str(n)] + [
-            a for a in sys.argv[1:]]
+            a for a in sys.argv[1:] if a != "--memory-only"]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ).stdout
         peak, inc = json.loads(out.strip().splitlines()[-1])
         peaks[n] = peak

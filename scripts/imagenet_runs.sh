@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The ImageNet runs behind results/imagenet.md, in resumable parts on one CPU thread each: every
-# part that finishes is stored at once in results/imagenet/runs/NAME-pK (a killed part resumes from
-# its cache in runs/imagenet/ when started again; a stored part is skipped).
+# part that finishes is stored at once in results/imagenet/parts/NAME-pK (a killed part resumes from
+# its cache in runs/imagenet/ when started again; a stored part is skipped); scripts/imagenet_tables.sh
+# joins the stored parts of each NAME into results/imagenet/runs/NAME (ross combine).
 #   scripts/imagenet_runs.sh NAME K[,K...]     NAME: paper-transfer | adaptive-plain | adaptive-smoothed | certify
 # e.g. nice -n 19 scripts/imagenet_runs.sh certify 1,2,3,4 > runs/imagenet-certify.log 2>&1 &
-# The parts of one NAME combine into the whole: ross combine results/imagenet/runs/NAME results/imagenet/runs/NAME-p*
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name="$1"; parts="$2"
@@ -15,7 +15,7 @@ m="$(grep -o -- '--part K/[0-9]*' "$cfg" | head -1 | cut -d/ -f2)"
 [ -n "$m" ] || { echo "$cfg names no --part K/M" >&2; exit 2; }
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 for k in ${parts//,/ }; do
-  dest="results/imagenet/runs/$name-p$k"
+  dest="results/imagenet/parts/$name-p$k"
   if [ -f "$dest/results.json" ]; then echo "$dest stored: skipped"; continue; fi
   t0=$SECONDS
   echo "[$(date +%H:%M:%S)] $name part $k/$m"
