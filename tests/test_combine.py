@@ -169,6 +169,12 @@ def test_certify_pieces_combine_to_the_whole_run(tmp_path):
     for k, r in want.items():
         for m in ("auroc", "fpr95", "abstain_id", "abstain_ood"):
             assert got[k][m] == pytest.approx(r[m], abs=1e-12), (k, m)
+    # the classifier's accuracy, clean and under the noise (drawn per image's pixels): the parts' add up to the whole's
+    acc, whole_acc = doc["id_accuracy"]["0.12"], ref["id_accuracy"]["0.12"]
+    assert acc["n"] == whole_acc["n"] == ref["set_sizes"]["id_test"] and 0 < whole_acc["noisy"] <= 1
+    assert acc["clean"] == pytest.approx(whole_acc["clean"], abs=1e-12)
+    assert acc["noisy"] == pytest.approx(whole_acc["noisy"], abs=1e-12)
+    assert "under sigma 0.12 noise" in (tmp_path / "combined" / "results.md").read_text()
     # median-only certificates calibrate nothing: no noise samples are spent on the ID validation split
     only = tmp_path / "median-only"
     assert cli.main([*CERTIFY, "--detectors", "median-energy", "--out", str(only)]) == 0

@@ -143,8 +143,15 @@ def _combine_certify(dirs: list, out: Path, n_resamples: int | None, defaults: d
     sizes = {s: int(sum(doc["set_sizes"][s] for _, doc in docs)) for s in first["set_sizes"] if s != "id_val"}
     if "id_val" in first["set_sizes"]:
         sizes = {"id_val": first["set_sizes"]["id_val"], **sizes}  # the same calibration split in every piece
+    accs = [doc.get("id_accuracy") or {} for _, doc in docs]
+    accuracy = {}
+    for sig in accs[0]:  # weighted by each piece's ID images; only where every piece measured it
+        if all(a.get(sig, {}).get("n") for a in accs):
+            n = [a[sig]["n"] for a in accs]
+            accuracy[sig] = {k: float(np.average([a[sig][k] for a in accs], weights=n)) for k in ("clean", "noisy")}
+            accuracy[sig]["n"] = int(sum(n))
     doc = {**first, "set_sizes": sizes, "results": [r for r in records if r["ood_set"] != "mean"],
-           "means": [r for r in records if r["ood_set"] == "mean"],
+           "means": [r for r in records if r["ood_set"] == "mean"], "id_accuracy": accuracy,
            "set_fingerprints": [doc.get("set_fingerprints") for _, doc in docs],
            "wall_time_s": float(sum(doc["wall_time_s"] for _, doc in docs)),
            "combined_from": [str(d) for d, _ in docs], "parts": m,

@@ -192,8 +192,18 @@ def render_certify(doc: dict) -> str:
              f"probability alpha = {c['alpha']} per input); 'clean' is the same smoothed detector without an "
              f"adversary. Mean over {doc['n_ood_sets']} OOD sets. Models: {models_txt}. Sets: {_sizes(doc)}. "
              f"{ci_note(doc['means'])}"
-             + _runs_note(doc))
+             + _runs_note(doc) + _noise_accuracy(doc))
     return certify_table(doc["means"], doc["radii"], title)
+
+
+def _noise_accuracy(doc: dict) -> str:
+    """The classifier's ID test accuracy, clean and under each sigma's noise (one draw per image)."""
+    acc = {s: a for s, a in (doc.get("id_accuracy") or {}).items() if isinstance(a, dict) and a.get("n")}
+    if not acc:
+        return ""
+    parts = [f"{100 * a['clean']:.2f}% clean, {100 * a['noisy']:.2f}% under sigma {s} noise" for s, a in acc.items()]
+    n = next(iter(acc.values()))["n"]
+    return f" Classifier accuracy on the {n} ID test images (one noise draw each): {'; '.join(parts)}."
 
 
 def render_sweep(doc: dict) -> str:
