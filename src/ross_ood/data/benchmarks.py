@@ -171,7 +171,7 @@ BENCHMARKS: dict[str, BenchmarkDef] = {
         far={"textures": "imagenet-ood/textures.zip", "flowers": "imagenet-ood/flowers.zip"},
         model="mobilenet-v2-imagenet", num_classes=1000, val_size=300, pre_size=256, classes=str(IMAGENET_CLASSES),
         exclude={"flowers": (FLOWERS_IMAGENET_OVERLAP,)}, stats="imagenet/samples.zip",
-        packed="python scripts/pack_imagenet.py MIRRORS (docs/imagenet.md says how to get MIRRORS)",
+        packed="python scripts/pack_imagenet.py MIRRORS (docs/guide/imagenet.md says how to get MIRRORS)",
         note="ImageNet-1K at 224 px (resize 256, centre-crop 224), FAR-OOD ONLY (no near-OOD set of OpenOOD's "
              "ImageNet benchmarks is available offline): ID 1,300 ILSVRC2012 validation images (227 px source; "
              "300-image class-stratified validation split carved out); far-OOD Textures (DTD, 10 of 47 classes) "
