@@ -84,7 +84,9 @@ def test_docs_hold_prose_only_and_results_fit():
     assert not [p for p in (ROOT / "docs").rglob("*") if p.is_file() and p.suffix not in (".md", ".png")]
     size = lambda d: sum(p.stat().st_size for p in d.rglob("*") if p.is_file())  # noqa: E731
     assert size(ROOT / "docs") < 1_000_000
-    assert size(RESULTS) < 20_000_000
+    # 20 MB held the CIFAR results; the ImageNet runs (issue 53: per-input scores of ~3,000 images per
+    # clean table, their attack parts and the joined runs) add about 2 MB when complete
+    assert size(RESULTS) < 23_000_000
 
 
 @pytest.mark.parametrize("page", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))])
