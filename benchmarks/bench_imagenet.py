@@ -28,16 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-
-def _best(fn, repeats=3):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_precision import _best  # noqa: E402  (best of 3 after a warm-up)
 
 
 class _Counter:
@@ -114,7 +106,7 @@ def main(argv=None):
             with P.network_precision(model, p):
                 s = model(xr).float().logsumexp(1).sum()
             torch.autograd.grad(s, xr)
-        print(f"| {p} | {_best(fwd) / 25 * 1e3:.1f} | {_best(fwd_bwd) / 8 * 1e3:.1f} |", flush=True)
+        print(f"| {p} | {_best(fwd, 3) / 25 * 1e3:.1f} | {_best(fwd_bwd, 3) / 8 * 1e3:.1f} |", flush=True)
     choice = P.resolve_precision("auto", model)
     print(f"\nprecision auto -> {choice.precision}: {choice.reason}")
     if args.limit:

@@ -19,6 +19,8 @@ from ross_ood.data.benchmarks import IMAGENET_CLASSES, build_benchmark, read_cla
 from ross_ood.models import CheckpointError, dequantize_state, load_model
 from ross_ood.models.mobilenet_v2 import mobilenet_v2
 
+from .test_first_hour import _one_line_exit_2
+
 ROOT = Path(__file__).resolve().parents[1]
 WNIDS = read_class_list(IMAGENET_CLASSES, 1000)
 ID_CLASSES = [3, 17, 500, 999]  # labels of the tiny ID set: the folders are their WordNet ids
@@ -207,14 +209,6 @@ def test_the_packer_refuses_an_ood_image_that_is_an_id_image():
 
 
 # ---------------------------------------------------------------- the command line
-def _one_line_exit_2(capsys, argv, *needles):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    for n in needles:
-        assert n in err[0], err[0]
-
-
 def test_a_32px_model_on_imagenet_and_the_reverse_are_refused(extra, tmp_path, capsys):
     common = ["--detectors", "msp", "--limit", "2", "--no-progress", "--device", "cpu", "--out", str(tmp_path / "o")]
     _one_line_exit_2(capsys, ["eval", "--benchmark", "imagenet", "--model", "resnet20-noise012-e52", *common],
