@@ -99,6 +99,37 @@ def test_openood_resnet18_state_dict_names():
     assert ResNet18_224x224()(torch.zeros(1, 3, 224, 224)).shape == (1, 200)
 
 
+def _wrn_parameters(depth: int, width: int, classes: int = 10) -> int:
+    """A wide ResNet's parameter count, by hand: conv 3x3 stem, pre-activation blocks (two BN, two
+    3x3 convs, a 1x1 shortcut where the width or stride changes), final BN, linear layer."""
+    n, c = (depth - 4) // 6, [16, 16 * width, 32 * width, 64 * width]
+    total = 3 * c[0] * 9
+    for s in range(3):
+        for i in range(n):
+            cin, cout = (c[s] if i == 0 else c[s + 1]), c[s + 1]
+            total += 2 * cin + cin * cout * 9 + 2 * cout + cout * cout * 9 + (cin * cout if i == 0 else 0)
+    return total + 2 * c[3] + c[3] * classes + classes
+
+
+@pytest.mark.parametrize("name,depth,width", [("wrn-16-4", 16, 4), ("wrn-28-10", 28, 10)])
+def test_wide_resnets_have_the_published_shape(name, depth, width):
+    from ross_ood.models import ARCHS
+    net = ARCHS[name]()
+    count = sum(p.numel() for p in net.parameters())
+    assert count == _wrn_parameters(depth, width)
+    if name == "wrn-28-10":
+        assert count == 36_479_194  # RobustBench's WideResNet-28-10 on CIFAR-10
+    keys = set(net.state_dict())  # RobustBench's names: its checkpoints of this class load
+    assert {"conv1.weight", "block1.layer.0.convShortcut.weight", "block2.layer.0.bn1.running_var",
+            "block3.layer.1.conv2.weight", "bn1.weight", "fc.weight"} <= keys
+    assert "block1.layer.1.convShortcut.weight" not in keys
+    m = load_model(name, pretrained=False)
+    out = m.outputs(torch.rand(2, 3, 32, 32))
+    assert out.logits.shape == (2, 10) and out.features.shape == (2, 64 * width) and m.linear_name == "fc"
+    with pytest.raises(ValueError, match="no bundled weights"):
+        load_model(name, DATA_ROOT)
+
+
 def test_real_accuracy_on_a_subset():
     """The fine-tuned ResNet-20 on 500 stratified JPEG CIFAR-10 test images: the data README
     measures 88.36% on all 10,000; a 500-image sample lands within a few points."""

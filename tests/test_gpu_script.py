@@ -35,6 +35,23 @@ def test_gpu_run_script_tiny_on_cpu(tmp_path):
     assert not any("/cache" in n or n.endswith("state.pt") for n in names)
 
 
+def test_gpu_train_stage_runs_the_wide_resnet_recipe_tiny_on_cpu(tmp_path):
+    """The 8/255 schedule on a WRN-28-10 (issue 54), from random weights, with attacked outliers and the
+    catastrophic-overfitting guard: one tiny epoch, a model.json that says what ran."""
+    need_data("cifar10", "train.zip")
+    import json
+    env = {**os.environ, "ROSS_DATA": str(DATA_ROOT), "PY": sys.executable, "OMP_NUM_THREADS": "1",
+           "RECIPES": "c10png-wrn2810-s012-fast8-oe"}
+    out = tmp_path / "gpu"
+    r = subprocess.run([str(ROOT / "scripts" / "gpu_run.sh"), "--tiny", "--out", str(out), "train"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "c10png-wrn2810-s012-fast8-oe: 40 test images" in (out / "gpu_run.log").read_text()
+    doc = json.loads((out / "train" / "c10png-wrn2810-s012-fast8-oe" / "model.json").read_text())
+    assert doc["arch"] == "wrn-28-10" and doc["settings"]["scratch"] and doc["settings"]["adv_eps"] == "8"
+    assert doc["outliers"] and "val_pgd_acc" in doc["history"][0] and doc["kept_epoch"] == 1
+
+
 def _queue(tmp_path, data, *args):
     env = {**os.environ, "ROSS_DATA": str(data), "PY": sys.executable, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}
     return subprocess.run([str(ROOT / "scripts" / "gpu_queue.sh"), *args], cwd=ROOT, env=env, capture_output=True,

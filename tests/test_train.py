@@ -53,6 +53,23 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert doc["command"].startswith("ross train ") and "--sigma 0.1" in doc["command"]
 
 
+def test_a_schedule_in_pieces_ends_with_the_weights_of_the_whole(tmp_path, capsys):
+    need_data("cifar10", "train.zip")
+    whole = run_train(_st(tmp_path / "a", epochs=3))
+    assert run_train(_st(tmp_path / "b", epochs=3, stop_after=1)) is None
+    assert "epochs 1-1 of 3 done" in capsys.readouterr().out
+    assert not (tmp_path / "b" / "model.pt").exists() and (tmp_path / "b" / "state.pt").is_file()
+    with pytest.raises(ValueError, match="stop_after 1: epochs 1-1 of .* are done already"):
+        run_train(_st(tmp_path / "b", epochs=3, stop_after=1, resume=True))
+    assert run_train(_st(tmp_path / "b", epochs=3, stop_after=2, resume=True)) is None
+    doc = run_train(_st(tmp_path / "b", epochs=3, resume=True))
+    assert doc["sha256"] == whole["sha256"]  # the learning rate follows --epochs, not the piece
+    assert [(p["first_epoch"], p["last_epoch"]) for p in doc["pieces"]] == [(1, 1), (2, 2), (3, 3)]
+    assert doc["wall_s"] >= sum(p["wall_s"] for p in doc["pieces"]) > 0
+    with pytest.raises(ValueError, match="stop_after"):
+        _st(tmp_path / "c", stop_after=0)
+
+
 def test_trained_model_loads_through_the_zoo(tmp_path):
     need_data("cifar10", "train.zip")
     run_train(_st(tmp_path, epochs=1))
@@ -461,3 +478,33 @@ def test_lossless_training_archive_is_checked(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"20 image\(s\) are images of the ID test set"):
         run_train(_st(tmp_path / "o", limit=None, epochs=1))
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_train_pieces_script_records_every_piece_and_ends_with_the_model(tmp_path):
+    """scripts/train_pieces.sh: a schedule of 2 epochs in pieces of 1 (issue 54's 8/255 recipe, tiny)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    need_data("cifar10", "train.zip")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PY": sys.executable, "OMP_NUM_THREADS": "1", "RUNS": str(tmp_path / "runs"),
+           "RESULTS": str(tmp_path / "res"), "ROSS_EXTRA_DATA": str(tmp_path / "none"),
+           "TRAIN_ARGS": f"--data-root {DATA_ROOT} --epochs 2 --limit 48 --val-limit 20 --test-limit 40 --batch-size 16"}
+    name = "c10png-r20-s012-e52-fast8-oe-e30"
+
+    def piece():
+        r = subprocess.run([str(root / "scripts" / "train_pieces.sh"), name, "1"], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        return r.stdout
+    assert "epochs 1-1 of 2 done" in piece()
+    rec = json.loads((tmp_path / "res" / f"{name}.pieces.json").read_text())
+    assert rec["epochs_done"] == 1 and len(rec["pieces"]) == 1 and "val_pgd_acc" in rec["history"][0]
+    assert not (tmp_path / "res" / f"{name}.model.json").exists()
+    assert f"{name}: 2 epochs in 2 piece(s)" in piece()
+    doc = json.loads((tmp_path / "res" / f"{name}.model.json").read_text())
+    assert [(p["first_epoch"], p["last_epoch"]) for p in doc["pieces"]] == [(1, 1), (2, 2)]
+    assert doc["base"] == "resnet20-noise012-e52" and doc["outliers"]
+    assert "the schedule is finished" in piece()

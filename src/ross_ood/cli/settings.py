@@ -338,12 +338,16 @@ class TrainSettings(FieldSettings):
                          choices=tuple(p for p in PRECISIONS if p != "auto"))
     seed: int = opt(0, "seed of order, crops, flips, noise and initialisation")
     resume: bool = opt(False, "continue the run in --out from its last finished epoch")
+    stop_after: int | None = opt(None, "end this piece of the schedule once that many of its epochs are done "
+                                 "(state.pt kept; --resume continues it; the learning rate follows --epochs)")
     device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
     progress: bool = opt(True, "progress bars")
 
     def validate(self) -> None:
         from ross_ood.data import BENCHMARKS
         check_choice("benchmark", self.benchmark, tuple(k for k, b in BENCHMARKS.items() if b.train))
+        if self.stop_after is not None:
+            check_int("stop_after", self.stop_after)
         check_number("sigma", self.sigma)
         check_int("epochs", self.epochs)
         check_number("lr", self.lr, strict=True)

@@ -21,6 +21,7 @@ from ross_ood.models.lenet import MnistConvNet
 from ross_ood.models.mobilenet_v2 import mobilenet_v2
 from ross_ood.models.resnet18 import ResNet18_32x32, ResNet18_224x224
 from ross_ood.models.resnet_cifar import resnet20, resnet32, resnet44, resnet56
+from ross_ood.models.wide_resnet import wrn_16_4, wrn_28_10
 
 __all__ = ["ZOO", "ARCHS", "ModelSpec", "load_model", "load_checkpoint", "load_state", "sha256_file",
            "CheckpointError", "dequantize_state"]
@@ -37,7 +38,7 @@ class CheckpointError(ValueError):
 ARCHS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": resnet20, "resnet32": resnet32, "resnet44": resnet44, "resnet56": resnet56,
     "mnist-cnn": MnistConvNet, "resnet18-32x32": ResNet18_32x32, "resnet18-224x224": ResNet18_224x224,
-    "mobilenet-v2": mobilenet_v2,
+    "mobilenet-v2": mobilenet_v2, "wrn-16-4": wrn_16_4, "wrn-28-10": wrn_28_10,
 }
 
 
@@ -126,6 +127,11 @@ ZOO: dict[str, ModelSpec] = {
     "resnet56": ModelSpec("resnet56", "resnet56-4bfd9763.th",
                           "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367",
                           IMAGENET_MEAN, IMAGENET_STD, 32, note="akamaster ResNet-56 (lossless CIFAR-10)"),
+    "wrn-16-4": ModelSpec("wrn-16-4", None, None, CIFAR10_MEAN, CIFAR10_STD, 32,
+                          note="WRN-16-4 for CIFAR-10, 2.75 M parameters (train it: ross train --scratch, or give --checkpoint)"),
+    "wrn-28-10": ModelSpec("wrn-28-10", None, None, CIFAR10_MEAN, CIFAR10_STD, 32,
+                           note="WRN-28-10 for CIFAR-10, 36.5 M parameters (a GPU: scripts/gpu_run.sh train with "
+                                "RECIPES=c10png-wrn2810-s012-fast8-oe; or give --checkpoint)"),
     "mnist-cnn": ModelSpec("mnist-cnn", "mnist_lenet_hendrycks_baseline.pt",
                            "3184bed452c44c82935b96be23f5bf08d9dffec348b7222c01dc6088ebd46a4c",
                            (0.0,), (1.0,), 28, channels=1, note="MNIST CNN, plain training"),

@@ -34,7 +34,7 @@ __all__ = ["ScoreKey", "BoundKey", "RUN_ONLY_SETTINGS", "prepare_out", "write_re
 #: settings that never change a run's numbers: parts of one run may differ in them, and a resumed
 #: training run may too (training keeps the ones that are its own hyper-parameters, e.g. batch_size)
 RUN_ONLY_SETTINGS = ("out", "part", "progress", "device", "workers", "batch_size", "block_size", "chunk_size",
-                     "attack_batch", "data_root", "resume")
+                     "attack_batch", "data_root", "resume", "stop_after")
 
 #: the columns of results.csv that every record has, in order
 RECORD_FIELDS = ["detector", "ood_set", "group", "auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out"]

@@ -140,7 +140,7 @@ def _start(st: TrainSettings, model, out: Path):
                           nesterov=st.momentum > 0)
     state = out / "state.pt"
     if not (st.resume and state.is_file()):
-        return opt, 0, []
+        return opt, 0, [], []
     from ross_ood.models import CheckpointError
     try:
         saved = torch.load(state, map_location="cpu", weights_only=True)
@@ -160,7 +160,7 @@ def _start(st: TrainSettings, model, out: Path):
         opt.load_state_dict(saved["optimizer"])
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"cannot resume from {state}: {str(e).splitlines()[0]}") from None
-    return opt, int(saved["epoch"]), list(saved["history"])
+    return opt, int(saved["epoch"]), list(saved["history"]), list(saved.get("pieces", []))
 
 
 def kept_epoch(history: list[dict], drop: float) -> int:
@@ -206,7 +206,10 @@ def run_train(st: TrainSettings) -> dict:
     prepare_out(out)  # after every input is read and checked: a refused run leaves no folder
     x, y = x.to(dev), y.to(dev)  # on a GPU the whole training set lives there (600 MB for CIFAR-10)
     cfg = train_config(st)
-    opt, start, history = _start(st, model, out)
+    opt, start, history, pieces = _start(st, model, out)
+    if st.stop_after is not None and start < st.epochs and st.stop_after <= start:
+        raise ValueError(f"stop_after {st.stop_after}: epochs 1-{start} of {out} are done already; give a larger "
+                         "--stop-after, or none to finish the schedule")
     check = None
     if st.adv_check:  # the guard against catastrophic overfitting: a fixed seeded subset of the validation split
         k = torch.randperm(len(xv), generator=torch.Generator().manual_seed(st.seed))[:st.adv_check]
@@ -214,7 +217,10 @@ def run_train(st: TrainSettings) -> dict:
     scaler = grad_scaler(st.precision, dev)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
     t0 = time.time()
-    for epoch in range(start, st.epochs):
+    pieces.append({"first_epoch": start + 1, "last_epoch": start, "wall_s": 0.0,
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(dev)})
+    end = st.epochs if st.stop_after is None else min(st.epochs, st.stop_after)
+    for epoch in range(start, end):
         with progress(prog, f"epoch {epoch + 1}/{st.epochs}", len(x)) as update:
             rec = train_epoch(model, x, y, opt, cfg, epoch, update, scaler, None if xo is None else xo.to(dev))
         rec.update(val_acc=evaluate_accuracy(model, xv, yv),
@@ -223,10 +229,15 @@ def run_train(st: TrainSettings) -> dict:
             rec["val_pgd_acc"] = pgd_accuracy(model, *check, cfg, seed=st.seed)
         rec["wall_s"] = time.time() - t0
         history.append(rec)
+        pieces[-1].update(last_epoch=epoch + 1, wall_s=rec["wall_s"])
         if check is not None and kept_epoch(history, st.adv_check_drop) == epoch + 1:
             _save(out / "kept.pt", {"state_dict": model.net.state_dict(), "epoch": epoch + 1})
         _save(out / "state.pt", {"model": model.net.state_dict(), "optimizer": opt.state_dict(),
-                                 "epoch": epoch + 1, "history": history, "recipe": _recipe(st)})
+                                 "epoch": epoch + 1, "history": history, "recipe": _recipe(st), "pieces": pieces})
+    if end < st.epochs:  # one piece of a long schedule: state.pt holds it, --resume continues
+        print(f"{out}: epochs {start + 1}-{end} of {st.epochs} done in {time.time() - t0:.0f} s (state.pt); "
+              f"continue with --resume")
+        return None
     kept = kept_epoch(history, st.adv_check_drop) if check is not None else len(history)
     if kept != len(history):  # Wong et al.'s early stopping: the last epoch before PGD accuracy collapsed
         saved = torch.load(out / "kept.pt", map_location="cpu", weights_only=True)
@@ -238,7 +249,7 @@ def run_train(st: TrainSettings) -> dict:
            "arch": model.name, "noise_sigma": st.sigma, "train_set": train_desc["set"],
            "train_archive": train_desc["archive"], "train_archive_sha256": train_desc["sha256"], "train_images": len(x), "kept_epoch": kept,
            "outliers": outlier_desc, "outlier_images": None if xo is None else len(xo),
-           "val_images": len(xv), **test, "wall_s": time.time() - t0, "device": str(dev), "history": history,
+           "val_images": len(xv), **test, "wall_s": sum(p["wall_s"] for p in pieces[:-1]) + time.time() - t0, "pieces": pieces, "device": str(dev), "history": history,
            "settings": st.to_dict(),
            "load_with": f"--model {st.model} --checkpoint {out / 'model.pt'}"}
     atomic_write_text(out / "model.json", json.dumps(doc, indent=1))
