@@ -33,11 +33,12 @@ out, name, res = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3
 if (out / "model.json").is_file():
     doc = json.loads((out / "model.json").read_text())
     (res / f"{name}.model.json").write_text(json.dumps(doc, indent=1))
-    hist, pieces = doc["history"], doc["pieces"]
+    hist, pieces, settings = doc["history"], doc["pieces"], doc["settings"]
 else:
     s = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
-    hist, pieces = s["history"], s["pieces"]
-rec = {"recipe": f"configs/train/{name}.yaml", "epochs_done": len(hist), "pieces": pieces, "history": hist}
+    hist, pieces, settings = s["history"], s["pieces"], s["recipe"]
+rec = {"recipe": f"configs/train/{name}.yaml", "settings": settings, "epochs_done": len(hist), "pieces": pieces,
+       "history": hist}
 (res / f"{name}.pieces.json").write_text(json.dumps(rec, indent=1))
 last = hist[-1]
 print(f"{name}: {len(hist)} epochs in {len(pieces)} piece(s), {sum(p['wall_s'] for p in pieces):.0f} s; epoch {last['epoch']}: "

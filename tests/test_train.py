@@ -508,3 +508,32 @@ def test_train_pieces_script_records_every_piece_and_ends_with_the_model(tmp_pat
     assert [(p["first_epoch"], p["last_epoch"]) for p in doc["pieces"]] == [(1, 1), (2, 2)]
     assert doc["base"] == "resnet20-noise012-e52" and doc["outliers"]
     assert "the schedule is finished" in piece()
+    # scripts/compare_train.py pairs two runs on the check images: a run against itself differs by 0
+    other = tmp_path / "res" / "other.pieces.json"
+    twin = json.loads((tmp_path / "res" / f"{name}.pieces.json").read_text())
+    bits = twin["history"][0]["val_pgd_correct"]
+    twin["history"][0]["val_pgd_correct"] = "1" * len(bits)
+    other.write_text(json.dumps(twin))
+    cmp = [sys.executable, str(root / "scripts" / "compare_train.py"), str(tmp_path / "res" / f"{name}.pieces.json")]
+    r = subprocess.run([*cmp, str(other)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = 100 * (bits.count("0")) / len(bits)  # B: every check image right
+    assert f"| {-d:+.2f} [" in r.stdout.splitlines()[4] and "+0.00 [+0.00, +0.00]" in r.stdout.splitlines()[5]
+    twin["settings"]["adv_eps"] = "4"
+    other.write_text(json.dumps(twin))
+    r = subprocess.run([*cmp, str(other)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "checks differ in adv_eps" in r.stderr
+
+
+def test_paired_accuracy_difference_by_hand():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_train.py"
+    spec = importlib.util.spec_from_file_location("compare_train", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # per-image differences [1, 0, 0, 0]: a resample's mean is k/4 with k ~ Binomial(4, 1/4), so
+    # P(0) = 0.316 > 2.5% and P(>= 0.75) = 0.051 > 2.5% > P(1) = 0.004: the interval is [0, 0.75]
+    d, lo, hi = mod.paired_difference(np.array([1.0, 1, 1, 0]), np.array([0.0, 1, 1, 0]))
+    assert (d, lo, hi) == (0.25, 0.0, 0.75)
+    assert mod.paired_difference(np.ones(5), np.ones(5)) == (0.0, 0.0, 0.0)

@@ -48,7 +48,7 @@ from ross_ood.model import ModelWrapper
 from ross_ood.noise import pair_seed
 from ross_ood.precision import autocast
 
-__all__ = ["NAMED_OUTLIERS", "TrainConfig", "train_epoch", "adversarial_under_noise", "adv_step", "pgd_accuracy", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
+__all__ = ["NAMED_OUTLIERS", "TrainConfig", "train_epoch", "adversarial_under_noise", "adv_step", "pgd_accuracy", "pgd_correct", "evaluate_accuracy", "epoch_generator", "noise_generator", "augment", "lr_at",
            "load_images", "jigsaw", "SYNTHETIC_OUTLIERS"]
 
 #: outlier kinds made from the ID batch, with their description (anything else given as
@@ -178,25 +178,32 @@ def adv_step(cfg: TrainConfig) -> float:
     return 1.25 * cfg.adv_eps if cfg.adv_steps == 1 else 2.5 * cfg.adv_eps / cfg.adv_steps
 
 
-def pgd_accuracy(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-                 steps: int = 10, seed: int = 0, batch_size: int = 256) -> float:
-    """Accuracy under an L-inf PGD attack of ``steps`` steps at ``cfg.adv_eps`` (step 2.5 eps / steps,
-    uniform random start) on one fixed draw of the training noise per image, judged under the same
-    noise: the per-epoch check of fast adversarial training against catastrophic overfitting (its PGD
-    accuracy collapses while the single-step training accuracy rises; Wong et al. keep the best epoch).
-    Starts and noise come from a CPU generator seeded by ``seed``: the same on every device."""
+def pgd_correct(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+                steps: int = 10, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """Per image (bool, on the CPU): still classified right under an L-inf PGD attack of ``steps``
+    steps at ``cfg.adv_eps`` (step 2.5 eps / steps, uniform random start) on one fixed draw of the
+    training noise per image, judged under the same noise: the per-epoch check of fast adversarial
+    training against catastrophic overfitting (its PGD accuracy collapses while the single-step
+    training accuracy rises; Wong et al. keep the best epoch), and what pairs two runs checked on the
+    same images. Starts and noise come from a CPU generator seeded by ``seed``: the same on every device."""
     from dataclasses import replace
     check = replace(cfg, adv_steps=steps, adv_step_size=None, n_noise=1)
     gen = torch.Generator().manual_seed(pair_seed(seed, 0x7A4, 0, 0))
-    correct = 0
+    out = []
     for i in range(0, len(images), batch_size):
         x, y = images[i:i + batch_size].to(model.device), labels[i:i + batch_size].to(model.device)
         noise = torch.randn(x.shape, generator=gen).to(x.device)
         start = ((torch.rand(x.shape, generator=gen) * 2 - 1) * cfg.adv_eps).to(x.device)
         xa = adversarial_under_noise(model, x, y, noise, check, start)
         with torch.no_grad():
-            correct += int((model((xa + cfg.sigma * noise).clamp(0.0, 1.0)).argmax(1) == y).sum())
-    return correct / len(images)
+            out.append((model((xa + cfg.sigma * noise).clamp(0.0, 1.0)).argmax(1) == y).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def pgd_accuracy(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+                 steps: int = 10, seed: int = 0, batch_size: int = 256) -> float:
+    """The share of ``pgd_correct``."""
+    return float(pgd_correct(model, images, labels, cfg, steps, seed, batch_size).float().mean())
 
 
 def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,

@@ -33,7 +33,7 @@ from ross_ood.engine.train import (
     TrainConfig,
     evaluate_accuracy,
     load_images,
-    pgd_accuracy,
+    pgd_correct,
     train_epoch,
 )
 from ross_ood.precision import grad_scaler
@@ -226,7 +226,9 @@ def run_train(st: TrainSettings) -> dict:
         rec.update(val_acc=evaluate_accuracy(model, xv, yv),
                    val_acc_noisy=evaluate_accuracy(model, xv, yv, st.sigma, seed=st.seed))
         if check is not None:
-            rec["val_pgd_acc"] = pgd_accuracy(model, *check, cfg, seed=st.seed)
+            ok = pgd_correct(model, *check, cfg, seed=st.seed)
+            # per image, in the seeded order of the check images: two runs checked on them pair
+            rec.update(val_pgd_acc=float(ok.float().mean()), val_pgd_correct="".join("01"[int(v)] for v in ok))
         rec["wall_s"] = time.time() - t0
         history.append(rec)
         pieces[-1].update(last_epoch=epoch + 1, wall_s=rec["wall_s"])
