@@ -34,7 +34,7 @@ def _configs(sub):
 
 
 @pytest.mark.parametrize("path", _configs("leaderboard") + _configs("leaderboard/certify") + _configs("leaderboard/convergence")
-                         + _configs("benchmarks"),
+                         + _configs("benchmarks") + _configs("imagenet") + _configs("imagenet/convergence"),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_run_configs_validate(path, tmp_path):
     """Every committed run config (the leaderboard rows, their certificates, the clean tables) is read
@@ -44,10 +44,22 @@ def test_committed_run_configs_validate(path, tmp_path):
     from ross_ood.cli.settings import AttackSettings, CertifySettings, EvalSettings, load_config_file
     from ross_ood.models import ZOO
     doc = yaml.safe_load(path.read_text())
-    cls = AttackSettings if "eps" in doc else CertifySettings if path.parent.name == "certify" else EvalSettings
+    cls = (AttackSettings if "eps" in doc else CertifySettings if "certify" in (path.parent.name, path.stem)
+           else EvalSettings)
     values = load_config_file(path, cls)
     values.pop("checkpoint", None)  # a run's own weights under runs/ need not exist here
     values["out"] = str(tmp_path / "o")
     st = cls(**values)
     models = st.model if isinstance(st.model, list) else [st.model]
     assert all(m in ZOO for m in models if m), models
+
+
+@pytest.mark.parametrize("path", _configs("train"), ids=lambda p: p.name)
+def test_committed_training_recipes_validate(path, tmp_path):
+    """Every training recipe is read and validated as ``ross train --config`` would, and starts from a zoo model."""
+    from ross_ood.cli.settings import TrainSettings, load_config_file
+    from ross_ood.models import ZOO
+    values = load_config_file(path, TrainSettings)
+    values["out"] = str(tmp_path / "o")
+    st = TrainSettings(**values)
+    assert st.model in ZOO
