@@ -34,6 +34,12 @@ out=results/imagenet/comparisons.md
     echo; echo "## ross-energy vs median-energy, adaptive worst case (adaptive-smoothed)"; echo
     $ross compare results/imagenet/runs/adaptive-smoothed --a ross-energy --b median-energy
   fi
+  for v in 2xsteps 2xcopies default; do  # the convergence check of the smoothed rows, on part 1's images
+    run=results/imagenet/parts/convergence/median-energy-$v-p1
+    [ -d "$run" ] && [ -d results/imagenet/parts/adaptive-smoothed-p1 ] || continue
+    echo; echo "## median-energy, $v vs the quick budget (convergence check on adaptive-smoothed part 1's images)"; echo
+    $ross compare "$run" results/imagenet/parts/adaptive-smoothed-p1 --a median-energy
+  done
 } > "$out"
 echo "wrote results/imagenet/runs/report.md and $out"
 # the summary results/imagenet.md quotes: PGD-Both per budget and target, certified AUROC, counts
