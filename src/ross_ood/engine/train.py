@@ -203,7 +203,7 @@ def pgd_correct(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor,
 def pgd_accuracy(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
                  steps: int = 10, seed: int = 0, batch_size: int = 256) -> float:
     """The share of ``pgd_correct``."""
-    return float(pgd_correct(model, images, labels, cfg, steps, seed, batch_size).float().mean())
+    return float(pgd_correct(model, images, labels, cfg, steps, seed, batch_size).double().mean())
 
 
 def _loss(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,

@@ -228,7 +228,7 @@ def run_train(st: TrainSettings) -> dict:
         if check is not None:
             ok = pgd_correct(model, *check, cfg, seed=st.seed)
             # per image, in the seeded order of the check images: two runs checked on them pair
-            rec.update(val_pgd_acc=float(ok.float().mean()), val_pgd_correct="".join("01"[int(v)] for v in ok))
+            rec.update(val_pgd_acc=float(ok.double().mean()), val_pgd_correct="".join("01"[int(v)] for v in ok))
         rec["wall_s"] = time.time() - t0
         history.append(rec)
         pieces[-1].update(last_epoch=epoch + 1, wall_s=rec["wall_s"])
