@@ -537,3 +537,24 @@ def test_paired_accuracy_difference_by_hand():
     d, lo, hi = mod.paired_difference(np.array([1.0, 1, 1, 0]), np.array([0.0, 1, 1, 0]))
     assert (d, lo, hi) == (0.25, 0.0, 0.75)
     assert mod.paired_difference(np.ones(5), np.ones(5)) == (0.0, 0.0, 0.0)
+
+
+def test_compare_train_sums_pieces_and_pairs_epochs_as_asked():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_train.py"
+    spec = importlib.util.spec_from_file_location("compare_train", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # an epoch's wall_s counts from the start of its piece: epoch 3 (5 s into piece 2) ends 21.5 + 5 s in
+    doc = {"history": [{"epoch": 1, "wall_s": 10}, {"epoch": 2, "wall_s": 21}, {"epoch": 3, "wall_s": 5},
+                       {"epoch": 4, "wall_s": 11}],
+           "pieces": [{"first_epoch": 1, "last_epoch": 2, "wall_s": 21.5}, {"first_epoch": 3, "last_epoch": 4, "wall_s": 11}]}
+    assert mod.cumulative_seconds(doc) == {1: 10, 2: 21, 3: 26.5, 4: 32.5}
+    two = {"history": doc["history"][:2]}
+    assert [(a["epoch"], b["epoch"]) for a, b in mod.parse_pairs(None, two, doc)] == [(1, 1), (2, 2)]
+    assert [(a["epoch"], b["epoch"]) for a, b in mod.parse_pairs("1:2,2:4", two, doc)] == [(1, 2), (2, 4)]
+    with pytest.raises(SystemExit, match="A has no epoch 3"):
+        mod.parse_pairs("3:4", two, doc)
+    with pytest.raises(SystemExit, match="A_EPOCH:B_EPOCH"):
+        mod.parse_pairs("2-4", two, doc)

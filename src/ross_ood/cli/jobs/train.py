@@ -218,7 +218,8 @@ def run_train(st: TrainSettings) -> dict:
     atomic_write_text(out / "config.yaml", yaml.safe_dump(st.to_dict(), sort_keys=True))
     t0 = time.time()
     pieces.append({"first_epoch": start + 1, "last_epoch": start, "wall_s": 0.0,
-                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(dev)})
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(dev),
+                   "threads": torch.get_num_threads()})  # a piece's seconds depend on its threads
     end = st.epochs if st.stop_after is None else min(st.epochs, st.stop_after)
     for epoch in range(start, end):
         with progress(prog, f"epoch {epoch + 1}/{st.epochs}", len(x)) as update:
