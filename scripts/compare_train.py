@@ -6,9 +6,10 @@ percentile bootstrap interval (scipy.stats.bootstrap, paired, 10,000 resamples, 
 
     python scripts/compare_train.py results/train/A.pieces.json results/train/B.pieces.json [--pair 1:2,2:4]
 
-Epoch k of A pairs with epoch k of B, or as --pair says (A's epoch : B's epoch, e.g. a two-step PGD run's
-epoch k against a one-step run's epoch 2k, at about the same cost). The seconds are each run's training
-time up to that epoch, summed over its pieces. Runs whose checks differ (images, seed, radius, noise) are refused: their outcomes do not pair.
+Epoch k of A pairs with epoch k of B, or as --pair says (A's epoch : B's epoch, e.g. to pair a costlier
+run's epochs with the cheaper run's epochs of about the same training time). The seconds are each run's
+training time up to that epoch, summed over its pieces. Runs whose checks differ (images, seed, radius,
+noise) are refused: their outcomes do not pair.
 """
 from __future__ import annotations
 
