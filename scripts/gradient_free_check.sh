@@ -4,7 +4,7 @@
 # near-OOD), the Square leg alone (results/robustness/lb/square-ROW-EPS-p1, run by
 #   ross attack --config configs/leaderboard/ROW.yaml --part 1/5 --target square --square-queries 500 --eps EPS
 # with the default budget) is merged with the stored default run of the same images, results/robustness/lb/ROW-p1
-# (ross combine --legs), and the merged worst case (every leg) is compared, paired, with the stored one.
+# or, for a row run one budget at a time, ROW-EPS-p1 (ross combine --legs), and the merged worst case (every leg) is compared, paired, with the stored one.
 # Writes results/attacks/gradient-free.md (the default row) or results/attacks/gradient-free-ROW.md.
 #   [ROW=NAME] scripts/gradient_free_check.sh [EPS ...]   (default: 2 8)
 set -euo pipefail
@@ -12,11 +12,14 @@ cd "$(dirname "$0")/.."
 ross="${ROSS:-.venv/bin/ross}"
 lb=results/robustness/lb
 row="${ROW:-e54adv-median-energy}"
-base="$lb/$row-p1"
-[ -d "$base" ] || { echo "gradient_free_check: no stored run $base" >&2; exit 2; }
-model="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"])' "$base/results.json")"
 eps=("$@"); [ ${#eps[@]} -gt 0 ] || eps=(2 8)
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+# the stored default run of part 1: ROW-p1 (every budget in one run) or, for a row run one budget at a time, ROW-EPS-p1
+base_of() { if [ -d "$lb/$row-p1" ]; then echo "$lb/$row-p1"; else echo "$lb/$row-$1-p1"; fi; }
+base="$(base_of "${eps[0]}")"
+[ -d "$base" ] || { echo "gradient_free_check: no stored run $lb/$row-p1 or $base" >&2; exit 2; }
+model="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"])' "$base/results.json")"
+# the merged runs are kept (a fixed path, so that the written file is the same on every run of the same inputs)
+tmp="runs/gradient-free-check/$row"; rm -rf "$tmp"; mkdir -p "$tmp"
 out=results/attacks/gradient-free.md; [ "$row" = e54adv-median-energy ] || out="results/attacks/gradient-free-$row.md"
 {
   echo "# The gradient-free leg on $row (part 1 of 5)"
@@ -29,7 +32,8 @@ out=results/attacks/gradient-free.md; [ "$row" = e54adv-median-energy ] || out="
   echo "of the two, whose worst case is per input over every leg. A - B in AUROC points, 95% paired bootstrap"
   echo "intervals over the same images; the row to read is target worst, objective both."
   for e in "${eps[@]}"; do
-    sq="$lb/square-$row-$e-p1"
+    sq="$lb/square-$row-$e-p1"; base="$(base_of "$e")"
+    [ -d "$base" ] || { echo; echo "## $e/255: not run yet ($base missing)"; continue; }
     [ -d "$sq" ] || { echo; echo "## $e/255: not run yet ($sq missing)"; continue; }
     "$ross" combine --legs "$tmp/merged-$e" "$base" "$sq" > /dev/null
     echo; echo "## $e/255: merged (every leg) vs the stored default run"; echo
