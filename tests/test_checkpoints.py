@@ -145,14 +145,41 @@ def test_real_accuracy_on_a_subset():
     assert 0.84 <= acc <= 0.93
 
 
-@pytest.fixture(scope="module")
-def every_fifth_test_image():
-    need_data("cifar10", "test.zip")
+def _every_fifth(folder):
+    """Every fifth of the 10,000 test images of DATA_ROOT/FOLDER/test.zip (2,000) and their labels."""
+    need_data(folder, "test.zip")
     from ross_ood.data import ZipImageSet
     from ross_ood.data.image import SubsetView
     from ross_ood.engine.train import load_images
-    ds = ZipImageSet(DATA_ROOT / "cifar10" / "test.zip").prepare(3, 32)
+    ds = ZipImageSet(DATA_ROOT / folder / "test.zip").prepare(3, 32)
     return load_images(SubsetView(ds, np.arange(0, 10000, 5)))
+
+
+def _classifies_as_recorded(name, images, want, tol):
+    """The packaged weights of NAME load by zoo name (sha256-checked, no data root) and classify IMAGES
+    within TOL of the record's 10,000-image accuracy WANT; returns the model."""
+    from ross_ood.engine.train import evaluate_accuracy
+    from ross_ood.models import PACKAGED_WEIGHTS, ZOO, load_model, sha256_file
+    assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
+    m = load_model(name)
+    x, y = images
+    assert abs(evaluate_accuracy(m, x, y) - want) < tol
+    return m
+
+
+@pytest.fixture(scope="module")
+def every_fifth_test_image():
+    return _every_fifth("cifar10")
+
+
+@pytest.fixture(scope="module")
+def every_fifth_lossless_test_image():
+    return _every_fifth("cifar10-png")
+
+
+@pytest.fixture(scope="module")
+def every_fifth_cifar100_test_image():
+    return _every_fifth("cifar100")
 
 
 @pytest.mark.slow
@@ -161,25 +188,9 @@ def every_fifth_test_image():
                                               ("resnet20-noise012-e52-oe", 0.12, 0.8320),
                                               ("resnet20-noise025-e36", 0.25, 0.7509)])
 def test_packaged_noise_models_load_and_classify(name, sigma, want, every_fifth_test_image):
-    """The packaged weights load by zoo name (sha256-checked) with no data root, and classify
-    2,000 test images (every fifth) about as the training record says for all 10,000: within
-    2.5 points, over three standard errors of a 2,000-image accuracy."""
-    from ross_ood.engine.train import evaluate_accuracy
-    from ross_ood.models import PACKAGED_WEIGHTS, ZOO, load_model, sha256_file
-    assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
-    m = load_model(name)
-    x, y = every_fifth_test_image
-    assert abs(evaluate_accuracy(m, x, y) - want) < 0.025
-
-
-@pytest.fixture(scope="module")
-def every_fifth_lossless_test_image():
-    need_data("cifar10-png", "test.zip")
-    from ross_ood.data import ZipImageSet
-    from ross_ood.data.image import SubsetView
-    from ross_ood.engine.train import load_images
-    ds = ZipImageSet(DATA_ROOT / "cifar10-png" / "test.zip").prepare(3, 32)
-    return load_images(SubsetView(ds, np.arange(0, 10000, 5)))
+    """The packaged weights classify 2,000 test images (every fifth) about as the training record says
+    for all 10,000: within 2.5 points, over three standard errors of a 2,000-image accuracy."""
+    _classifies_as_recorded(name, every_fifth_test_image, want, 0.025)
 
 
 @pytest.mark.slow
@@ -188,35 +199,15 @@ def every_fifth_lossless_test_image():
                                        ("resnet20-noise012-e54-fast8-tinoe", 0.7090),
                                        ("resnet20-noise012-e82-fast8-tinoe", 0.7498)])
 def test_packaged_adversarial_models_load_and_classify(name, want, every_fifth_lossless_test_image):
-    """The adversarially trained models, whose records measure the lossless test set: sha256-checked, and on
-    2,000 of those images (every fifth) within 3 points of the record's 10,000-image clean accuracy."""
-    from ross_ood.engine.train import evaluate_accuracy
-    from ross_ood.models import PACKAGED_WEIGHTS, ZOO, load_model, sha256_file
-    assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
-    m = load_model(name)
-    x, y = every_fifth_lossless_test_image
-    assert abs(evaluate_accuracy(m, x, y) - want) < 0.03
-
-
-@pytest.fixture(scope="module")
-def every_fifth_cifar100_test_image():
-    need_data("cifar100", "test.zip")
-    from ross_ood.data import ZipImageSet
-    from ross_ood.data.image import SubsetView
-    from ross_ood.engine.train import load_images
-    ds = ZipImageSet(DATA_ROOT / "cifar100" / "test.zip").prepare(3, 32)
-    return load_images(SubsetView(ds, np.arange(0, 10000, 5)))
+    """The adversarially trained models, whose records measure the lossless test set: on 2,000 of those
+    images (every fifth) within 3 points of the record's 10,000-image clean accuracy."""
+    _classifies_as_recorded(name, every_fifth_lossless_test_image, want, 0.03)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,want", [("resnet20-cifar100", 0.6517), ("resnet20-cifar100-noise012", 0.4028)])
 def test_packaged_cifar100_models_load_and_classify(name, want, every_fifth_cifar100_test_image):
-    """The CIFAR-100 models trained here: sha256-checked, 100 classes, and on 2,000 test images
-    (every fifth) within 3 points of the record's 10,000-image accuracy (over three standard errors)."""
-    from ross_ood.engine.train import evaluate_accuracy
-    from ross_ood.models import PACKAGED_WEIGHTS, ZOO, load_model, sha256_file
-    assert sha256_file(PACKAGED_WEIGHTS / ZOO[name].file) == ZOO[name].sha256
-    m = load_model(name)
+    """The CIFAR-100 models trained here: 100 classes, and on 2,000 test images (every fifth) within 3
+    points of the record's 10,000-image accuracy (over three standard errors)."""
+    m = _classifies_as_recorded(name, every_fifth_cifar100_test_image, want, 0.03)
     assert m.num_classes == 100
-    x, y = every_fifth_cifar100_test_image
-    assert abs(evaluate_accuracy(m, x, y) - want) < 0.03
